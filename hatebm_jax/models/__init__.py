@@ -1,0 +1,92 @@
+"""Networks of Hat EBM, built as Flax NNX modules and used as pure functions.
+
+Each network is built once, split into a static graph definition and two
+plain pytrees (nested dicts of arrays): trainable parameters (`nnx.Param`)
+and frozen state (the generator's batch-norm statistics, `nnx.BatchStat`).
+Training code only sees `net.apply(params, frozen, x)` and the pytrees, which
+go through `jax.jit`, optax and Orbax unchanged (shared/reference/style.md).
+"""
+
+import dataclasses
+from typing import Any, Callable
+
+import jax
+from flax import nnx
+import ml_collections
+
+from hatebm_jax.models.generator import SNGANGenerator
+from hatebm_jax.models.hat import HatNetwork
+
+Params = Any  # nested dict of arrays
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class FunctionalNet:
+  """A network as a pure function of (params, frozen state, input).
+
+  Attributes:
+    graphdef: the NNX graph definition (static structure, no arrays).
+    init: `key -> (params, frozen)`, pure and jittable; `key` is a
+      `jax.random.PRNGKey`.
+    name: a readable name for logs.
+  """
+  graphdef: nnx.GraphDef
+  init: Callable[[jax.Array], tuple[Params, Params]]
+  name: str
+
+  def apply(self, params: Params, frozen: Params, x: jax.Array) -> jax.Array:
+    """Runs the network: `nnx.merge` of the pytrees, then a forward pass."""
+    return nnx.merge(self.graphdef, params, frozen)(x)
+
+
+def functionalize(build: Callable[[nnx.Rngs], nnx.Module],
+                  name: str) -> FunctionalNet:
+  """Turns an NNX module constructor into a `FunctionalNet`.
+
+  The graph definition comes from an abstract (shape-only) build, so no
+  weights are materialised here.
+  """
+  abstract = nnx.eval_shape(lambda: build(nnx.Rngs(0)))
+  graphdef, _, _ = nnx.split(abstract, nnx.Param, ...)
+
+  def init(key: jax.Array) -> tuple[Params, Params]:
+    _, params, frozen = nnx.split(build(nnx.Rngs(key)), nnx.Param, ...)
+    return nnx.to_pure_dict(params), nnx.to_pure_dict(frozen)
+
+  return FunctionalNet(graphdef=graphdef, init=init, name=name)
+
+
+def create_hat_network(config: ml_collections.ConfigDict) -> FunctionalNet:
+  """The hat network H named by `config.ebm_type` ('ebm_sngan').
+
+  Reads `image_dims` ([S, S, C]) and `ebm_ngf`. Raises ValueError for an
+  unknown type or unsupported size (see `hat.hat_architecture`).
+  """
+  if config.ebm_type != 'ebm_sngan':
+    raise ValueError(f"ebm_type={config.ebm_type!r} is unknown; the only hat "
+                     "network is 'ebm_sngan'.")
+  size, _, channels = config.image_dims
+  return functionalize(
+      lambda rngs: HatNetwork(size, channels, config.ebm_ngf, rngs),
+      f'hat network {size}x{size}x{channels}, ngf {config.ebm_ngf}')
+
+
+def create_generator(config: ml_collections.ConfigDict) -> FunctionalNet:
+  """The generator G named by `config.gen_type` ('gen_sngan').
+
+  Reads `image_dims`, `gen_ngf`, `state_dims` ([nz]) and `gen_factor`.
+  Raises ValueError for an unknown type, an unsupported size or a latent
+  shape the generator cannot take.
+  """
+  if config.gen_type != 'gen_sngan':
+    raise ValueError(f"gen_type={config.gen_type!r} is unknown; the "
+                     "available generator is 'gen_sngan'.")
+  if len(config.state_dims) != 1:
+    raise ValueError(f'state_dims={tuple(config.state_dims)} is not a latent '
+                     "shape 'gen_sngan' can take: it needs a vector [nz].")
+  size, _, channels = config.image_dims
+  return functionalize(
+      lambda rngs: SNGANGenerator(size, channels, config.gen_ngf,
+                                  config.state_dims[0], config.gen_factor,
+                                  rngs),
+      f'SN-GAN generator {size}x{size}x{channels}, ngf {config.gen_ngf}')

@@ -1,0 +1,155 @@
+"""Hat networks H(x; θ): the energy of an image (official `ebm_sngan`).
+
+The hat network is the SN-GAN discriminator of the official release with
+spectral norm removed, global *average* pooling and a bias-free final linear
+layer (shared/reference/official_code_facts.md §0.2, §1.2, §1.3). Lower
+energy means more probable.
+"""
+
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from hatebm_jax.models import layers
+
+
+class StemBlock(nnx.Module):
+  """The first ("optimised") discriminator block (facts §1.2).
+
+  Main path: conv3x3 -> ReLU -> conv3x3 [-> avg-pool], with no activation on
+  the block input. Shortcut: [avg-pool ->] conv1x1, present when the block
+  changes width or downsamples, identity otherwise.
+  """
+
+  def __init__(self, in_channels: int, out_channels: int, downsample: bool,
+               rngs: nnx.Rngs):
+    self.downsample = downsample
+    self.conv1 = layers.conv(in_channels, out_channels, 3, rngs)
+    self.conv2 = layers.conv(out_channels, out_channels, 3, rngs)
+    if in_channels != out_channels or downsample:
+      self.shortcut = layers.conv(in_channels, out_channels, 1, rngs)
+    else:
+      self.shortcut = None
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    h = self.conv2(jax.nn.relu(self.conv1(x)))
+    s = x
+    if self.downsample:
+      h = layers.avg_pool_2x2(h)
+      s = layers.avg_pool_2x2(s)
+    if self.shortcut is not None:
+      s = self.shortcut(s)
+    return h + s
+
+
+class DiscBlock(nnx.Module):
+  """Pre-activation residual discriminator block (facts §1.2).
+
+  Main path: ReLU -> conv3x3 -> ReLU -> conv3x3 [-> avg-pool]. Shortcut:
+  conv1x1 [-> avg-pool] when the block changes width or downsamples.
+  """
+
+  def __init__(self, in_channels: int, out_channels: int, downsample: bool,
+               rngs: nnx.Rngs):
+    self.downsample = downsample
+    self.conv1 = layers.conv(in_channels, out_channels, 3, rngs)
+    self.conv2 = layers.conv(out_channels, out_channels, 3, rngs)
+    if in_channels != out_channels or downsample:
+      self.shortcut = layers.conv(in_channels, out_channels, 1, rngs)
+    else:
+      self.shortcut = None
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    h = self.conv2(jax.nn.relu(self.conv1(jax.nn.relu(x))))
+    s = self.shortcut(x) if self.shortcut is not None else x
+    if self.downsample:
+      h = layers.avg_pool_2x2(h)
+      s = layers.avg_pool_2x2(s)
+    return h + s
+
+
+def hat_architecture(image_size: int, ngf: int
+                     ) -> tuple[tuple[int, ...], tuple[bool, ...]]:
+  """Block widths and downsampling flags of the hat network.
+
+  The official code fixes the width of the 32 and 64 networks (256 and 1024)
+  and reads `ebm_ngf` only at 128 (facts §1.3); here `ngf` scales every size
+  so that CPU configurations can be narrow. The paper-size widths reproduce
+  the official layer tables exactly.
+
+  Args:
+    image_size: image side in pixels: 32, 64 or 128.
+    ngf: width of the last block; 64 and 128 need a multiple of 16.
+
+  Returns:
+    (channels, downsample): per-block output widths and downsampling flags,
+    the first entry being the stem block.
+
+  Raises:
+    ValueError: for an unsupported image size or a width that is not
+      positive or (at 64 and 128) not a multiple of 16.
+  """
+  if ngf < 1:
+    raise ValueError(f'hat network width ebm_ngf={ngf} must be positive.')
+  if image_size == 32:
+    return (ngf,) * 4, (True, True, False, False)
+  if image_size not in (64, 128):
+    raise ValueError(f'No hat network for image size {image_size}; '
+                     'supported sizes are 32, 64 and 128.')
+  if ngf % 16:
+    raise ValueError(f'ebm_ngf={ngf} must be a multiple of 16 for '
+                     f'{image_size}x{image_size} images.')
+  widths = (ngf // 16, ngf // 8, ngf // 4, ngf // 2, ngf)
+  if image_size == 64:
+    return widths, (True,) * 5
+  return widths + (ngf,), (True,) * 5 + (False,)
+
+
+class HatNetwork(nnx.Module):
+  """H(x; θ): image [B, S, S, C] -> energy [B] (facts §1.2-§1.3).
+
+  Stem block, residual discriminator blocks, then ReLU, global average pool
+  and a bias-free Dense(width -> 1).
+  """
+
+  def __init__(self, image_size: int, in_channels: int, ngf: int,
+               rngs: nnx.Rngs):
+    """Builds the hat network.
+
+    Args:
+      image_size: S, 32, 64 or 128.
+      in_channels: C, 3 for RGB and 1 for grayscale.
+      ngf: width of the last block (256 for the paper's 32x32 network, 1024
+        at 64x64, 1024 or 2048 at 128x128).
+      rngs: NNX random streams for the initialisers.
+
+    Raises:
+      ValueError: see `hat_architecture`.
+    """
+    channels, downsample = hat_architecture(image_size, ngf)
+    self.image_size = image_size
+    self.in_channels = in_channels
+    self.num_blocks = len(channels)
+    cin = in_channels
+    for i, (cout, down) in enumerate(zip(channels, downsample)):
+      block_cls = StemBlock if i == 0 else DiscBlock
+      setattr(self, f'block{i + 1}', block_cls(cin, cout, down, rngs))
+      cin = cout
+    self.head = layers.dense(cin, 1, rngs, use_bias=False)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """Energy H(x) of each image.
+
+    Args:
+      x: images [B, S, S, C], float; data lives in [-1, 1] but the network
+        is evaluated on unclipped G(z) + y too (facts §8 #14).
+
+    Returns:
+      Energies [B], float32 (same dtype as x). Lower is more probable.
+    """
+    h = x
+    for i in range(self.num_blocks):
+      h = getattr(self, f'block{i + 1}')(h)
+    h = jnp.mean(jax.nn.relu(h), axis=(1, 2))
+    return self.head(h)[:, 0]
