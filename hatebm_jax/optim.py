@@ -1,0 +1,70 @@
+"""Optimisers of the official release, built from optax.
+
+Adam (β₁ 0.9, β₂ 0.999, ε 1e-7, the Keras defaults) on a piecewise-constant
+learning rate given as `[[lr, start_update], ...]` (`ebm_lr_info`,
+`gen_lr_info`), with an optional per-tensor gradient-norm clip for the hat
+network (`clip_ebm_grad`, `max_grad_norm`). Source: facts §4.4.
+"""
+
+from typing import Optional, Sequence
+
+import jax.numpy as jnp
+import optax
+
+
+def lr_schedule(lr_info: Sequence[Sequence[float]]) -> optax.Schedule:
+  """Piecewise-constant learning rate from `[[lr, start_update], ...]`.
+
+  The rate at update t (0-based count of updates already applied) is the lr
+  of the last pair with start_update ≤ t (facts §4.4).
+
+  Raises:
+    ValueError: if the list is empty, does not start at update 0, has
+      decreasing starts or a non-positive rate.
+  """
+  pairs = [(float(lr), int(start)) for lr, start in lr_info]
+  if not pairs or pairs[0][1] != 0:
+    raise ValueError(f'learning-rate info {lr_info!r} must be a non-empty '
+                     'list of [lr, start_update] pairs starting at update 0.')
+  starts = [start for _, start in pairs]
+  if starts != sorted(set(starts)):
+    raise ValueError(f'learning-rate info {lr_info!r}: start updates must '
+                     'increase strictly.')
+  if any(lr <= 0 for lr, _ in pairs):
+    raise ValueError(f'learning-rate info {lr_info!r}: rates must be > 0.')
+  # optax multiplies the running rate by the given scale at each boundary.
+  boundaries = {start: lr / prev_lr
+                for (prev_lr, _), (lr, start) in zip(pairs, pairs[1:])}
+  return optax.piecewise_constant_schedule(pairs[0][0], boundaries)
+
+
+def clip_per_tensor(max_norm: float) -> optax.GradientTransformation:
+  """Rescales each gradient tensor to L2 norm ≤ max_norm (facts §0.8).
+
+  Not a global-norm clip: every leaf is clipped on its own, TF
+  `clip_by_norm` semantics g · c / max(‖g‖, c).
+  """
+  def clip(g, _):
+    norm = jnp.sqrt(jnp.sum(jnp.square(g)))
+    return g * (max_norm / jnp.maximum(norm, max_norm))
+  return optax.stateless_with_tree_map(clip)
+
+
+def adam(lr_info: Sequence[Sequence[float]],
+         max_grad_norm: Optional[float] = None
+         ) -> optax.GradientTransformation:
+  """Keras-default Adam on a piecewise-constant rate, optionally clipped.
+
+  Args:
+    lr_info: `[[lr, start_update], ...]`, see `lr_schedule`.
+    max_grad_norm: per-tensor clip threshold, or None for no clipping.
+
+  Returns:
+    An optax transformation; its update count drives the schedule.
+  """
+  opt = optax.adam(lr_schedule(lr_info), b1=0.9, b2=0.999, eps=1e-7)
+  if max_grad_norm is None:
+    return opt
+  if not max_grad_norm > 0:
+    raise ValueError(f'max_grad_norm={max_grad_norm!r} must be > 0.')
+  return optax.chain(clip_per_tensor(max_grad_norm), opt)
