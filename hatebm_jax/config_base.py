@@ -1,0 +1,114 @@
+"""Shared defaults of every experiment config, and their validation.
+
+Experiment files in the top-level `configs/` folder start from
+`get_base_config()` and override what differs. Keys keep the names of the
+official release (shared/reference/official_code_facts.md §9.1). The
+defaults here are the official CIFAR-10 synthesis settings.
+"""
+
+import importlib.util
+import os
+
+import ml_collections
+
+from hatebm_jax import data
+
+
+def get_base_config() -> ml_collections.ConfigDict:
+  """Official synthesis defaults (facts §9.1, cifar10_synth column)."""
+  c = ml_collections.ConfigDict()
+  c.exp_name = 'cifar10_synth'
+  c.seed = 0
+
+  # Data (facts §2).
+  c.data_type = 'cifar10'      # fashion_mnist | cifar10 | celeb_a | imagenet2012
+  c.data_dir = ''              # TFDS data_dir (or Fashion-MNIST folder); '' = default
+  c.image_dims = (32, 32, 3)   # [S, S, C]
+  c.random_crop = False        # ImageNet training crop
+  c.data_epsilon = 1e-3        # std of the noise added to positive samples
+
+  # Networks (facts §1).
+  c.ebm_type = 'ebm_sngan'
+  c.ebm_ngf = 256              # hat network width (last block)
+  c.gen_type = 'gen_sngan'
+  c.gen_ngf = 256              # generator width (4x4 input stage)
+  c.gen_factor = 2.0           # G(z) in (-gen_factor, gen_factor)
+  c.state_dims = (128,)        # latent z shape
+
+  # Training (facts §4.1, §4.4).
+  c.num_training_steps = 50_000
+  c.batch_size = 128           # global batch
+  c.ebm_lr_info = ((1e-4, 0),)  # [[lr, start_update], ...]
+  c.gen_lr_info = ((1e-4, 0),)
+  c.clip_ebm_grad = False      # per-tensor clip of the hat network gradients
+  c.max_grad_norm = 50.0
+  c.gen_loss_factor_coop = 1000.0
+  c.persistent_size = 10_000   # replay bank, rounded down to a batch multiple
+
+  # Langevin sampling (facts §3).
+  c.mcmc_steps = 50            # K
+  c.mcmc_temp = 1e-8           # T
+  c.epsilon = 5e-4             # residual step size ε
+  c.tau_res = 0.0              # residual prior τ‖y‖²
+  c.init_scale_res = 0.0       # y0 = init_scale_res · N(0, I)
+  c.init_scale_latent = 1.0    # z0 = init_scale_latent · N(0, I)
+  c.use_noise = True
+  c.clip_langevin_grad_res = True
+  c.max_langevin_norm_res = 2.5  # per-image bound on the drift step
+  c.langevin_unroll = -1       # scan unroll: -1 auto (CPU full, else 1), 0 full
+
+  # Logging and checkpoints (facts §4.5).
+  c.info_freq = 50             # scalars to TensorBoard and console
+  c.plot_freq = 500            # PNG grids under <workdir>/samples
+  c.checkpoint_freq = 1000     # Orbax checkpoint of the whole state
+  c.max_to_keep = 3
+  c.num_plot = 64              # images per grid
+  return c
+
+
+def load_config_file(next_to: str, name: str) -> ml_collections.ConfigDict:
+  """`get_config()` of the config file `name`.py in the folder of `next_to`.
+
+  Lets one experiment file build on another (e.g. imagenet_scaled on
+  imagenet_synth) however the configs folder is reached.
+  """
+  path = os.path.join(os.path.dirname(os.path.abspath(next_to)), f'{name}.py')
+  spec = importlib.util.spec_from_file_location(f'hatebm_config_{name}', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Rejects impossible settings before any compute.
+
+  Raises:
+    ValueError: naming the key, its value and what is allowed.
+  """
+  def need(ok, key, allowed):
+    if not ok:
+      raise ValueError(f'config.{key}={config[key]!r} is invalid: {allowed}.')
+
+  need(config.data_type in data.IMAGE_DIMS, 'data_type',
+       f'choose one of {sorted(data.IMAGE_DIMS)}')
+  need(len(config.image_dims) == 3 and config.image_dims[0] in (32, 64, 128)
+       and config.image_dims[0] == config.image_dims[1], 'image_dims',
+       'networks exist for [S, S, C] with S in 32, 64, 128')
+  need(tuple(config.image_dims) == data.IMAGE_DIMS[config.data_type],
+       'image_dims', f'{config.data_type} is trained at '
+       f'{data.IMAGE_DIMS[config.data_type]}')
+  for key in ('num_training_steps', 'batch_size', 'mcmc_steps', 'info_freq',
+              'plot_freq', 'checkpoint_freq', 'max_to_keep', 'num_plot'):
+    need(isinstance(config[key], int) and config[key] >= 1, key,
+         'must be an integer >= 1')
+  for key in ('mcmc_temp', 'epsilon', 'gen_factor', 'max_langevin_norm_res',
+              'max_grad_norm', 'gen_loss_factor_coop'):
+    need(config[key] > 0, key, 'must be > 0')
+  for key in ('data_epsilon', 'tau_res', 'init_scale_res',
+              'init_scale_latent'):
+    need(config[key] >= 0, key, 'must be >= 0')
+  need(config.persistent_size >= config.batch_size, 'persistent_size',
+       f'the replay bank must hold at least one batch '
+       f'(batch_size={config.batch_size})')
+  need(isinstance(config.langevin_unroll, int) and config.langevin_unroll >= -1,
+       'langevin_unroll', '-1 (auto), 0 (fully unrolled) or a positive int')

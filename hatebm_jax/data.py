@@ -1,0 +1,263 @@
+"""Training images: the embedded Fashion-MNIST default and TFDS data sets.
+
+Every source yields float32 batches [B, S, S, C] in [-1, 1], x = 2·(u/255) − 1
+for uint8 pixels u, scaled before any resize (facts §2).
+
+* `fashion_mnist` (the CPU default) is read from the standard IDX files that
+  Debian's `dataset-fashion-mnist` package installs, padded 28 -> 32 with
+  background (black) pixels. Batches are a pure function of (seed, step), so
+  a resumed run sees exactly the batches it would have seen.
+* `cifar10`, `celeb_a` and `imagenet2012` come from a TFDS `data_dir` that the
+  user prepared (local path or gs://); nothing is ever downloaded.
+"""
+
+import gzip
+import os
+import struct
+from typing import Iterator, Optional
+
+import numpy as np
+
+FASHION_MNIST_DIRS = ('/usr/share/datasets/fashion-mnist',)
+FASHION_MNIST_FILES = {
+    'train': ('train-images-idx3-ubyte.gz', 'train-labels-idx1-ubyte.gz'),
+    'test': ('t10k-images-idx3-ubyte.gz', 't10k-labels-idx1-ubyte.gz'),
+}
+FASHION_MNIST_CLASSES = ('T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat',
+                         'Sandal', 'Shirt', 'Sneaker', 'Bag', 'Ankle boot')
+# Image shape [S, S, C] that each data set is trained at (facts §2, §9.1).
+IMAGE_DIMS = {
+    'fashion_mnist': (32, 32, 1),
+    'cifar10': (32, 32, 3),
+    'celeb_a': (64, 64, 3),
+    'imagenet2012': (128, 128, 3),
+}
+TFDS_DATASETS = ('cifar10', 'celeb_a', 'imagenet2012')
+SHUFFLE_BUFFER = 10_000  # facts §2
+
+
+def to_float(images: np.ndarray) -> np.ndarray:
+  """uint8 pixels [..] in [0, 255] -> float32 in [-1, 1] (facts §2)."""
+  return images.astype(np.float32) * (2.0 / 255.0) - 1.0
+
+
+def _read_idx(path: str) -> np.ndarray:
+  """Reads a gzipped IDX file (the MNIST format) into a uint8 array."""
+  with gzip.open(path, 'rb') as f:
+    data = f.read()
+  zero, dtype_code, ndim = struct.unpack('>HBB', data[:4])
+  if zero != 0 or dtype_code != 0x08:
+    raise ValueError(f'{path} is not a uint8 IDX file (header {data[:4]!r}).')
+  shape = struct.unpack('>' + 'I' * ndim, data[4:4 + 4 * ndim])
+  array = np.frombuffer(data, np.uint8, offset=4 + 4 * ndim)
+  if array.size != int(np.prod(shape)):
+    raise ValueError(f'{path}: header says {shape}, file holds {array.size} '
+                     'values.')
+  return array.reshape(shape)
+
+
+def fashion_mnist_dir(data_dir: Optional[str] = None) -> str:
+  """The folder holding the Fashion-MNIST IDX files.
+
+  Looks in `data_dir` if given, else in $HATEBM_FASHION_MNIST_DIR, else in
+  Debian's /usr/share/datasets/fashion-mnist.
+
+  Raises:
+    FileNotFoundError: naming the folders tried and how to install the data.
+  """
+  if data_dir:
+    candidates = (data_dir,)
+  else:
+    env = os.environ.get('HATEBM_FASHION_MNIST_DIR')
+    candidates = ((env,) if env else ()) + FASHION_MNIST_DIRS
+  needed = FASHION_MNIST_FILES['train'][0]
+  for directory in candidates:
+    if os.path.exists(os.path.join(directory, needed)):
+      return directory
+  raise FileNotFoundError(
+      f'Fashion-MNIST not found (looked for {needed} in {list(candidates)}). '
+      'Install it with `apt-get install -y dataset-fashion-mnist` (files land '
+      'in /usr/share/datasets/fashion-mnist), or point '
+      '--config.data_dir / $HATEBM_FASHION_MNIST_DIR at a folder with the '
+      'standard IDX files.')
+
+
+def load_fashion_mnist(split: str = 'train', data_dir: Optional[str] = None,
+                       pad_to: int = 32) -> tuple[np.ndarray, np.ndarray]:
+  """Fashion-MNIST images and labels.
+
+  Args:
+    split: 'train' (60,000 images) or 'test' (10,000).
+    data_dir: folder with the IDX files; see `fashion_mnist_dir`.
+    pad_to: output side; the 28x28 images are padded with zeros (black,
+      i.e. -1 after scaling) centred, 28 -> 32 by default.
+
+  Returns:
+    (images uint8 [N, pad_to, pad_to, 1], labels uint8 [N] in 0..9).
+
+  Raises:
+    ValueError: for an unknown split or pad_to < 28.
+    FileNotFoundError: see `fashion_mnist_dir`.
+  """
+  if split not in FASHION_MNIST_FILES:
+    raise ValueError(f'split={split!r}; Fashion-MNIST has '
+                     f'{sorted(FASHION_MNIST_FILES)}.')
+  if pad_to < 28:
+    raise ValueError(f'pad_to={pad_to} must be >= 28.')
+  directory = fashion_mnist_dir(data_dir)
+  image_file, label_file = FASHION_MNIST_FILES[split]
+  images = _read_idx(os.path.join(directory, image_file))
+  labels = _read_idx(os.path.join(directory, label_file))
+  before = (pad_to - 28) // 2
+  after = pad_to - 28 - before
+  images = np.pad(images, ((0, 0), (before, after), (before, after)))
+  return images[..., None], labels
+
+
+class ArrayBatches:
+  """Shuffled batches of an in-memory uint8 image array, stateless in step.
+
+  Batch t holds the examples at positions [tB, (t+1)B) of an endless stream
+  made of one seeded permutation per epoch, so `batch(t)` is the same
+  whether a run got to t directly or was resumed.
+  """
+
+  def __init__(self, images: np.ndarray, batch_size: int, seed: int):
+    if batch_size > len(images):
+      raise ValueError(f'batch_size={batch_size} exceeds the {len(images)} '
+                       'training images.')
+    self.images = images
+    self.batch_size = batch_size
+    self.seed = seed
+    self._perm_epoch = -1
+    self._perm = None
+
+  def _permutation(self, epoch: int) -> np.ndarray:
+    if epoch != self._perm_epoch:
+      rng = np.random.default_rng([self.seed, epoch])
+      self._perm = rng.permutation(len(self.images))
+      self._perm_epoch = epoch
+    return self._perm
+
+  def batch(self, step: int) -> np.ndarray:
+    """float32 [B, S, S, C] in [-1, 1] for training step `step` ≥ 0."""
+    n = len(self.images)
+    positions = np.arange(step * self.batch_size,
+                          (step + 1) * self.batch_size)
+    index = np.empty(self.batch_size, np.int64)
+    for epoch in np.unique(positions // n):
+      mask = positions // n == epoch
+      index[mask] = self._permutation(int(epoch))[positions[mask] % n]
+    return to_float(self.images[index])
+
+  def iterate(self, start_step: int) -> Iterator[np.ndarray]:
+    step = start_step
+    while True:
+      yield self.batch(step)
+      step += 1
+
+
+def _tfds_preprocess(name: str, image_size: int, random_crop: bool):
+  """The official per-image transform of a TFDS data set (facts §2)."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
+  def resize(x, height, width):
+    return tf.image.resize(x, (height, width), 'bilinear', antialias=True)
+
+  def center_square(x):
+    shape = tf.shape(x)
+    side = tf.minimum(shape[0], shape[1])
+    top = (shape[0] - side) // 2
+    left = (shape[1] - side) // 2
+    return x[top:top + side, left:left + side]
+
+  def transform(example):
+    x = tf.cast(example['image'], tf.float32) * (2.0 / 255.0) - 1.0
+    if name == 'cifar10':
+      return x
+    if name == 'imagenet2012' and random_crop:
+      # Short side to exactly S, long side scaled alike (truncated, at least
+      # S), then a uniform random S x S crop; no flip (facts §2, §8 #10).
+      shape = tf.cast(tf.shape(x)[:2], tf.float32)
+      scale = image_size / tf.reduce_min(shape)
+      new = tf.maximum(tf.cast(shape * scale, tf.int32), image_size)
+      new = tf.where(shape <= tf.reduce_min(shape), image_size, new)
+      x = resize(x, new[0], new[1])
+      return tf.image.random_crop(x, (image_size, image_size, 3))
+    # CelebA (178x218 -> 178 square) and ImageNet for evaluation.
+    return resize(center_square(x), image_size, image_size)
+
+  return transform
+
+
+def tfds_batches(name: str, data_dir: Optional[str], batch_size: int,
+                 image_size: int, random_crop: bool, seed: int,
+                 split: str = 'train') -> Iterator[np.ndarray]:
+  """Endless shuffled batches of a prepared TFDS data set.
+
+  map -> shuffle(10,000) -> repeat -> batch -> prefetch, as the official
+  pipeline (facts §2), with seeded shuffling. Resuming starts a fresh
+  shuffle stream from the new seed offset given by the caller.
+
+  Args:
+    name: 'cifar10', 'celeb_a' or 'imagenet2012'.
+    data_dir: the TFDS data_dir (local or gs://) where it was prepared;
+      None for TFDS' default (~/tensorflow_datasets).
+    batch_size: B.
+    image_size: S (32, 64 or 128).
+    random_crop: ImageNet training crop (facts §2).
+    seed: shuffle seed.
+    split: TFDS split.
+
+  Yields:
+    float32 [B, S, S, 3] in [-1, 1].
+
+  Raises:
+    FileNotFoundError: when the data set is not prepared in `data_dir`,
+      saying how to prepare it.
+  """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
+  try:
+    ds = tfds.load(name, split=split, data_dir=data_dir or None,
+                   download=False, shuffle_files=True,
+                   read_config=tfds.ReadConfig(shuffle_seed=seed))
+  except (AssertionError, FileNotFoundError,
+          tfds.core.registered.DatasetNotFoundError) as e:
+    where = data_dir or '~/tensorflow_datasets'
+    raise FileNotFoundError(
+        f'TFDS data set {name!r} is not prepared in data_dir={where!r}. '
+        'Prepare it once (see README, "Data sets"), e.g. `tfds build '
+        f'{name} --data_dir={where}` on a machine with internet access '
+        '(ImageNet and CelebA need their archives placed in the manual '
+        'download folder first), then pass --config.data_dir.') from e
+  ds = ds.map(_tfds_preprocess(name, image_size, random_crop),
+              num_parallel_calls=tf.data.AUTOTUNE)
+  ds = ds.shuffle(SHUFFLE_BUFFER, seed=seed).repeat()
+  ds = ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+  return iter(tfds.as_numpy(ds))
+
+
+def train_batches(config, start_step: int) -> Iterator[np.ndarray]:
+  """Training batches of `config.data_type` from step `start_step` on.
+
+  Raises:
+    ValueError: for an unknown data set or an `image_dims` it is not
+      trained at.
+    FileNotFoundError: for missing data.
+  """
+  name = config.data_type
+  if name not in IMAGE_DIMS:
+    raise ValueError(f'data_type={name!r} is unknown; choose one of '
+                     f'{sorted(IMAGE_DIMS)}.')
+  if tuple(config.image_dims) != IMAGE_DIMS[name]:
+    raise ValueError(f'image_dims={tuple(config.image_dims)} does not match '
+                     f'{name}, which is trained at {IMAGE_DIMS[name]}.')
+  if name == 'fashion_mnist':
+    images, _ = load_fashion_mnist('train', config.data_dir or None)
+    return ArrayBatches(images, config.batch_size,
+                        config.seed).iterate(start_step)
+  return tfds_batches(name, config.data_dir or None, config.batch_size,
+                      config.image_dims[0], config.random_crop,
+                      seed=config.seed + start_step)

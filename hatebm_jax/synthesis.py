@@ -1,0 +1,213 @@
+"""Tandem training of a conditional Hat EBM: the synthesis training step.
+
+One iteration (paper Sec. 3.4, Fig. 2; facts §4.1), all inside one jitted
+function:
+
+1. z ~ N(0, I), y₀ = `init_scale_res`·N(0, I); G_t(z) computed once.
+2. K residual Langevin steps with z fixed (`langevin.residual_langevin`).
+3. Positive samples x⁺ = data + `data_epsilon`·N(0, I); negative samples
+   x⁻ = G_t(z) + y_K (constants: no gradient reaches G or the chain).
+4. Hat network update on the maximum-likelihood loss
+   (mean H(x⁺) − mean H(x⁻)) / T (eq. 8), Adam, optional per-tensor clip.
+5. Generator update on `gen_loss_factor_coop`·MSE(G(z'), X') for B pairs
+   drawn without replacement from the replay bank.
+6. Those bank slots are overwritten with (x⁻, z).
+"""
+
+import dataclasses
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from hatebm_jax import langevin
+from hatebm_jax import models
+from hatebm_jax import optim
+from hatebm_jax import replay_bank
+
+Params = Any
+
+
+class SynthesisState(flax.struct.PyTreeNode):
+  """The whole state of a synthesis run: one pytree of device arrays.
+
+  Attributes:
+    step: int32 [], training iterations done.
+    rng: uint32 [2], the run's base PRNG key; iteration t uses
+      fold_in(rng, t), so randomness is a function of (seed, step).
+    hat_params, hat_opt_state: hat network θ and its Adam state.
+    gen_params, gen_frozen, gen_opt_state: generator φ, its frozen
+      batch-norm statistics and its Adam state.
+    bank: the replay bank of (X, Z) pairs.
+  """
+  step: jax.Array
+  rng: jax.Array
+  hat_params: Params
+  hat_opt_state: optax.OptState
+  gen_params: Params
+  gen_frozen: Params
+  gen_opt_state: optax.OptState
+  bank: replay_bank.ReplayBank
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class SynthesisModel:
+  """Networks, optimisers and settings of a synthesis run (all static).
+
+  Build it with `from_config`; its methods are pure and jittable.
+  """
+  hat: models.FunctionalNet
+  gen: models.FunctionalNet
+  hat_opt: optax.GradientTransformation
+  gen_opt: optax.GradientTransformation
+  sampler: langevin.LangevinConfig
+  batch_size: int
+  bank_size: int
+  latent_shape: tuple[int, ...]
+  image_shape: tuple[int, ...]
+  data_epsilon: float
+  init_scale_res: float
+  init_scale_latent: float
+  gen_loss_factor: float
+
+  @classmethod
+  def from_config(cls, config: ml_collections.ConfigDict) -> 'SynthesisModel':
+    """Builds the model of an experiment config (see config_base)."""
+    return cls(
+        hat=models.create_hat_network(config),
+        gen=models.create_generator(config),
+        hat_opt=optim.adam(config.ebm_lr_info, config.max_grad_norm
+                           if config.clip_ebm_grad else None),
+        gen_opt=optim.adam(config.gen_lr_info),
+        sampler=langevin.LangevinConfig.from_config(config),
+        batch_size=config.batch_size,
+        bank_size=replay_bank.bank_size(config.persistent_size,
+                                        config.batch_size),
+        latent_shape=tuple(config.state_dims),
+        image_shape=tuple(config.image_dims),
+        data_epsilon=config.data_epsilon,
+        init_scale_res=config.init_scale_res,
+        init_scale_latent=config.init_scale_latent,
+        gen_loss_factor=config.gen_loss_factor_coop)
+
+  def energy(self, hat_params: Params, x: jax.Array) -> jax.Array:
+    """H(x; θ): images [B, S, S, C] -> energies [B]."""
+    return self.hat.apply(hat_params, {}, x)
+
+  def generate(self, gen_params: Params, gen_frozen: Params,
+               z: jax.Array) -> jax.Array:
+    """G(z; φ): latents [B, nz] -> images [B, S, S, C]."""
+    return self.gen.apply(gen_params, gen_frozen, z)
+
+  def init(self, key: jax.Array) -> SynthesisState:
+    """A fresh state: random networks, bank of G_0 samples (facts §4.1).
+
+    Args:
+      key: the run's base PRNG key (`jax.random.PRNGKey(seed)`).
+    """
+    k_init, k_train = jax.random.split(key)
+    k_hat, k_gen, k_bank = jax.random.split(k_init, 3)
+    hat_params, _ = self.hat.init(k_hat)
+    gen_params, gen_frozen = self.gen.init(k_gen)
+    bank = replay_bank.init_bank(
+        lambda z: self.generate(gen_params, gen_frozen, z), k_bank,
+        self.bank_size, self.latent_shape, self.batch_size)
+    return SynthesisState(
+        step=jnp.zeros((), jnp.int32), rng=k_train,
+        hat_params=hat_params, hat_opt_state=self.hat_opt.init(hat_params),
+        gen_params=gen_params, gen_frozen=gen_frozen,
+        gen_opt_state=self.gen_opt.init(gen_params), bank=bank)
+
+  def sample(self, hat_params: Params, gen_params: Params, gen_frozen: Params,
+             z: jax.Array, key: jax.Array,
+             sampler: langevin.LangevinConfig | None = None
+             ) -> tuple[jax.Array, jax.Array, dict[str, jax.Array]]:
+    """Conditional Hat EBM samples for given latents.
+
+    Args:
+      hat_params, gen_params, gen_frozen: network pytrees.
+      z: latents [B, nz].
+      key: PRNG key for y₀ and the chain's noise.
+      sampler: chain settings; the training settings when None.
+
+    Returns:
+      (G(z) [B, S, S, C], y_K [B, S, S, C], diagnostics); the sample is
+      X = G(z) + y_K, unclipped.
+    """
+    sampler = sampler or self.sampler
+    k_y0, k_chain = jax.random.split(key)
+    x_gen = self.generate(gen_params, gen_frozen, z)
+    y0 = self.init_scale_res * jax.random.normal(k_y0, x_gen.shape)
+    frozen_params = jax.lax.stop_gradient(hat_params)
+    y, diagnostics = langevin.residual_langevin(
+        lambda x: self.energy(frozen_params, x), x_gen, y0, k_chain, sampler)
+    return x_gen, y, diagnostics
+
+  def train_step(self, state: SynthesisState, x_data: jax.Array
+                 ) -> tuple[SynthesisState, dict[str, jax.Array]]:
+    """One tandem iteration: Langevin chain, hat update, generator update.
+
+    Args:
+      state: the current state.
+      x_data: a batch of training images [B, S, S, C], float32 in [-1, 1].
+
+    Returns:
+      (new state, metrics): scalars
+        'ebm_loss': (mean H(x⁺) − mean H(x⁻)) / T, the official "Energy
+          Diff" (≈ 1e8 × the raw gap at T = 1e-8);
+        'energy_pos', 'energy_neg': mean H of positives and negatives;
+        'gen_loss': gen_loss_factor_coop · MSE on the bank pairs;
+        'residual_drift_norm', 'residual_clip_fraction': chain diagnostics;
+        'residual_norm': mean L2 norm of y_K per image;
+        'hat_grad_norm': global norm of the hat gradient before clipping.
+    """
+    key = jax.random.fold_in(state.rng, state.step)
+    k_z, k_chain, k_data, k_bank = jax.random.split(key, 4)
+    batch = x_data.shape[0]
+
+    z = self.init_scale_latent * jax.random.normal(
+        k_z, (batch,) + self.latent_shape)
+    x_gen, y, diagnostics = self.sample(
+        state.hat_params, state.gen_params, state.gen_frozen, z, k_chain)
+    x_neg = jax.lax.stop_gradient(x_gen + y)
+    x_pos = x_data + self.data_epsilon * jax.random.normal(
+        k_data, x_data.shape, x_data.dtype)
+
+    def hat_loss(hat_params):
+      energies = self.energy(hat_params, jnp.concatenate([x_pos, x_neg]))
+      e_pos, e_neg = energies[:batch].mean(), energies[batch:].mean()
+      return (e_pos - e_neg) / self.sampler.temperature, (e_pos, e_neg)
+
+    (ebm_loss, (e_pos, e_neg)), hat_grads = jax.value_and_grad(
+        hat_loss, has_aux=True)(state.hat_params)
+    hat_updates, hat_opt_state = self.hat_opt.update(
+        hat_grads, state.hat_opt_state, state.hat_params)
+    hat_params = optax.apply_updates(state.hat_params, hat_updates)
+
+    slots = replay_bank.draw_slots(k_bank, state.bank.size, batch)
+    x_target, z_target = replay_bank.read(state.bank, slots)
+
+    def gen_loss(gen_params):
+      x_fit = self.generate(gen_params, state.gen_frozen, z_target)
+      return self.gen_loss_factor * jnp.mean(jnp.square(x_fit - x_target))
+
+    g_loss, gen_grads = jax.value_and_grad(gen_loss)(state.gen_params)
+    gen_updates, gen_opt_state = self.gen_opt.update(
+        gen_grads, state.gen_opt_state, state.gen_params)
+    gen_params = optax.apply_updates(state.gen_params, gen_updates)
+
+    bank = replay_bank.write(state.bank, slots, x_neg, z)
+    new_state = state.replace(
+        step=state.step + 1, hat_params=hat_params,
+        hat_opt_state=hat_opt_state, gen_params=gen_params,
+        gen_opt_state=gen_opt_state, bank=bank)
+    metrics = {
+        'ebm_loss': ebm_loss, 'energy_pos': e_pos, 'energy_neg': e_neg,
+        'gen_loss': g_loss,
+        'residual_norm': langevin.per_image_norm(y).mean(),
+        'hat_grad_norm': optax.tree.norm(hat_grads),
+        **diagnostics}
+    return new_state, metrics
