@@ -1,0 +1,175 @@
+"""The training loop of synthesis Hat EBM: jit once, log, plot, checkpoint.
+
+`train_and_evaluate(config, workdir)` is what `python -m hatebm_jax.main`
+calls. Rerunning it on the same workdir resumes from the newest checkpoint;
+Ctrl-C or SIGTERM makes it save the current step and return.
+"""
+
+import itertools
+import signal
+import threading
+import time
+from typing import Optional
+
+from absl import logging
+from clu import metric_writers
+from clu import periodic_actions
+from etils import epath
+import jax
+import ml_collections
+import numpy as np
+
+from hatebm_jax import checkpoint
+from hatebm_jax import config_base
+from hatebm_jax import data
+from hatebm_jax import synthesis
+from hatebm_jax import visualize
+from hatebm_jax.models import layers
+
+PLOT_SEED = 12345  # fixed latents and noise, so grids are comparable
+
+
+class StopRequest:
+  """Turns Ctrl-C / SIGTERM into a request to stop after the current step.
+
+  A second Ctrl-C interrupts at once. Only installed on the main thread.
+  """
+
+  def __init__(self):
+    self.requested = None
+    self._previous = {}
+
+  def _handler(self, signum, frame):
+    del frame
+    if self.requested is not None and signum == signal.SIGINT:
+      raise KeyboardInterrupt
+    self.requested = signal.Signals(signum).name
+    logging.warning('%s received: saving a checkpoint after this step and '
+                    'stopping (press Ctrl-C again to abort at once).',
+                    self.requested)
+
+  def __enter__(self):
+    if threading.current_thread() is threading.main_thread():
+      for sig in (signal.SIGINT, signal.SIGTERM):
+        self._previous[sig] = signal.signal(sig, self._handler)
+    return self
+
+  def __exit__(self, *exc):
+    for sig, handler in self._previous.items():
+      signal.signal(sig, handler)
+
+
+def _plot(sample_fn, state, z, key, path, step):
+  x_gen, y, _ = sample_fn(state.hat_params, state.gen_params,
+                          state.gen_frozen, z, key)
+  visualize.save_sample_grid(path, jax.device_get(x_gen), jax.device_get(y),
+                             f'step {step}')
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict,
+                       workdir: str) -> Optional[dict[str, float]]:
+  """Trains (or resumes) a synthesis Hat EBM in `workdir`.
+
+  Writes `<workdir>/checkpoints/<step>` (Orbax), TensorBoard events and
+  `<workdir>/samples/step_<step>.png` grids of X = G(z) + y, G(z) and 5·y.
+
+  Args:
+    config: an experiment config (see hatebm_jax/config_base.py).
+    workdir: output folder, local or gs://; created if missing.
+
+  Returns:
+    The metrics logged last (host floats), or None if the run had already
+    reached `num_training_steps`.
+
+  Raises:
+    ValueError: for an invalid config, before any compute.
+    FileNotFoundError: for missing training data.
+    FloatingPointError: when a logged metric is not finite; the message
+      names the step, the quantity and the last checkpoint.
+  """
+  config_base.validate(config)
+  workdir = epath.Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  model = synthesis.SynthesisModel.from_config(config)
+  checkpointer = checkpoint.Checkpointer(str(workdir), config.max_to_keep)
+  key = jax.random.PRNGKey(config.seed)
+  latest = checkpointer.latest_step()
+  # Open the data before any compute, so a missing data set fails at once.
+  batches = data.train_batches(config, latest or 0)
+
+  if latest is not None:
+    abstract = jax.eval_shape(model.init, key)
+    state = checkpointer.restore(abstract)
+    logging.info('Resumed from %s at step %d.', checkpointer.directory, latest)
+  else:
+    state = jax.jit(model.init)(key)
+    logging.info('New run in %s: hat network %s params, generator %s '
+                 'params, replay bank %d pairs.', workdir,
+                 f'{layers.count_params(state.hat_params):,}',
+                 f'{layers.count_params(state.gen_params):,}',
+                 model.bank_size)
+  start = int(state.step)
+  num_steps = config.num_training_steps
+  if start >= num_steps:
+    logging.info('Step %d already reached num_training_steps=%d: nothing to '
+                 'do.', start, num_steps)
+    checkpointer.close()
+    return None
+
+  is_lead = jax.process_index() == 0
+  writer = metric_writers.create_default_writer(
+      str(workdir), just_logging=not is_lead, asynchronous=True)
+  if start == 0:
+    writer.write_hparams({k: (v if isinstance(v, (int, float, str, bool))
+                              else str(v))
+                          for k, v in config.to_dict().items()})
+  train_step = jax.jit(model.train_step, donate_argnums=0)
+  sample_fn = jax.jit(model.sample)
+  plot_key = jax.random.PRNGKey(PLOT_SEED)
+  plot_z = config.init_scale_latent * jax.random.normal(
+      jax.random.fold_in(plot_key, 0), (config.num_plot,) + model.latent_shape)
+  samples_dir = workdir / 'samples'
+  if is_lead and start == 0:
+    first = next(batches)
+    batches = itertools.chain([first], batches)
+    visualize.save_panels(str(samples_dir / 'data.png'), [
+        ('training data', visualize.to_display(first[:config.num_plot]))])
+  report = periodic_actions.ReportProgress(
+      num_train_steps=num_steps, writer=writer, every_steps=config.info_freq)
+
+  last_metrics = None
+  step = start
+  t_start = time.time()
+  with StopRequest() as stop:
+    while step < num_steps:
+      with jax.profiler.StepTraceAnnotation('train', step_num=step):
+        state, metrics = train_step(state, next(batches))
+      step += 1
+      report(step)
+      if step % config.info_freq == 0 or step == num_steps or step == start + 1:
+        last_metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        for name, value in last_metrics.items():
+          if not np.isfinite(value):
+            checkpointer.close()
+            raise FloatingPointError(
+                f'{name}={value} at step {step}: training diverged. Last good '
+                f'checkpoint: step {checkpointer.latest_step()} in '
+                f'{checkpointer.directory}.')
+        writer.write_scalars(step, last_metrics)
+      if is_lead and (step % config.plot_freq == 0 or step == num_steps):
+        _plot(sample_fn, state, plot_z, jax.random.fold_in(plot_key, 1),
+              str(samples_dir / f'step_{step:06d}.png'), step)
+      if (step % config.checkpoint_freq == 0 or step == num_steps
+          or stop.requested):
+        checkpointer.save(step, state, config)
+      if stop.requested:
+        logging.warning('Stopped by %s at step %d; checkpoint saved in %s. '
+                        'Rerun the same command to continue.', stop.requested,
+                        step, checkpointer.directory)
+        break
+  logging.info('Trained steps %d-%d in %.1f s.', start, step,
+               time.time() - t_start)
+  writer.flush()
+  writer.close()
+  checkpointer.close()
+  return last_metrics

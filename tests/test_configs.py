@@ -1,0 +1,80 @@
+"""Experiment configs: they load, validate and keep the official values."""
+
+import glob
+import os
+
+import jax
+import pytest
+
+from hatebm_jax import config_base
+from hatebm_jax import synthesis
+from hatebm_jax.models import layers
+from conftest import CONFIG_DIR, load_config, tiny_config
+
+CONFIGS = sorted(os.path.basename(p)[:-3]
+                 for p in glob.glob(os.path.join(CONFIG_DIR, '*.py')))
+
+# (config, hat params, generator params, bank pairs), facts §1.6 and §0.9.
+PAPER_SIZES = {
+    'cifar10_synth': (4_204_800, 4_276_739),
+    'celeba_synth': (19_542_720, 12_220_675),
+    'imagenet_synth': (38_419_136, 32_150_787),
+    'imagenet_scaled': (153_654_656, 124_340_739),
+}
+
+
+def test_every_experiment_has_a_config():
+  assert set(PAPER_SIZES) | {'fashion_mnist_synth'} <= set(CONFIGS)
+
+
+@pytest.mark.parametrize('name', CONFIGS)
+def test_config_validates_and_builds(name):
+  config = load_config(name)
+  config_base.validate(config)
+  model = synthesis.SynthesisModel.from_config(config)
+  abstract = jax.eval_shape(model.init, jax.random.PRNGKey(0))
+  if name in PAPER_SIZES:
+    assert (layers.count_params(abstract.hat_params),
+            layers.count_params(abstract.gen_params)) == PAPER_SIZES[name]
+    assert abstract.bank.latents.shape == (9_984, 128)
+
+
+@pytest.mark.parametrize('name', sorted(PAPER_SIZES))
+def test_official_hyperparameters(name):
+  c = load_config(name)
+  assert (c.batch_size, c.mcmc_steps, c.mcmc_temp, c.epsilon,
+          c.data_epsilon, c.persistent_size, c.gen_loss_factor_coop,
+          c.max_langevin_norm_res, c.gen_factor, c.init_scale_res) == (
+              128, 50, 1e-8, 5e-4, 1e-3, 10_000, 1000.0, 2.5, 2.0, 0.0)
+  imagenet = name.startswith('imagenet')
+  assert c.num_training_steps == (300_000 if imagenet else 50_000)
+  assert c.clip_ebm_grad == imagenet and c.random_crop == imagenet
+  if imagenet:
+    assert tuple(map(tuple, c.ebm_lr_info)) == (
+        (1e-4, 0), (1e-5, 230_000), (1e-6, 260_000))
+    assert tuple(map(tuple, c.gen_lr_info)) == (
+        (5e-5, 0), (1e-5, 230_000), (1e-6, 260_000))
+  else:
+    assert tuple(map(tuple, c.ebm_lr_info)) == ((1e-4, 0),)
+    assert tuple(map(tuple, c.gen_lr_info)) == ((1e-4, 0),)
+
+
+@pytest.mark.parametrize('key,value,message', [
+    ('mcmc_steps', 0, 'mcmc_steps=0'),
+    ('epsilon', 0.0, 'epsilon=0.0'),
+    ('mcmc_temp', -1.0, 'mcmc_temp=-1.0'),
+    ('persistent_size', 4, 'persistent_size=4'),
+    ('data_type', 'svhn', "data_type='svhn'"),
+    ('image_dims', (48, 48, 1), r'image_dims=\(48, 48, 1\)'),
+    ('langevin_unroll', -2, 'langevin_unroll=-2'),
+])
+def test_bad_values_name_the_key(key, value, message):
+  with pytest.raises(ValueError, match=message):
+    config_base.validate(tiny_config(**{key: value}))
+
+
+def test_unknown_keys_are_errors():
+  config = load_config('fashion_mnist_synth')
+  config.lock()
+  with pytest.raises(AttributeError):
+    config.mcmc_step = 3  # typo of mcmc_steps

@@ -1,0 +1,97 @@
+"""The tandem synthesis training step."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from hatebm_jax import synthesis
+from hatebm_jax.models import layers
+from conftest import tiny_config
+
+
+def _setup(**overrides):
+  config = tiny_config(**overrides)
+  model = synthesis.SynthesisModel.from_config(config)
+  state = jax.jit(model.init)(jax.random.PRNGKey(0))
+  x = jax.random.uniform(jax.random.PRNGKey(9), (8, 32, 32, 1), minval=-1)
+  return model, state, x
+
+
+def _changed(a, b):
+  return any(bool(jnp.any(u != v)) for u, v in
+             zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def test_initial_bank_is_the_initial_generator():
+  model, state, _ = _setup()
+  assert model.bank_size == 32
+  np.testing.assert_allclose(
+      state.bank.images,
+      model.generate(state.gen_params, state.gen_frozen, state.bank.latents),
+      rtol=1e-5, atol=1e-6)
+
+
+def test_one_step_updates_everything_and_overwrites_b_bank_slots():
+  model, state, x = _setup()
+  step = jax.jit(model.train_step)
+  new, metrics = step(state, x)
+  assert int(new.step) == 1
+  assert _changed(state.hat_params, new.hat_params)
+  assert _changed(state.gen_params, new.gen_params)
+  # The frozen batch-norm statistics never move.
+  for a, b in zip(jax.tree.leaves(state.gen_frozen),
+                  jax.tree.leaves(new.gen_frozen)):
+    np.testing.assert_array_equal(a, b)
+  changed = np.any(np.asarray(new.bank.latents != state.bank.latents), axis=1)
+  assert changed.sum() == 8  # exactly one batch of slots
+  # The first generator update fits G_0 to its own samples: zero loss.
+  assert float(metrics['gen_loss']) < 1e-8
+  # New pairs are (G_t(z) + y_K, z) with G_t the generator before the step.
+  slots = np.flatnonzero(changed)
+  x_gen = model.generate(state.gen_params, state.gen_frozen,
+                         new.bank.latents[slots])
+  residual = np.asarray(new.bank.images[slots] - x_gen)
+  norms = np.sqrt((residual ** 2).sum(axis=(1, 2, 3)))
+  assert np.all(norms > 0) and np.all(norms < 2.5 * 2 + 1)  # K=2 clipped drifts
+  np.testing.assert_allclose(
+      float(metrics['ebm_loss']),
+      float(metrics['energy_pos'] - metrics['energy_neg'])
+      / model.sampler.temperature, rtol=1e-3)
+
+
+def test_hat_loss_gradient_is_eq8():
+  """The hat update lowers positive energies relative to negatives."""
+  model, state, x = _setup(ebm_lr_info=((1e-3, 0),), mcmc_steps=1)
+  step = jax.jit(model.train_step)
+  new, _ = step(state, x)
+  x_neg = new.bank.images[np.flatnonzero(np.any(np.asarray(
+      new.bank.latents != state.bank.latents), axis=1))]
+  gap = lambda p: float(jnp.mean(model.energy(p, x)) -
+                        jnp.mean(model.energy(p, x_neg)))
+  assert gap(new.hat_params) < gap(state.hat_params)
+
+
+def test_no_recompilation_and_deterministic_steps():
+  model, state, x = _setup()
+  step = jax.jit(model.train_step, donate_argnums=0)
+  copy = jax.tree.map(jnp.copy, state)
+  for _ in range(3):
+    state, metrics = step(state, x)
+  assert step._cache_size() == 1  # pylint: disable=protected-access
+  again = copy
+  for _ in range(3):
+    again, metrics_again = step(again, x)
+  for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(again)):
+    np.testing.assert_array_equal(a, b)
+  assert metrics.keys() == metrics_again.keys()
+
+
+def test_paper_config_sizes():
+  from conftest import load_config
+  model = synthesis.SynthesisModel.from_config(load_config('cifar10_synth'))
+  abstract = jax.eval_shape(model.init, jax.random.PRNGKey(0))
+  assert layers.count_params(abstract.hat_params) == 4_204_800
+  assert layers.count_params(abstract.gen_params) == 4_276_739
+  assert abstract.bank.images.shape == (9_984, 32, 32, 3)
+  assert abstract.bank.latents.shape == (9_984, 128)
+  assert model.sampler.drift_coefficient == 12.5

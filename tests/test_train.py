@@ -1,0 +1,113 @@
+"""End to end: the real training loop and entry point on a tiny config."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from hatebm_jax import checkpoint
+from hatebm_jax import synthesis
+from hatebm_jax import train
+from conftest import CONFIG_DIR, DATA_DIR, ROOT, tiny_config
+
+TINY_FLAGS = [f'--config.{k}={v}' for k, v in dict(
+    data_dir=DATA_DIR, ebm_ngf=8, gen_ngf=8, state_dims='(16,)',
+    batch_size=8, mcmc_steps=2,
+    persistent_size=32, num_plot=4, info_freq=1, plot_freq=1000,
+    checkpoint_freq=1000).items()]
+
+
+def _restore(workdir, config):
+  model = synthesis.SynthesisModel.from_config(config)
+  abstract = jax.eval_shape(model.init, jax.random.PRNGKey(config.seed))
+  ckpt = checkpoint.Checkpointer(str(workdir))
+  try:
+    return ckpt.latest_step(), ckpt.restore(abstract), ckpt.restore_config()
+  finally:
+    ckpt.close()
+
+
+def test_run_writes_checkpoints_events_and_grids(tmp_path):
+  config = tiny_config()
+  metrics = train.train_and_evaluate(config, str(tmp_path))
+  assert {'ebm_loss', 'gen_loss', 'energy_pos', 'energy_neg',
+          'residual_drift_norm'} <= set(metrics)
+  assert all(np.isfinite(v) for v in metrics.values())
+  assert sorted(os.listdir(tmp_path / 'checkpoints')) == ['2', '4']
+  assert any(f.startswith('events.out.tfevents') for f in os.listdir(tmp_path))
+  samples = sorted(os.listdir(tmp_path / 'samples'))
+  assert samples == ['data.png', 'step_000002.png', 'step_000004.png']
+  step, state, saved_config = _restore(tmp_path, config)
+  assert step == 4 and int(state.step) == 4
+  assert saved_config['mcmc_steps'] == 2
+  # Rerunning the finished run resumes and stops at once.
+  assert train.train_and_evaluate(config, str(tmp_path)) is None
+
+
+def test_resume_is_bitwise_identical(tmp_path):
+  config = tiny_config(checkpoint_freq=100)
+  straight, resumed = tmp_path / 'straight', tmp_path / 'resumed'
+  train.train_and_evaluate(config, str(straight))
+  train.train_and_evaluate(tiny_config(num_training_steps=2), str(resumed))
+  train.train_and_evaluate(config, str(resumed))
+  _, a, _ = _restore(straight, config)
+  _, b, _ = _restore(resumed, config)
+  leaves_a, leaves_b = jax.tree.leaves(a), jax.tree.leaves(b)
+  assert len(leaves_a) == len(leaves_b) > 10
+  for x, y in zip(leaves_a, leaves_b):
+    np.testing.assert_array_equal(x, y)
+
+
+def test_non_finite_metric_stops_with_step_and_quantity(tmp_path):
+  config = tiny_config(gen_factor=float('inf'))
+  with pytest.raises(FloatingPointError, match=r'at step 1.*Last good'):
+    train.train_and_evaluate(config, str(tmp_path))
+
+
+def _main(workdir, *flags):
+  return [sys.executable, '-m', 'hatebm_jax.main',
+          f'--config={os.path.join(CONFIG_DIR, "fashion_mnist_synth.py")}',
+          f'--workdir={workdir}', *TINY_FLAGS, *flags]
+
+
+def test_entry_point_ctrl_c_saves_and_rerun_continues(tmp_path):
+  """SIGINT mid-run saves the current step; rerunning reaches the end."""
+  env = dict(os.environ, PYTHONUNBUFFERED='1')
+  proc = subprocess.Popen(_main(tmp_path, '--config.num_training_steps=100000'),
+                          cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True)
+  lines = []
+  deadline = time.time() + 300
+  for line in proc.stdout:  # wait until training steps are logged
+    lines.append(line)
+    if '[3] ' in line and 'ebm_loss' in line or time.time() > deadline:
+      break
+  proc.send_signal(signal.SIGINT)
+  out, _ = proc.communicate(timeout=300)
+  log = ''.join(lines) + out
+  assert proc.returncode == 0, log
+  assert 'Stopped by SIGINT' in log
+  step, _, _ = _restore(tmp_path, tiny_config())
+  assert 3 <= step < 100000
+  rerun = subprocess.run(_main(tmp_path, f'--config.num_training_steps={step + 2}'),
+                         cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=300)
+  assert rerun.returncode == 0, rerun.stderr
+  assert 'Resumed from' in rerun.stderr and f'at step {step}' in rerun.stderr
+  assert _restore(tmp_path, tiny_config())[0] == step + 2
+
+
+def test_entry_point_rejects_bad_values_before_compute(tmp_path):
+  result = subprocess.run(_main(tmp_path, '--config.mcmc_steps=0'), cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+  assert result.returncode != 0
+  assert 'config.mcmc_steps=0 is invalid' in result.stderr
+  assert not (tmp_path / 'checkpoints').exists()
+  result = subprocess.run(_main(tmp_path, '--config.mcmc_stepz=3'), cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+  assert result.returncode != 0 and 'mcmc_stepz' in result.stderr
