@@ -4,8 +4,11 @@ r"""Synthesis Hat EBM on Fashion-MNIST: the CPU quick start (default job).
       --workdir=/tmp/hatebm_fmnist
 
 Narrow grayscale networks with the official block structure, a short chain
-and a small replay bank, sized to finish on a 2-core CPU in about 15
-minutes with samples recognisable as clothing.
+and a small replay bank: 2,200 iterations in about 12.5 minutes on a 2-core
+CPU (0.33 s per iteration), ending with samples recognisable as trousers,
+shirts, pullovers, shoes and bags. Last logged metrics of the reference run:
+ebm_loss ≈ 4e3 (energy gap ≈ 0.02 · T), gen_loss ≈ 9, residual drift
+norm ≈ 0.3, no clipped drift steps.
 """
 
 from hatebm_jax import config_base
@@ -21,7 +24,7 @@ def get_config():
   c.gen_ngf = 32
   c.batch_size = 32
   c.persistent_size = 1024
-  c.num_training_steps = 2500
+  c.num_training_steps = 2200
   # A short chain whose noise matches the data noise: K steps of std ε leave
   # negatives with noise ε√K ≈ 0.03, and positives get data_epsilon = 0.03,
   # so the hat network cannot separate them by noise level. T is set so the
@@ -30,10 +33,12 @@ def get_config():
   c.epsilon = 1e-2
   c.mcmc_temp = 4e-6
   c.data_epsilon = 3e-2
-  # The hat network's rate drops after 1,500 updates, before the energy gap
-  # of such short runs starts to grow; the generator learns 3x faster.
-  c.ebm_lr_info = ((1e-4, 0), (2e-5, 1500))
-  c.gen_lr_info = ((3e-4, 0),)
+  # The hat network's rate drops 5x after 1,400 updates, before the energy
+  # gap of such short runs starts to grow (at constant 1e-4 the energies
+  # diverged between 1,000 and 2,500 updates); the generator learns 10x
+  # faster than officially, so that G(z) carries the shapes within minutes.
+  c.ebm_lr_info = ((1e-4, 0), (2e-5, 1400))
+  c.gen_lr_info = ((1e-3, 0),)
   c.info_freq = 50
   c.plot_freq = 250
   c.checkpoint_freq = 250

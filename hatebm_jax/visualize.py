@@ -40,9 +40,10 @@ def tile(images: np.ndarray, columns: Optional[int] = None,
 
 def _show(ax, image: np.ndarray, title: str) -> None:
   if image.shape[-1] == 1:
-    ax.imshow(image[..., 0], cmap='gray', vmin=0.0, vmax=1.0)
+    ax.imshow(image[..., 0], cmap='gray', vmin=0.0, vmax=1.0,
+              interpolation='nearest')
   else:
-    ax.imshow(image)
+    ax.imshow(image, interpolation='nearest')
   ax.set_title(title, fontsize=10)
   ax.axis('off')
 
@@ -64,7 +65,7 @@ def save_panels(path: str, panels: Sequence[tuple[str, np.ndarray]],
     fig.suptitle(suptitle)
   fig.tight_layout()
   buffer = io.BytesIO()
-  fig.savefig(buffer, format='png', dpi=100)
+  fig.savefig(buffer, format='png', dpi=150)
   plt.close(fig)
   path = epath.Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
