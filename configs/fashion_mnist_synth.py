@@ -7,7 +7,7 @@ Narrow grayscale networks with the official block structure, a short chain
 and a small replay bank: 2,200 iterations in about 12.5 minutes on a 2-core
 CPU (0.33 s per iteration), ending with samples recognisable as trousers,
 shirts, pullovers, shoes and bags. Last logged metrics of the reference run:
-ebm_loss ≈ 4e3 (energy gap ≈ 0.02 · T), gen_loss ≈ 9, residual drift
+ebm_loss ≈ 4e3 (a raw energy gap of ≈ 0.02), gen_loss ≈ 9, residual drift
 norm ≈ 0.3, no clipped drift steps.
 """
 
