@@ -16,22 +16,16 @@ def load_config(name):
   return config_base.load_config_file(os.path.join(CONFIG_DIR, 'x'), name)
 
 
+# Overrides of fashion_mnist_synth that make a run take seconds.
+TINY = dict(data_dir=DATA_DIR, ebm_ngf=8, gen_ngf=8, state_dims=(16,),
+            batch_size=8, mcmc_steps=2, persistent_size=32, num_plot=4,
+            num_training_steps=4, info_freq=2, plot_freq=2, checkpoint_freq=2)
+
+
 def tiny_config(**overrides):
   """A seconds-long synthesis config on the committed Fashion-MNIST slice."""
   c = load_config('fashion_mnist_synth')
-  c.data_dir = DATA_DIR
-  c.ebm_ngf = 8
-  c.gen_ngf = 8
-  c.state_dims = (16,)
-  c.batch_size = 8
-  c.mcmc_steps = 2
-  c.persistent_size = 32
-  c.num_training_steps = 4
-  c.info_freq = 2
-  c.plot_freq = 2
-  c.checkpoint_freq = 2
-  c.num_plot = 4
-  for key, value in overrides.items():
+  for key, value in {**TINY, **overrides}.items():
     c[key] = value
   return c
 

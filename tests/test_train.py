@@ -13,13 +13,12 @@ import pytest
 from hatebm_jax import checkpoint
 from hatebm_jax import synthesis
 from hatebm_jax import train
-from conftest import CONFIG_DIR, DATA_DIR, ROOT, tiny_config
+from conftest import CONFIG_DIR, ROOT, TINY, tiny_config
 
-TINY_FLAGS = [f'--config.{k}={v}' for k, v in dict(
-    data_dir=DATA_DIR, ebm_ngf=8, gen_ngf=8, state_dims='(16,)',
-    batch_size=8, mcmc_steps=2,
-    persistent_size=32, num_plot=4, info_freq=1, plot_freq=1000,
-    checkpoint_freq=1000).items()]
+TINY_FLAGS = [
+    f'--config.{k}={v if isinstance(v, str) else repr(v)}' for k, v in
+    {**TINY, 'info_freq': 1, 'plot_freq': 1000, 'checkpoint_freq': 1000}.items()
+    if k != 'num_training_steps']
 
 
 def _restore(workdir, config):
