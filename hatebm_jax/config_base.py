@@ -7,6 +7,7 @@ defaults here are the official CIFAR-10 synthesis settings.
 """
 
 import importlib.util
+import json
 import os
 
 import ml_collections
@@ -64,6 +65,25 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.max_to_keep = 3
   c.num_plot = 64              # images per grid
   return c
+
+
+# Keys that fix the shapes or structure of the training state: a checkpoint
+# made with other values cannot be restored into this config.
+STATE_KEYS = ('image_dims', 'ebm_type', 'ebm_ngf', 'gen_type', 'gen_ngf',
+              'state_dims', 'batch_size', 'persistent_size', 'clip_ebm_grad')
+
+
+def state_mismatches(saved: dict, config: ml_collections.ConfigDict
+                     ) -> list[str]:
+  """`key: saved -> new` for each STATE_KEYS entry that differs.
+
+  Args:
+    saved: the config stored with a checkpoint (JSON: tuples are lists).
+    config: the config of the run that wants to restore it.
+  """
+  current = json.loads(json.dumps(config.to_dict()))
+  return [f'{key}: checkpoint {saved.get(key)!r}, config {current[key]!r}'
+          for key in STATE_KEYS if saved.get(key) != current[key]]
 
 
 def load_config_file(next_to: str, name: str) -> ml_collections.ConfigDict:

@@ -82,7 +82,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     reached `num_training_steps`.
 
   Raises:
-    ValueError: for an invalid config, before any compute.
+    ValueError: for an invalid config, before any compute, or for a workdir
+      whose checkpoints were made with other network or bank shapes.
     FileNotFoundError: for missing training data.
     FloatingPointError: when a logged metric is not finite; the message
       names the step, the quantity and the last checkpoint.
@@ -98,6 +99,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   batches = data.train_batches(config, latest or 0)
 
   if latest is not None:
+    mismatches = config_base.state_mismatches(
+        checkpointer.restore_config(), config)
+    if mismatches:
+      checkpointer.close()
+      raise ValueError(
+          f'{workdir} holds checkpoints (latest: step {latest}) of a run whose '
+          'state does not fit this config:\n  ' + '\n  '.join(mismatches) +
+          '\nUse a new --workdir, or the values the run was started with.')
     abstract = jax.eval_shape(model.init, key)
     state = checkpointer.restore(abstract)
     logging.info('Resumed from %s at step %d.', checkpointer.directory, latest)

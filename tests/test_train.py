@@ -110,3 +110,11 @@ def test_entry_point_rejects_bad_values_before_compute(tmp_path):
   result = subprocess.run(_main(tmp_path, '--config.mcmc_stepz=3'), cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
   assert result.returncode != 0 and 'mcmc_stepz' in result.stderr
+
+
+def test_resume_with_other_shapes_names_the_keys(tmp_path):
+  train.train_and_evaluate(tiny_config(num_training_steps=2), str(tmp_path))
+  with pytest.raises(ValueError, match=r'ebm_ngf: checkpoint 8, config 16'):
+    train.train_and_evaluate(tiny_config(ebm_ngf=16), str(tmp_path))
+  # The run's checkpoints are untouched.
+  assert sorted(os.listdir(tmp_path / 'checkpoints')) == ['2']
