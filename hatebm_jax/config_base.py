@@ -8,11 +8,13 @@ defaults here are the official CIFAR-10 synthesis settings.
 
 import importlib.util
 import json
+import math
 import os
 
 import ml_collections
 
 from hatebm_jax import data
+from hatebm_jax import optim
 
 
 def get_base_config() -> ml_collections.ConfigDict:
@@ -123,10 +125,23 @@ def validate(config: ml_collections.ConfigDict) -> None:
          'must be an integer >= 1')
   for key in ('mcmc_temp', 'epsilon', 'gen_factor', 'max_langevin_norm_res',
               'max_grad_norm', 'gen_loss_factor_coop'):
-    need(config[key] > 0, key, 'must be > 0')
+    need(0 < config[key] < math.inf, key, 'must be finite and > 0')
   for key in ('data_epsilon', 'tau_res', 'init_scale_res',
               'init_scale_latent'):
-    need(config[key] >= 0, key, 'must be >= 0')
+    need(0 <= config[key] < math.inf, key, 'must be finite and >= 0')
+  size = config.image_dims[0]
+  for key in ('ebm_ngf', 'gen_ngf'):
+    need(isinstance(config[key], int) and config[key] >= 1 and
+         (size == 32 or config[key] % 16 == 0), key,
+         'must be a positive integer' + ('' if size == 32 else
+                                         f', a multiple of 16 at {size}px'))
+  need(len(config.state_dims) == 1 and config.state_dims[0] >= 1,
+       'state_dims', f"{config.gen_type!r} takes a latent vector [nz], nz >= 1")
+  for key in ('ebm_lr_info', 'gen_lr_info'):
+    try:
+      optim.lr_schedule(config[key])
+    except (TypeError, ValueError) as e:
+      raise ValueError(f'config.{key}={config[key]!r} is invalid: {e}') from e
   need(config.persistent_size >= config.batch_size, 'persistent_size',
        f'the replay bank must hold at least one batch '
        f'(batch_size={config.batch_size})')

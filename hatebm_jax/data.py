@@ -59,17 +59,19 @@ def _read_idx(path: str) -> np.ndarray:
 def fashion_mnist_dir(data_dir: Optional[str] = None) -> str:
   """The folder holding the Fashion-MNIST IDX files.
 
-  Looks in `data_dir` if given, else in $HATEBM_FASHION_MNIST_DIR, else in
-  Debian's /usr/share/datasets/fashion-mnist.
+  Looks only in `data_dir` if given, else only in $HATEBM_FASHION_MNIST_DIR
+  if set, else in Debian's /usr/share/datasets/fashion-mnist.
 
   Raises:
     FileNotFoundError: naming the folders tried and how to install the data.
   """
+  env = os.environ.get('HATEBM_FASHION_MNIST_DIR')
   if data_dir:
     candidates = (data_dir,)
+  elif env:
+    candidates = (env,)
   else:
-    env = os.environ.get('HATEBM_FASHION_MNIST_DIR')
-    candidates = ((env,) if env else ()) + FASHION_MNIST_DIRS
+    candidates = FASHION_MNIST_DIRS
   needed = FASHION_MNIST_FILES['train'][0]
   for directory in candidates:
     if os.path.exists(os.path.join(directory, needed)):

@@ -22,7 +22,12 @@ def lr_schedule(lr_info: Sequence[Sequence[float]]) -> optax.Schedule:
     ValueError: if the list is empty, does not start at update 0, has
       decreasing starts or a non-positive rate.
   """
-  pairs = [(float(lr), int(start)) for lr, start in lr_info]
+  try:
+    pairs = [(float(lr), int(start)) for lr, start in lr_info]
+  except (TypeError, ValueError) as e:
+    raise ValueError(f'learning-rate info {lr_info!r} must be a list of '
+                     '[lr, start_update] pairs, e.g. ((1e-4, 0), (1e-5, '
+                     '1000))') from e
   if not pairs or pairs[0][1] != 0:
     raise ValueError(f'learning-rate info {lr_info!r} must be a non-empty '
                      'list of [lr, start_update] pairs starting at update 0.')

@@ -32,7 +32,8 @@ PLOT_SEED = 12345  # fixed latents and noise, so grids are comparable
 class StopRequest:
   """Turns Ctrl-C / SIGTERM into a request to stop after the current step.
 
-  A second Ctrl-C interrupts at once. Only installed on the main thread.
+  A second Ctrl-C raises KeyboardInterrupt (no checkpoint). Only installed
+  on the main thread.
   """
 
   def __init__(self):
@@ -44,9 +45,9 @@ class StopRequest:
     if self.requested is not None and signum == signal.SIGINT:
       raise KeyboardInterrupt
     self.requested = signal.Signals(signum).name
-    logging.warning('%s received: saving a checkpoint after this step and '
-                    'stopping (press Ctrl-C again to abort at once).',
-                    self.requested)
+    logging.warning('%s received: stopping after the steps already queued '
+                    'and saving a checkpoint (press Ctrl-C again to abort '
+                    'without saving).', self.requested)
 
   def __enter__(self):
     if threading.current_thread() is threading.main_thread():
@@ -89,9 +90,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       names the step, the quantity and the last checkpoint.
   """
   config_base.validate(config)
+  model = synthesis.SynthesisModel.from_config(config)
   workdir = epath.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
-  model = synthesis.SynthesisModel.from_config(config)
   checkpointer = checkpoint.Checkpointer(str(workdir), config.max_to_keep)
   key = jax.random.PRNGKey(config.seed)
   latest = checkpointer.latest_step()
@@ -160,10 +161,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
         for name, value in last_metrics.items():
           if not np.isfinite(value):
             checkpointer.close()
+            good = checkpointer.latest_step()
             raise FloatingPointError(
-                f'{name}={value} at step {step}: training diverged. Last good '
-                f'checkpoint: step {checkpointer.latest_step()} in '
-                f'{checkpointer.directory}.')
+                f'{name}={value} at step {step}: training diverged. ' +
+                (f'Last good checkpoint: step {good} in '
+                 f'{checkpointer.directory}.' if good is not None else
+                 'No checkpoint was written yet.'))
         writer.write_scalars(step, last_metrics)
       if is_lead and (step % config.plot_freq == 0 or step == num_steps):
         _plot(sample_fn, state, plot_z, jax.random.fold_in(plot_key, 1),

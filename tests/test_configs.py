@@ -67,10 +67,22 @@ def test_official_hyperparameters(name):
     ('data_type', 'svhn', "data_type='svhn'"),
     ('image_dims', (48, 48, 1), r'image_dims=\(48, 48, 1\)'),
     ('langevin_unroll', -2, 'langevin_unroll=-2'),
+    ('epsilon', float('inf'), 'epsilon=inf .* finite'),
+    ('ebm_ngf', 0, 'ebm_ngf=0 .* positive integer'),
+    ('state_dims', (0,), r'state_dims=\(0,\)'),
+    ('ebm_lr_info', (1e-4, 0), r'ebm_lr_info=\(0.0001, 0\) .* pairs'),
+    ('gen_lr_info', ((1e-4, 10),), 'gen_lr_info=.* starting at update 0'),
 ])
 def test_bad_values_name_the_key(key, value, message):
   with pytest.raises(ValueError, match=message):
     config_base.validate(tiny_config(**{key: value}))
+
+
+def test_width_must_divide_by_16_above_32px():
+  config = load_config('celeba_synth')
+  config.gen_ngf = 1000
+  with pytest.raises(ValueError, match='gen_ngf=1000 .* multiple of 16'):
+    config_base.validate(config)
 
 
 def test_unknown_keys_are_errors():

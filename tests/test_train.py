@@ -62,10 +62,23 @@ def test_resume_is_bitwise_identical(tmp_path):
     np.testing.assert_array_equal(x, y)
 
 
-def test_non_finite_metric_stops_with_step_and_quantity(tmp_path):
-  config = tiny_config(gen_factor=float('inf'))
-  with pytest.raises(FloatingPointError, match=r'at step 1.*Last good'):
-    train.train_and_evaluate(config, str(tmp_path))
+def test_non_finite_metric_stops_with_step_and_quantity(tmp_path,
+                                                       monkeypatch):
+  def nan_batches(config, start_step):
+    del start_step
+    while True:
+      yield np.full((config.batch_size, 32, 32, 1), np.nan, np.float32)
+
+  with pytest.raises(FloatingPointError,
+                     match=r'=nan at step 1: .*No checkpoint was written'):
+    monkeypatch.setattr(train.data, 'train_batches', nan_batches)
+    train.train_and_evaluate(tiny_config(), str(tmp_path / 'new'))
+  monkeypatch.undo()
+  train.train_and_evaluate(tiny_config(num_training_steps=2), str(tmp_path))
+  monkeypatch.setattr(train.data, 'train_batches', nan_batches)
+  with pytest.raises(FloatingPointError,
+                     match=r'at step 3: .*Last good checkpoint: step 2'):
+    train.train_and_evaluate(tiny_config(), str(tmp_path))
 
 
 def _main(workdir, *flags):
