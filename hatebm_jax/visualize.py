@@ -49,18 +49,22 @@ def _show(ax, image: np.ndarray, title: str) -> None:
 
 
 def save_panels(path: str, panels: Sequence[tuple[str, np.ndarray]],
-                suptitle: str = '') -> None:
+                suptitle: str = '', columns: Optional[int] = None) -> None:
   """Saves titled image grids side by side as one PNG (local or gs://).
 
   Args:
     path: output .png path.
     panels: (title, display images [N, H, W, C] in [0, 1]) pairs.
     suptitle: a title over all panels.
+    columns: images per grid row; about √N when None.
   """
-  fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 4.4))
+  grids = [(title, tile(images, columns)) for title, images in panels]
+  aspect = max(grid.shape[0] / grid.shape[1] for _, grid in grids)
+  fig, axes = plt.subplots(1, len(grids),
+                           figsize=(4 * len(grids), 4 * aspect + 0.6))
   axes = np.atleast_1d(axes)
-  for ax, (title, images) in zip(axes, panels):
-    _show(ax, tile(images), title)
+  for ax, (title, grid) in zip(axes, grids):
+    _show(ax, grid, title)
   if suptitle:
     fig.suptitle(suptitle)
   fig.tight_layout()

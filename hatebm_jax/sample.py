@@ -1,0 +1,182 @@
+r"""Draw samples from a synthesis checkpoint with evaluation-time settings.
+
+  python -m hatebm_jax.sample --workdir=/tmp/hatebm_fmnist --num_samples=1000 \
+      [--step=2000] [--mcmc_steps=125] [--mcmc_temp=1e-3] [--epsilon=5e-4] \
+      [--init_scale_res=0.01] [--clip=false] [--output_dir=...]
+
+Unset sampler flags keep the run's training values (its saved config). The
+official FID configs differ from training (more steps, y₀ = 0.01·N(0, I), no
+residual clip, and T = 1e-3 for CIFAR-10; facts §6.3, §9.2), so every value
+used is written to `settings.json` beside the outputs:
+
+  <output_dir>/samples.npz   images: uint8 [N, S, S, C], round(255(x+1)/2)
+                             after clipping x to [-1, 1] (facts §6.1)
+  <output_dir>/grid.png      X = G(z) + y, G(z) and 5·y of the first images
+  <output_dir>/path.png      rows X, G(z) and 5·y at steps 0, K/4, ..., K
+  <output_dir>/settings.json checkpoint, step and sampler settings
+"""
+
+import dataclasses
+import json
+import os
+from typing import Optional
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+from absl import app  # pylint: disable=g-import-not-at-top
+from absl import flags
+from absl import logging
+from etils import epath
+import jax
+import ml_collections
+import numpy as np
+
+from hatebm_jax import checkpoint
+from hatebm_jax import langevin
+from hatebm_jax import synthesis
+from hatebm_jax import visualize
+
+PATH_POINTS = 5  # columns of the Langevin-path figure: steps 0, K/4, .., K
+
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Training workdir (local or '
+                               'gs://) holding checkpoints/.')
+_STEP = flags.DEFINE_integer('step', None, 'Checkpoint step; default latest.')
+_OUTPUT = flags.DEFINE_string('output_dir', None, 'Output folder; default '
+                              '<workdir>/eval/step_<step>.')
+_NUM = flags.DEFINE_integer('num_samples', 64, 'Number of samples N.')
+_BATCH = flags.DEFINE_integer('batch_size', 64, 'Chains run at once.')
+_SEED = flags.DEFINE_integer('seed', 0, 'Seed of latents and chain noise.')
+_K = flags.DEFINE_integer('mcmc_steps', None, 'Langevin steps K.')
+_T = flags.DEFINE_float('mcmc_temp', None, 'Temperature T.')
+_EPS = flags.DEFINE_float('epsilon', None, 'Residual step size ε.')
+_TAU = flags.DEFINE_float('tau_res', None, 'Residual prior τ.')
+_Y0 = flags.DEFINE_float('init_scale_res', None, 'y₀ = init_scale_res·N(0,I).')
+_CLIP = flags.DEFINE_boolean('clip', None, 'Clip the residual drift step.')
+
+
+def to_uint8(x: np.ndarray) -> np.ndarray:
+  """[-1, 1] images (any range) -> uint8 round(255(x+1)/2) after clipping."""
+  return np.round(255.0 * (np.clip(x, -1.0, 1.0) + 1.0) / 2.0).astype(np.uint8)
+
+
+def sample_checkpoint(workdir: str, num_samples: int, batch_size: int,
+                      seed: int = 0, step: Optional[int] = None,
+                      output_dir: Optional[str] = None, **overrides) -> dict:
+  """Samples a synthesis checkpoint and writes the outputs listed above.
+
+  Args:
+    workdir: the training run's folder.
+    num_samples: N ≥ 1.
+    batch_size: chains per jitted call, ≥ 1.
+    seed: seed of latents, y₀ and chain noise.
+    step: checkpoint step, or None for the latest.
+    output_dir: where to write; None for <workdir>/eval/step_<step>.
+    **overrides: sampler settings by config name (`mcmc_steps`,
+      `mcmc_temp`, `epsilon`, `tau_res`, `init_scale_res`,
+      `clip_langevin_grad_res`); None values keep the training values.
+
+  Returns:
+    The settings written to settings.json.
+
+  Raises:
+    ValueError: for N or batch < 1, or invalid sampler settings.
+    FileNotFoundError: when the workdir holds no checkpoint.
+  """
+  if num_samples < 1 or batch_size < 1:
+    raise ValueError(f'num_samples={num_samples} and batch_size={batch_size} '
+                     'must be >= 1.')
+  ckpt = checkpoint.Checkpointer(workdir)
+  try:
+    step = ckpt.latest_step() if step is None else step
+    if step is None:
+      raise FileNotFoundError(f'No checkpoint in {ckpt.directory}: train '
+                              'first with python -m hatebm_jax.main.')
+    config = ml_collections.ConfigDict(ckpt.restore_config(step))
+    config.image_dims = tuple(config.image_dims)
+    config.state_dims = tuple(config.state_dims)
+    for key, value in overrides.items():
+      if value is not None:
+        config[key] = value
+    model = synthesis.SynthesisModel.from_config(config)
+    state = ckpt.restore(jax.eval_shape(
+        model.init, jax.random.PRNGKey(config.seed)), step)
+  finally:
+    ckpt.close()
+  sampler = model.sampler
+  output = epath.Path(output_dir or epath.Path(workdir) / 'eval' /
+                      f'step_{step}')
+  output.mkdir(parents=True, exist_ok=True)
+  params = (state.hat_params, state.gen_params, state.gen_frozen)
+  sample_fn = jax.jit(model.sample, static_argnums=5)
+  key = jax.random.PRNGKey(seed)
+
+  images, first = [], None
+  for i, start in enumerate(range(0, num_samples, batch_size)):
+    k_z, k_chain = jax.random.split(jax.random.fold_in(key, i))
+    z = config.init_scale_latent * jax.random.normal(
+        k_z, (batch_size,) + model.latent_shape)
+    x_gen, y, _ = sample_fn(*params, z, k_chain, sampler)
+    x_gen, y = np.asarray(x_gen), np.asarray(y)
+    first = first if first is not None else (z, x_gen, y)
+    images.append(to_uint8(x_gen + y)[:num_samples - start])
+  with (output / 'samples.npz').open('wb') as f:
+    np.savez_compressed(f, images=np.concatenate(images))
+  z, x_gen, y = first
+  n_show = min(64, num_samples)
+  visualize.save_sample_grid(str(output / 'grid.png'), x_gen[:n_show],
+                             y[:n_show], f'step {step}, K={sampler.num_steps}')
+  _save_path(output / 'path.png', model, params, z[:8],
+             jax.random.fold_in(key, 1 << 30), sampler, config.init_scale_res)
+  settings = {'workdir': str(workdir), 'step': int(step),
+              'num_samples': num_samples, 'seed': seed,
+              'sampler': dataclasses.asdict(sampler),
+              'init_scale_res': config.init_scale_res,
+              'overrides': {k: v for k, v in overrides.items()
+                            if v is not None}}
+  (output / 'settings.json').write_text(json.dumps(settings, indent=1))
+  logging.info('Wrote %d samples to %s', num_samples, output)
+  return settings
+
+
+def _save_path(path, model, params, z, key, sampler, init_scale_res):
+  """The paper's Figure 3: one chain shown at steps 0, K/4, ..., K.
+
+  The chain runs in PATH_POINTS − 1 segments, each continuing from the
+  residual the previous one reached, with G(z) computed once.
+  """
+  hat_params, gen_params, gen_frozen = params
+  k_y0, k_chain = jax.random.split(key)
+  x_gen = model.generate(gen_params, gen_frozen, z)
+  y = init_scale_res * jax.random.normal(k_y0, x_gen.shape)
+  energy = lambda x: model.energy(hat_params, x)
+  bounds = [round(p * sampler.num_steps / (PATH_POINTS - 1))
+            for p in range(PATH_POINTS)]
+  x_gen_np = np.asarray(x_gen)
+  panels = []
+  for segment, (begin, end) in enumerate(zip([0] + bounds[:-1], bounds)):
+    if end > begin:
+      y, _ = jax.jit(langevin.residual_langevin, static_argnums=(0, 4))(
+          energy, x_gen, y, jax.random.fold_in(k_chain, segment),
+          dataclasses.replace(sampler, num_steps=end - begin))
+    y_np = np.asarray(y)
+    panels.append((f'step {end}', np.concatenate([
+        visualize.to_display(x_gen_np + y_np), visualize.to_display(x_gen_np),
+        visualize.to_display(5.0 * y_np)])))
+  visualize.save_panels(str(path), panels,
+                        'rows: X, G(z), 5·y along one Langevin chain',
+                        columns=len(z))
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  sample_checkpoint(
+      _WORKDIR.value, _NUM.value, _BATCH.value, _SEED.value, _STEP.value,
+      _OUTPUT.value, mcmc_steps=_K.value, mcmc_temp=_T.value,
+      epsilon=_EPS.value, tau_res=_TAU.value,
+      init_scale_res=_Y0.value, clip_langevin_grad_res=_CLIP.value)
+
+
+if __name__ == '__main__':
+  flags.mark_flags_as_required(['workdir'])
+  app.run(main)
