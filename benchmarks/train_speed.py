@@ -22,10 +22,9 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
-if '--xla_cpu_experimental_ynn_fusion_type' not in os.environ.get(
-    'XLA_FLAGS', ''):  # the same XLA:CPU setting as hatebm_jax.main
-  os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
-                             ' --xla_cpu_experimental_ynn_fusion_type=')
+from hatebm_jax import xla_flags  # pylint: disable=g-import-not-at-top
+
+xla_flags.apply()  # the same XLA:CPU setting as hatebm_jax.main
 
 import jax  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top

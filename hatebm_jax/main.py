@@ -10,11 +10,9 @@ import logging as std_logging
 import os
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # TF only feeds data here.
-# XLA:CPU convolutions run ~1.3x faster without YNNPACK fusions (measured:
-# benchmarks/, shared/reference/platform_notes.md); other backends ignore it.
-_CPU_FLAG = '--xla_cpu_experimental_ynn_fusion_type='
-if _CPU_FLAG not in os.environ.get('XLA_FLAGS', ''):
-  os.environ['XLA_FLAGS'] = f"{os.environ.get('XLA_FLAGS', '')} {_CPU_FLAG}"
+from hatebm_jax import xla_flags  # pylint: disable=g-import-not-at-top
+
+xla_flags.apply()  # before JAX starts
 
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags

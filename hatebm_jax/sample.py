@@ -22,6 +22,9 @@ import os
 from typing import Optional
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+from hatebm_jax import xla_flags  # pylint: disable=g-import-not-at-top
+
+xla_flags.apply()  # before JAX starts
 
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
@@ -32,6 +35,7 @@ import ml_collections
 import numpy as np
 
 from hatebm_jax import checkpoint
+from hatebm_jax import config_base
 from hatebm_jax import langevin
 from hatebm_jax import synthesis
 from hatebm_jax import visualize
@@ -79,7 +83,8 @@ def sample_checkpoint(workdir: str, num_samples: int, batch_size: int,
     The settings written to settings.json.
 
   Raises:
-    ValueError: for N or batch < 1, or invalid sampler settings.
+    ValueError: for N or batch < 1, or invalid sampler settings (checked
+      by `config_base.validate`, before any compute).
     FileNotFoundError: when the workdir holds no checkpoint.
   """
   if num_samples < 1 or batch_size < 1:
@@ -97,6 +102,7 @@ def sample_checkpoint(workdir: str, num_samples: int, batch_size: int,
     for key, value in overrides.items():
       if value is not None:
         config[key] = value
+    config_base.validate(config)
     model = synthesis.SynthesisModel.from_config(config)
     state = ckpt.restore(jax.eval_shape(
         model.init, jax.random.PRNGKey(config.seed)), step)

@@ -71,3 +71,9 @@ def test_command_line(run_dir, tmp_path):
       timeout=300)
   assert result.returncode == 0, result.stderr
   assert np.load(tmp_path / 'samples.npz')['images'].shape[0] == 3
+
+
+def test_bad_sampler_settings_name_the_key(run_dir, tmp_path):
+  with pytest.raises(ValueError, match='config.init_scale_res=-1.0'):
+    sample.sample_checkpoint(str(run_dir), 4, 4, output_dir=str(tmp_path),
+                             init_scale_res=-1.0)
