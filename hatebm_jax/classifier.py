@@ -206,26 +206,25 @@ def save_weights(path: str, params: dict, test_accuracy: float) -> None:
     np.savez(f, test_accuracy=np.float64(test_accuracy), **arrays)
 
 
-_OUTPUT = flags.DEFINE_string('output', str(DEFAULT_WEIGHTS),
-                              'Where to write the weights (.npz).')
-_DATA_DIR = flags.DEFINE_string('data_dir', None, 'Fashion-MNIST IDX folder '
-                                '(default: Debian dataset-fashion-mnist).')
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  train_images, train_labels = data.load_fashion_mnist('train',
-                                                       _DATA_DIR.value)
-  test_images, test_labels = data.load_fashion_mnist('test', _DATA_DIR.value)
+  output, data_dir = flags.FLAGS.output, flags.FLAGS.data_dir
+  train_images, train_labels = data.load_fashion_mnist('train', data_dir)
+  test_images, test_labels = data.load_fashion_mnist('test', data_dir)
   params = train_classifier(train_images, train_labels)
   net = FeatureNetwork(params, FEATURE_NET, float('nan'))
   accuracy = float(np.mean(net.predict(test_images) == test_labels))
-  save_weights(_OUTPUT.value, params, accuracy)
-  net = FeatureNetwork.load(_OUTPUT.value)
+  save_weights(output, params, accuracy)
+  net = FeatureNetwork.load(output)
   print(f'{net.name}: Fashion-MNIST test accuracy {accuracy:.4f} '
-        f'({len(test_images)} images); weights in {_OUTPUT.value}')
+        f'({len(test_images)} images); weights in {output}')
 
 
 if __name__ == '__main__':
+  # Defined here, not at import, so that other entry points can import this.
+  flags.DEFINE_string('output', str(DEFAULT_WEIGHTS),
+                      'Where to write the weights (.npz).')
+  flags.DEFINE_string('data_dir', None, 'Fashion-MNIST IDX folder (default: '
+                      'Debian dataset-fashion-mnist).')
   app.run(main)

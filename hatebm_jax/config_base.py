@@ -66,6 +66,10 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.checkpoint_freq = 1000     # Orbax checkpoint of the whole state
   c.max_to_keep = 3
   c.num_plot = 64              # images per grid
+  # Fréchet Classifier Distance to Fashion-MNIST test, logged to TensorBoard
+  # every fcd_freq steps and at the end (0 = never; Fashion-MNIST runs only).
+  c.fcd_freq = 0
+  c.fcd_num_samples = 2000
   return c
 
 
@@ -145,5 +149,12 @@ def validate(config: ml_collections.ConfigDict) -> None:
   need(config.persistent_size >= config.batch_size, 'persistent_size',
        f'the replay bank must hold at least one batch '
        f'(batch_size={config.batch_size})')
+  need(isinstance(config.fcd_freq, int) and config.fcd_freq >= 0, 'fcd_freq',
+       'must be an integer >= 0 (0 = no FCD during training)')
+  need(config.fcd_freq == 0 or config.data_type == 'fashion_mnist',
+       'fcd_freq', 'FCD uses a Fashion-MNIST classifier: set it to 0 for '
+       f'data_type={config.data_type!r}')
+  need(isinstance(config.fcd_num_samples, int) and config.fcd_num_samples >= 2,
+       'fcd_num_samples', 'must be an integer >= 2')
   need(isinstance(config.langevin_unroll, int) and config.langevin_unroll >= -1,
        'langevin_unroll', '-1 (auto), 0 (fully unrolled) or a positive int')

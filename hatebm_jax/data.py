@@ -192,6 +192,81 @@ def _tfds_preprocess(name: str, image_size: int, random_crop: bool):
   return transform
 
 
+def _tfds_load(name: str, split: str, data_dir: Optional[str], **kwargs):
+  """`tfds.load` without downloads; a clear error for unprepared data."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
+  try:
+    return tfds.load(name, split=split, data_dir=data_dir or None,
+                     download=False, **kwargs)
+  except (AssertionError, FileNotFoundError,
+          tfds.core.registered.DatasetNotFoundError) as e:
+    where = data_dir or '~/tensorflow_datasets'
+    raise FileNotFoundError(
+        f'TFDS data set {name!r} is not prepared in data_dir={where!r}. '
+        'Prepare it once (see README, "Data sets"), e.g. `tfds build '
+        f'{name} --data_dir={where}` on a machine with internet access '
+        '(ImageNet and CelebA need their archives placed in the manual '
+        'download folder first), then pass --config.data_dir.') from e
+
+
+def tfds_images(name: str, data_dir: Optional[str], split: str,
+                image_size: int, num: int) -> np.ndarray:
+  """The first `num` images of a TFDS split, prepared for evaluation.
+
+  The official evaluation transform (facts §2, §6.1): CIFAR-sized sets as
+  they are, others centre-cropped to a square and resized (bilinear,
+  antialiased) to `image_size`; no random crop, no shuffling, no data
+  noise; then uint8 round(255(x+1)/2) (facts §6.1).
+
+  Args:
+    name: a TFDS name ('cifar10', 'celeb_a', 'imagenet2012',
+      'svhn_cropped', 'cifar100', ...) with an 'image' feature.
+    data_dir: the TFDS data_dir; None for TFDS' default.
+    split: e.g. 'train' or 'test'.
+    image_size: output side S.
+    num: how many images (fewer if the split is smaller).
+
+  Returns:
+    uint8 [≤ num, S, S, 3].
+
+  Raises:
+    FileNotFoundError: when the data set is not prepared.
+  """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
+  ds = _tfds_load(name, split, data_dir, shuffle_files=False).take(num)
+  transform = _tfds_preprocess(name, image_size, random_crop=False)
+
+  def to_uint8(example):
+    x = transform(example)
+    return tf.cast(tf.round(255.0 * (tf.clip_by_value(x, -1.0, 1.0) + 1.0)
+                            / 2.0), tf.uint8)
+
+  ds = ds.map(to_uint8, num_parallel_calls=tf.data.AUTOTUNE).batch(1000)
+  return np.concatenate(list(tfds.as_numpy(ds)))
+
+
+def eval_images(name: str, data_dir: Optional[str], split: str,
+                image_size: int, num: int) -> np.ndarray:
+  """Reference images of a training data set for FID/FCD, uint8 [≤num,S,S,C].
+
+  Fashion-MNIST from its IDX files (padded to 32), the others through
+  `tfds_images`.
+
+  Raises:
+    ValueError: for an unknown data set.
+    FileNotFoundError: for missing data.
+  """
+  if name == 'fashion_mnist':
+    return load_fashion_mnist(split, data_dir)[0][:num]
+  if name not in TFDS_DATASETS:
+    raise ValueError(f'data_type={name!r} is unknown; choose one of '
+                     f'{sorted(IMAGE_DIMS)}.')
+  return tfds_images(name, data_dir, split, image_size, num)
+
+
 def tfds_batches(name: str, data_dir: Optional[str], batch_size: int,
                  image_size: int, random_crop: bool, seed: int,
                  split: str = 'train') -> Iterator[np.ndarray]:
@@ -221,19 +296,8 @@ def tfds_batches(name: str, data_dir: Optional[str], batch_size: int,
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
 
-  try:
-    ds = tfds.load(name, split=split, data_dir=data_dir or None,
-                   download=False, shuffle_files=True,
-                   read_config=tfds.ReadConfig(shuffle_seed=seed))
-  except (AssertionError, FileNotFoundError,
-          tfds.core.registered.DatasetNotFoundError) as e:
-    where = data_dir or '~/tensorflow_datasets'
-    raise FileNotFoundError(
-        f'TFDS data set {name!r} is not prepared in data_dir={where!r}. '
-        'Prepare it once (see README, "Data sets"), e.g. `tfds build '
-        f'{name} --data_dir={where}` on a machine with internet access '
-        '(ImageNet and CelebA need their archives placed in the manual '
-        'download folder first), then pass --config.data_dir.') from e
+  ds = _tfds_load(name, split, data_dir, shuffle_files=True,
+                  read_config=tfds.ReadConfig(shuffle_seed=seed))
   ds = ds.map(_tfds_preprocess(name, image_size, random_crop),
               num_parallel_calls=tf.data.AUTOTUNE)
   ds = ds.shuffle(SHUFFLE_BUFFER, seed=seed).repeat()

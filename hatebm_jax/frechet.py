@@ -127,10 +127,15 @@ def frechet_distance(a: FeatureStats, b: FeatureStats) -> float:
                      f'{a.cov.shape} vs mean {b.mean.shape} / cov '
                      f'{b.cov.shape}.')
   diff = a.mean - b.mean
-  root = scipy.linalg.sqrtm(a.cov @ b.cov)
-  if not np.all(np.isfinite(root)):
-    offset = OFFSET * np.eye(a.cov.shape[0])
-    root = scipy.linalg.sqrtm((a.cov + offset) @ (b.cov + offset))
+  with warnings.catch_warnings():
+    # Singular covariances (e.g. a feature that is always 0 after a ReLU)
+    # make sqrtm warn; the finite-offset fallback and the imaginary-part
+    # check below are the safeguards that decide.
+    warnings.simplefilter('ignore', scipy.linalg.LinAlgWarning)
+    root = scipy.linalg.sqrtm(a.cov @ b.cov)
+    if not np.all(np.isfinite(root)):
+      offset = OFFSET * np.eye(a.cov.shape[0])
+      root = scipy.linalg.sqrtm((a.cov + offset) @ (b.cov + offset))
   if np.iscomplexobj(root):
     imaginary = np.max(np.abs(np.diagonal(root).imag))
     if imaginary > MAX_IMAGINARY:

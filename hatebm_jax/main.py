@@ -6,7 +6,6 @@ r"""Command-line entry point.
 Rerunning the same command resumes from the newest checkpoint in workdir.
 """
 
-import logging as std_logging
 import os
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # TF only feeds data here.
@@ -20,19 +19,10 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
+from hatebm_jax import runtime
 from hatebm_jax import train
 
 FLAGS = flags.FLAGS
-_QUIET_PACKAGES = ('/orbax/', '/jax/_src/', '/clu/metric_writers/async')
-
-
-class _QuietLibraries:
-  """Hides the INFO chatter of Orbax and JAX internals from the console."""
-
-  def filter(self, record) -> bool:
-    return record.levelno > std_logging.INFO or not any(
-        p in record.pathname for p in _QUIET_PACKAGES)
-
 
 config_flags.DEFINE_config_file(
     'config', None, 'Experiment config file (configs/<name>.py).',
@@ -45,14 +35,7 @@ flags.mark_flags_as_required(['config', 'workdir'])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  for handler in std_logging.getLogger().handlers:
-    handler.addFilter(_QuietLibraries())
-  # TensorFlow is only used for data input and logging: keep it off GPUs.
-  try:
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
-    tf.config.set_visible_devices([], 'GPU')
-  except ImportError:
-    pass
+  runtime.setup()
   logging.info('JAX devices: %s', jax.devices())
   train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
 

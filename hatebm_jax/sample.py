@@ -31,15 +31,14 @@ from absl import flags
 from absl import logging
 from etils import epath
 import jax
-import ml_collections
 import numpy as np
 
-from hatebm_jax import checkpoint
-from hatebm_jax import config_base
 from hatebm_jax import langevin
-from hatebm_jax import synthesis
+from hatebm_jax import runtime
+from hatebm_jax import sampling
 from hatebm_jax import visualize
 
+FLAGS = flags.FLAGS
 PATH_POINTS = 5  # columns of the Langevin-path figure: steps 0, K/4, .., K
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Training workdir (local or '
@@ -58,11 +57,6 @@ _Y0 = flags.DEFINE_float('init_scale_res', None, 'y₀ = init_scale_res·N(0,I).
 _CLIP = flags.DEFINE_boolean('clip', None, 'Clip the residual drift step.')
 
 
-def to_uint8(x: np.ndarray) -> np.ndarray:
-  """[-1, 1] images (any range) -> uint8 round(255(x+1)/2) after clipping."""
-  return np.round(255.0 * (np.clip(x, -1.0, 1.0) + 1.0) / 2.0).astype(np.uint8)
-
-
 def sample_checkpoint(workdir: str, num_samples: int, batch_size: int,
                       seed: int = 0, step: Optional[int] = None,
                       output_dir: Optional[str] = None, **overrides) -> dict:
@@ -75,9 +69,7 @@ def sample_checkpoint(workdir: str, num_samples: int, batch_size: int,
     seed: seed of latents, y₀ and chain noise.
     step: checkpoint step, or None for the latest.
     output_dir: where to write; None for <workdir>/eval/step_<step>.
-    **overrides: sampler settings by config name (`mcmc_steps`,
-      `mcmc_temp`, `epsilon`, `tau_res`, `init_scale_res`,
-      `clip_langevin_grad_res`); None values keep the training values.
+    **overrides: sampler settings, see `sampling.load_run`.
 
   Returns:
     The settings written to settings.json.
@@ -90,50 +82,24 @@ def sample_checkpoint(workdir: str, num_samples: int, batch_size: int,
   if num_samples < 1 or batch_size < 1:
     raise ValueError(f'num_samples={num_samples} and batch_size={batch_size} '
                      'must be >= 1.')
-  ckpt = checkpoint.Checkpointer(workdir)
-  try:
-    step = ckpt.latest_step() if step is None else step
-    if step is None:
-      raise FileNotFoundError(f'No checkpoint in {ckpt.directory}: train '
-                              'first with python -m hatebm_jax.main.')
-    config = ml_collections.ConfigDict(ckpt.restore_config(step))
-    config.image_dims = tuple(config.image_dims)
-    config.state_dims = tuple(config.state_dims)
-    for key, value in overrides.items():
-      if value is not None:
-        config[key] = value
-    config_base.validate(config)
-    model = synthesis.SynthesisModel.from_config(config)
-    state = ckpt.restore(jax.eval_shape(
-        model.init, jax.random.PRNGKey(config.seed)), step)
-  finally:
-    ckpt.close()
+  run = sampling.load_run(workdir, step, **overrides)
+  model, config, state, step = run.model, run.config, run.state, run.step
   sampler = model.sampler
   output = epath.Path(output_dir or epath.Path(workdir) / 'eval' /
                       f'step_{step}')
   output.mkdir(parents=True, exist_ok=True)
-  params = (state.hat_params, state.gen_params, state.gen_frozen)
-  sample_fn = jax.jit(model.sample, static_argnums=5)
-  key = jax.random.PRNGKey(seed)
-
-  images, first = [], None
-  for i, start in enumerate(range(0, num_samples, batch_size)):
-    k_z, k_chain = jax.random.split(jax.random.fold_in(key, i))
-    z = config.init_scale_latent * jax.random.normal(
-        k_z, (batch_size,) + model.latent_shape)
-    x_gen, y, _ = sample_fn(*params, z, k_chain, sampler)
-    x_gen, y = np.asarray(x_gen), np.asarray(y)
-    first = first if first is not None else (z, x_gen, y)
-    images.append(to_uint8(x_gen + y)[:num_samples - start])
+  images, (z, x_gen, y) = sampling.draw_images(
+      run, num_samples, batch_size, seed, return_first=True)
   with (output / 'samples.npz').open('wb') as f:
-    np.savez_compressed(f, images=np.concatenate(images))
-  z, x_gen, y = first
+    np.savez_compressed(f, images=images)
   n_show = min(64, num_samples)
   visualize.save_sample_grid(str(output / 'grid.png'), x_gen[:n_show],
                              y[:n_show], f'step {step}, K={sampler.num_steps}')
+  params = (state.hat_params, state.gen_params, state.gen_frozen)
   _save_path(output / 'path.png', model, params, z[:8],
-             jax.random.fold_in(key, 1 << 30), sampler, config.init_scale_res)
-  settings = {'workdir': str(workdir), 'step': int(step),
+             jax.random.fold_in(jax.random.PRNGKey(seed), 1 << 30), sampler,
+             config.init_scale_res)
+  settings = {'workdir': str(workdir), 'step': step,
               'num_samples': num_samples, 'seed': seed,
               'sampler': dataclasses.asdict(sampler),
               'init_scale_res': config.init_scale_res,
@@ -173,14 +139,19 @@ def _save_path(path, model, params, z, key, sampler, init_scale_res):
                         columns=len(z))
 
 
+def sampler_overrides() -> dict:
+  """The sampler flags as config overrides (None = keep the run's)."""
+  return dict(mcmc_steps=_K.value, mcmc_temp=_T.value, epsilon=_EPS.value,
+              tau_res=_TAU.value, init_scale_res=_Y0.value,
+              clip_langevin_grad_res=_CLIP.value)
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  sample_checkpoint(
-      _WORKDIR.value, _NUM.value, _BATCH.value, _SEED.value, _STEP.value,
-      _OUTPUT.value, mcmc_steps=_K.value, mcmc_temp=_T.value,
-      epsilon=_EPS.value, tau_res=_TAU.value,
-      init_scale_res=_Y0.value, clip_langevin_grad_res=_CLIP.value)
+  runtime.setup()
+  sample_checkpoint(_WORKDIR.value, _NUM.value, _BATCH.value, _SEED.value,
+                    _STEP.value, _OUTPUT.value, **sampler_overrides())
 
 
 if __name__ == '__main__':

@@ -22,6 +22,7 @@ import numpy as np
 from hatebm_jax import checkpoint
 from hatebm_jax import config_base
 from hatebm_jax import data
+from hatebm_jax import metrics as metrics_lib
 from hatebm_jax import synthesis
 from hatebm_jax import visualize
 from hatebm_jax.models import layers
@@ -144,6 +145,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     batches = itertools.chain([first], batches)
     visualize.save_panels(str(samples_dir / 'data.png'), [
         ('training data', visualize.to_display(first[:config.num_plot]))])
+  fcd = (metrics_lib.TrainingFCD(config, model)
+         if is_lead and config.fcd_freq else None)
   report = periodic_actions.ReportProgress(
       num_train_steps=num_steps, writer=writer, every_steps=config.info_freq)
 
@@ -171,6 +174,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       if is_lead and (step % config.plot_freq == 0 or step == num_steps):
         _plot(sample_fn, state, plot_z, jax.random.fold_in(plot_key, 1),
               str(samples_dir / f'step_{step:06d}.png'), step)
+      if fcd and (step % config.fcd_freq == 0 or step == num_steps):
+        scores = fcd(state)
+        writer.write_scalars(step, scores)
+        logging.info('Step %d: FCD %.3f, KID %.4f (%d samples vs '
+                     'Fashion-MNIST test).', step, scores['fcd'],
+                     scores['kid'], config.fcd_num_samples)
       if (step % config.checkpoint_freq == 0 or step == num_steps
           or stop.requested):
         checkpointer.save(step, state, config)

@@ -33,3 +33,16 @@ def tiny_config(**overrides):
 @pytest.fixture
 def tiny():
   return tiny_config
+
+
+@pytest.fixture(autouse=True, scope='session')
+def _cache_dir(tmp_path_factory):
+  """Feature caches of the tests go to a temporary folder, never ~/.cache."""
+  path = tmp_path_factory.mktemp('hatebm_cache')
+  old = os.environ.get('HATEBM_CACHE_DIR')
+  os.environ['HATEBM_CACHE_DIR'] = str(path)
+  yield path
+  if old is None:
+    os.environ.pop('HATEBM_CACHE_DIR', None)
+  else:
+    os.environ['HATEBM_CACHE_DIR'] = old

@@ -56,7 +56,7 @@ def test_train_batches_check_data_type_and_shape():
     ('cifar10', 32, False), ('celeb_a', 64, False),
     ('imagenet2012', 128, True), ('imagenet2012', 128, False)])
 def test_tfds_preprocessing_on_mock_data(name, size, random_crop):
-  tfds = pytest.importorskip('tensorflow_datasets')
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   with tfds.testing.mock_data(num_examples=8):
     batches = data.tfds_batches(name, None, 4, size, random_crop, seed=0)
     batch = next(batches)

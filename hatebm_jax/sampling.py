@@ -1,0 +1,136 @@
+"""Restoring a synthesis run and drawing uint8 samples from it (library).
+
+Used by the sampling and evaluation entry points and by training-time FCD.
+"""
+
+import dataclasses
+from typing import Optional
+import weakref
+
+import jax
+import ml_collections
+import numpy as np
+
+from hatebm_jax import checkpoint
+from hatebm_jax import config_base
+from hatebm_jax import synthesis
+
+
+def to_uint8(x: np.ndarray) -> np.ndarray:
+  """[-1, 1] images (any range) -> uint8 round(255(x+1)/2) after clipping."""
+  return np.round(255.0 * (np.clip(x, -1.0, 1.0) + 1.0) / 2.0).astype(np.uint8)
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+  """A restored training run: its config (with overrides), model and state."""
+  config: ml_collections.ConfigDict
+  model: synthesis.SynthesisModel
+  state: synthesis.SynthesisState
+  step: int
+
+
+def load_run(workdir: str, step: Optional[int] = None, **overrides) -> Run:
+  """Restores a synthesis checkpoint and applies sampler overrides.
+
+  Args:
+    workdir: the training run's folder (local or gs://).
+    step: checkpoint step, or None for the latest.
+    **overrides: config values by name (e.g. `mcmc_steps`, `mcmc_temp`,
+      `epsilon`, `tau_res`, `init_scale_res`, `clip_langevin_grad_res`);
+      None values keep the run's own.
+
+  Raises:
+    FileNotFoundError: when the workdir holds no checkpoint.
+    ValueError: for invalid overrides (`config_base.validate`), before any
+      compute.
+  """
+  ckpt = checkpoint.Checkpointer(workdir)
+  try:
+    step = ckpt.latest_step() if step is None else step
+    if step is None:
+      raise FileNotFoundError(f'No checkpoint in {ckpt.directory}: train '
+                              'first with python -m hatebm_jax.main.')
+    config = ml_collections.ConfigDict(ckpt.restore_config(step))
+    config.image_dims = tuple(config.image_dims)
+    config.state_dims = tuple(config.state_dims)
+    for key, value in overrides.items():
+      if value is not None:
+        config[key] = value
+    config_base.validate(config)
+    model = synthesis.SynthesisModel.from_config(config)
+    state = ckpt.restore(jax.eval_shape(
+        model.init, jax.random.PRNGKey(config.seed)), step)
+  finally:
+    ckpt.close()
+  return Run(config=config, model=model, state=state, step=int(step))
+
+
+SOURCES = ('ebm', 'generator', 'initial')
+_JITTED = weakref.WeakKeyDictionary()  # model -> jitted (sample, generate)
+
+
+def _jitted(model: synthesis.SynthesisModel):
+  """One compiled sampler and generator per model, reused across calls."""
+  if model not in _JITTED:
+    _JITTED[model] = (jax.jit(model.sample), jax.jit(model.generate))
+  return _JITTED[model]
+
+
+def draw_images(run: Run, num_samples: int, batch_size: int, seed: int = 0,
+                source: str = 'ebm', state=None,
+                return_first: bool = False):
+  """Draws uint8 samples [N, S, S, C] from a run.
+
+  Batch i uses latents and chain noise from `fold_in(PRNGKey(seed), i)`, so
+  the images do not depend on which other batches are drawn.
+
+  Args:
+    run: see `load_run`; its model carries the sampler settings.
+    num_samples: N ≥ 1.
+    batch_size: chains per jitted call, ≥ 1.
+    seed: seed of latents, y₀ and chain noise.
+    source: 'ebm' for X = G(z) + y after K Langevin steps (eq. 6),
+      'generator' for G(z) alone, 'initial' for G(z) of the run's untrained
+      generator (its initialisation from `config.seed`).
+    state: parameters to use instead of `run.state` (e.g. during training).
+    return_first: also return (z, G(z), y) of the first batch.
+
+  Returns:
+    uint8 images [N, S, S, C] = round(255(x+1)/2) of x clipped to [-1, 1]
+    (facts §6.1); with `return_first`, (images, (z, x_gen, y)).
+
+  Raises:
+    ValueError: for N or batch < 1 or an unknown source.
+  """
+  if num_samples < 1 or batch_size < 1:
+    raise ValueError(f'num_samples={num_samples} and batch_size={batch_size} '
+                     'must be >= 1.')
+  if source not in SOURCES:
+    raise ValueError(f'source={source!r}; choose one of {SOURCES}.')
+  model, config = run.model, run.config
+  if state is None:
+    state = run.state
+  if source == 'initial':
+    state = jax.jit(model.init)(jax.random.PRNGKey(config.seed))
+  params = (state.hat_params, state.gen_params, state.gen_frozen)
+  sample_fn, generate_fn = _jitted(model)
+  if source == 'ebm':
+    run_batch = lambda z, k: sample_fn(*params, z, k)[:2]
+  else:
+    run_batch = lambda z, k: (
+        generate_fn(state.gen_params, state.gen_frozen, z), None)
+  key = jax.random.PRNGKey(seed)
+  images, first = [], None
+  for i, start in enumerate(range(0, num_samples, batch_size)):
+    k_z, k_chain = jax.random.split(jax.random.fold_in(key, i))
+    z = config.init_scale_latent * jax.random.normal(
+        k_z, (batch_size,) + model.latent_shape)
+    x_gen, y = run_batch(z, k_chain)
+    x_gen = np.asarray(x_gen)
+    y = np.zeros_like(x_gen) if y is None else np.asarray(y)
+    if first is None:
+      first = (z, x_gen, y)
+    images.append(to_uint8(x_gen + y)[:num_samples - start])
+  images = np.concatenate(images)
+  return (images, first) if return_first else images

@@ -1,0 +1,112 @@
+"""The evaluation entry point end to end on a tiny run."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from hatebm_jax import evaluate
+from hatebm_jax import metrics
+from hatebm_jax import sampling
+from hatebm_jax import train
+from conftest import DATA_DIR, ROOT, tiny_config
+
+SMALL = dict(num_samples=200, batch_size=100, num_reference=500, num_ood=300,
+             data_dir=DATA_DIR)
+
+
+@pytest.fixture(scope='module')
+def run_dir(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp('run')
+  train.train_and_evaluate(tiny_config(num_training_steps=2), str(workdir))
+  return workdir
+
+
+def test_every_metric_with_its_settings(run_dir, tmp_path):
+  out = tmp_path / 'metrics.json'
+  result = evaluate.evaluate(
+      str(run_dir), 'fcd,kid,ood', 'ebm,generator,initial', output=str(out),
+      ood_sets='mnist,uniform_noise,constant', mcmc_steps=3, **SMALL)
+  assert json.loads(out.read_text()) == json.loads(json.dumps(result))
+  assert result['step'] == 2 and result['num_samples'] == 200
+  assert result['sampler']['num_steps'] == 3
+  assert result['overrides'] == {'mcmc_steps': 3}
+  assert result['reference'] == {'split': 'test', 'num_classifier': 500}
+  net = result['feature_nets']['classifier']
+  assert net['name'].startswith('fashion-mnist-lenet-v1:')
+  assert net['test_accuracy'] == pytest.approx(0.904)
+  for source in ('ebm', 'generator', 'initial'):
+    numbers = result['samples'][source]
+    assert numbers['fcd'] > 0 and np.isfinite(numbers['kid'])
+    assert numbers['kid_std'] > 0
+  ood = result['ood']
+  assert ood['in_distribution'] == 'fashion_mnist test'
+  assert ood['num_in'] == 300 and ood['num_ood']['mnist'] == 300
+  assert set(ood['auroc']) == {'mnist', 'uniform_noise', 'constant'}
+  assert all(0.0 <= v <= 1.0 for v in ood['auroc'].values())
+
+
+def test_evaluation_is_deterministic(run_dir, tmp_path):
+  kwargs = dict(SMALL, metrics='fcd', sources='ebm', num_samples=150)
+  a = evaluate.evaluate(str(run_dir), output=str(tmp_path / 'a.json'),
+                        **kwargs)
+  b = evaluate.evaluate(str(run_dir), output=str(tmp_path / 'b.json'),
+                        **kwargs)
+  assert a['samples']['ebm']['fcd'] == b['samples']['ebm']['fcd']
+
+
+def test_generator_source_is_g_of_z(run_dir):
+  run = sampling.load_run(str(run_dir))
+  images, (z, x_gen, y) = sampling.draw_images(run, 5, 5, 0, 'generator',
+                                               return_first=True)
+  assert np.all(y == 0)
+  np.testing.assert_array_equal(images, sampling.to_uint8(x_gen))
+  initial = sampling.draw_images(run, 5, 5, 0, 'initial')
+  assert not np.array_equal(initial, images)  # the generator has trained
+
+
+def test_reference_cache_is_keyed_by_the_images(run_dir, tmp_path):
+  net = evaluate.classifier.FeatureNetwork.load()
+  a_stats, a_feats = metrics.reference_features(
+      net, 'fashion_mnist', DATA_DIR, 'test', 32, 100)
+  b_stats, _ = metrics.reference_features(
+      net, 'fashion_mnist', DATA_DIR, 'test', 32, 200)
+  assert (a_stats.num_samples, b_stats.num_samples) == (100, 200)
+  again_stats, again_feats = metrics.reference_features(
+      net, 'fashion_mnist', DATA_DIR, 'test', 32, 100)
+  np.testing.assert_array_equal(again_feats, a_feats)
+  np.testing.assert_array_equal(again_stats.cov, a_stats.cov)
+
+
+def test_bad_requests_fail_before_sampling(run_dir, tmp_path):
+  with pytest.raises(ValueError, match=r"metrics='fcd,is'.*\['is'\]"):
+    evaluate.evaluate(str(run_dir), 'fcd,is')
+  with pytest.raises(ValueError, match="sources='gan'"):
+    evaluate.evaluate(str(run_dir), 'fcd', 'gan')
+  with pytest.raises(ValueError, match='num_samples=1 must be >= 2'):
+    evaluate.evaluate(str(run_dir), 'fcd', num_samples=1)
+  with pytest.raises(ValueError, match="ood_sets='mnist,lsun'"):
+    evaluate.evaluate(str(run_dir), 'ood', ood_sets='mnist,lsun', **SMALL)
+  with pytest.raises(FileNotFoundError, match='pt_inception-2015-12-05'):
+    evaluate.evaluate(str(run_dir), 'fid', **SMALL)
+  with pytest.raises(FileNotFoundError, match='No checkpoint'):
+    evaluate.evaluate(str(tmp_path), 'fcd')
+
+
+def test_command_line(run_dir, tmp_path):
+  out = tmp_path / 'cli.json'
+  proc = subprocess.run(
+      [sys.executable, '-m', 'hatebm_jax.evaluate', f'--workdir={run_dir}',
+       '--metrics=fcd,kid', '--num_samples=150', '--batch_size=50',
+       '--num_reference=500', f'--data_dir={DATA_DIR}', f'--output={out}',
+       '--mcmc_steps=2'], cwd=ROOT, capture_output=True, text=True,
+      timeout=600, env=dict(os.environ))
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  saved = json.loads(out.read_text())
+  assert saved['samples']['ebm']['fcd'] > 0
+  assert saved['sampler']['num_steps'] == 2
+  printed = json.loads(proc.stdout)
+  assert printed['samples'] == saved['samples']
