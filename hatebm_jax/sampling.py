@@ -52,6 +52,10 @@ def load_run(workdir: str, step: Optional[int] = None, **overrides) -> Run:
       raise FileNotFoundError(f'No checkpoint in {ckpt.directory}: train '
                               'first with python -m hatebm_jax.main.')
     config = ml_collections.ConfigDict(ckpt.restore_config(step))
+    # Keys added to the code after the run was saved take their defaults.
+    for key, value in config_base.get_base_config().items():
+      if key not in config:
+        config[key] = value
     config.image_dims = tuple(config.image_dims)
     config.state_dims = tuple(config.state_dims)
     for key, value in overrides.items():

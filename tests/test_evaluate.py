@@ -110,3 +110,18 @@ def test_command_line(run_dir, tmp_path):
   assert saved['sampler']['num_steps'] == 2
   printed = json.loads(proc.stdout)
   assert printed['samples'] == saved['samples']
+
+
+def test_checkpoints_saved_before_a_key_existed_still_load(run_dir,
+                                                           monkeypatch):
+  original = sampling.checkpoint.Checkpointer.restore_config
+
+  def without_new_keys(self, step=None):
+    saved = original(self, step)
+    del saved['fcd_freq'], saved['fcd_num_samples']
+    return saved
+
+  monkeypatch.setattr(sampling.checkpoint.Checkpointer, 'restore_config',
+                      without_new_keys)
+  run = sampling.load_run(str(run_dir))
+  assert run.config.fcd_freq == 0 and run.config.fcd_num_samples == 2000
