@@ -131,3 +131,26 @@ def test_resume_with_other_shapes_names_the_keys(tmp_path):
     train.train_and_evaluate(tiny_config(ebm_ngf=16), str(tmp_path))
   # The run's checkpoints are untouched.
   assert sorted(os.listdir(tmp_path / 'checkpoints')) == ['2']
+
+
+def test_fcd_is_logged_during_training(tmp_path):
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  train.train_and_evaluate(tiny_config(fcd_freq=2, fcd_num_samples=150),
+                           str(tmp_path))
+  logged = {}
+  for events in tmp_path.glob('events.out.tfevents.*'):
+    for event in tf.compat.v1.train.summary_iterator(str(events)):
+      for value in event.summary.value:
+        if value.tag in ('fcd', 'kid'):
+          logged[(value.tag, event.step)] = float(
+              tf.make_ndarray(value.tensor))
+  assert sorted(logged) == [('fcd', 2), ('fcd', 4), ('kid', 2), ('kid', 4)]
+  assert all(np.isfinite(v) for v in logged.values())
+  assert logged[('fcd', 2)] > 0
+
+
+def test_fcd_only_for_fashion_mnist():
+  config = tiny_config(fcd_freq=2)
+  config.data_type, config.image_dims = 'cifar10', (32, 32, 3)
+  with pytest.raises(ValueError, match="fcd_freq=2.*Fashion-MNIST classifier"):
+    train.train_and_evaluate(config, '/nonexistent/never/created')
