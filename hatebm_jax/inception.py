@@ -25,6 +25,9 @@ directly afterwards, e.g. on TPU hosts without PyTorch.
 
 import hashlib
 import os
+import subprocess
+import sys
+import tempfile
 import warnings
 from typing import Optional, Sequence
 
@@ -249,7 +252,7 @@ def convert_torch_state_dict(state_dict: dict) -> dict:
   `num_batches_tracked` counters are not part of pool_3 and are dropped.
 
   Args:
-    state_dict: name -> array (torch tensors or numpy arrays).
+    state_dict: name -> NumPy array.
 
   Returns:
     '/'-joined parameter paths (e.g. 'Mixed_5b/branch1x1/conv/kernel') ->
@@ -266,8 +269,7 @@ def convert_torch_state_dict(state_dict: dict) -> dict:
     parts = name.split('.')
     if parts[0] in ('fc', 'AuxLogits') or parts[-1] == 'num_batches_tracked':
       continue
-    value = np.asarray(value.detach().cpu().numpy() if hasattr(value, 'detach')
-                       else value, np.float32)
+    value = np.asarray(value, np.float32)
     if parts[-2] == 'conv':
       flat['/'.join(parts[:-1] + ['kernel'])] = value.transpose(2, 3, 1, 0)
     else:
@@ -300,6 +302,29 @@ def _unflatten(flat: dict) -> dict:
       node = node.setdefault(parent, {})
     node[leaf] = jnp.asarray(value)
   return tree
+
+
+def _read_torch_file(path: epath.Path) -> dict:
+  """name -> array of a PyTorch state dict, read in a subprocess (see
+  `hatebm_jax.torch_weights` for why)."""
+  with tempfile.TemporaryDirectory() as tmp:
+    local = os.path.join(tmp, 'weights.pth')
+    out = os.path.join(tmp, 'weights.npz')
+    with open(local, 'wb') as f:
+      f.write(path.read_bytes())
+    proc = subprocess.run(
+        [sys.executable, '-m', 'hatebm_jax.torch_weights', local, out],
+        capture_output=True, text=True, check=False)
+    if proc.returncode:
+      if 'NO_TORCH' in proc.stderr:
+        raise ImportError(
+            f'Reading {path} (a PyTorch file) needs PyTorch once: `pip '
+            'install torch` (CPU is enough), or pass the converted .npz '
+            'made on another machine.')
+      raise ValueError(f'Could not read {path} as a PyTorch state dict:\n'
+                       f'{proc.stderr[-2000:]}')
+    with open(out, 'rb') as f:
+      return dict(np.load(f, allow_pickle=False))
 
 
 class InceptionFeatures:
@@ -358,15 +383,7 @@ class InceptionFeatures:
         stored = dict(np.load(f, allow_pickle=False))
       stored.pop('__source_sha256__', None)
       return cls(stored, f'{FEATURE_NET}:{digest[:12]}')
-    try:
-      import torch  # pylint: disable=g-import-not-at-top
-    except ImportError as e:
-      raise ImportError(
-          f'Reading {path} (a PyTorch file) needs PyTorch once: `pip install '
-          'torch` (CPU is enough), or pass the converted .npz made on another '
-          'machine.') from e
-    with path.open('rb') as f:
-      state_dict = torch.load(f, map_location='cpu', weights_only=True)
+    state_dict = _read_torch_file(path)
     flat = convert_torch_state_dict(state_dict)
     cached.parent.mkdir(parents=True, exist_ok=True)
     tmp = cached.parent / (cached.name + '.tmp')

@@ -1,101 +1,68 @@
-"""The Flax FID Inception against pytorch-fid's own model, same random weights."""
+"""The Flax FID Inception against pytorch-fid's own model, same random weights.
+
+pytorch-fid runs in a subprocess (tests/pytorch_fid_reference.py): PyTorch's
+CUDA build and JAX must not share a process.
+"""
+
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
-# Test-only dependencies (requirements-test.txt); a missing one fails loudly.
-from pytorch_fid import inception as pytorch_fid_inception
-import torch
 
 from hatebm_jax import inception
+from conftest import ROOT
 
-
-def _random_state_dict(seed):
-  """Random weights for every tensor of pytorch-fid's FID Inception.
-
-  He-scaled convolutions and batch-norm statistics near (0, 1) keep the
-  activations O(1) through all 94 layers, so the comparison is meaningful.
-  """
-  torch.manual_seed(seed)
-  model = pytorch_fid_inception._inception_v3(  # pylint: disable=protected-access
-      num_classes=1008, aux_logits=False, weights=None)
-  for block, args in [('Mixed_5b', (192, 32)), ('Mixed_5c', (256, 64)),
-                      ('Mixed_5d', (288, 64))]:
-    setattr(model, block, pytorch_fid_inception.FIDInceptionA(*args))
-  for block, c7 in [('Mixed_6b', 128), ('Mixed_6c', 160), ('Mixed_6d', 160),
-                    ('Mixed_6e', 192)]:
-    setattr(model, block, pytorch_fid_inception.FIDInceptionC(768, c7))
-  model.Mixed_7b = pytorch_fid_inception.FIDInceptionE_1(1280)
-  model.Mixed_7c = pytorch_fid_inception.FIDInceptionE_2(2048)
-  state = {}
-  for name, value in model.state_dict().items():
-    if name.endswith('conv.weight'):
-      fan_in = value[0].numel()
-      value = torch.randn_like(value) * (2.0 / fan_in) ** 0.5
-    elif name.endswith('bn.weight'):
-      value = 0.5 + torch.rand_like(value)
-    elif name.endswith(('bn.bias', 'running_mean')):
-      value = 0.2 * torch.randn_like(value)
-    elif name.endswith('running_var'):
-      value = 0.5 + torch.rand_like(value)
-    elif name.startswith('fc.'):
-      value = 0.01 * torch.randn_like(value)
-    state[name] = value
-  return state
+SIZES = (32, 64)
 
 
 @pytest.fixture(scope='module')
-def weights(tmp_path_factory):
-  """(state dict, path of it saved as a .pth file)."""
-  state = _random_state_dict(0)
-  path = tmp_path_factory.mktemp('inception') / 'random_inception.pth'
-  torch.save(state, path)
-  return state, str(path)
+def reference(tmp_path_factory):
+  """(path of random .pth weights, {size: images}, {size: features})."""
+  out = tmp_path_factory.mktemp('inception')
+  rng = np.random.default_rng(0)
+  images = {f's{size}': rng.integers(0, 256, (3, size, size, 3), np.uint8)
+            for size in SIZES}
+  np.savez(out / 'images.npz', **images)
+  proc = subprocess.run(
+      [sys.executable, os.path.join(ROOT, 'tests', 'pytorch_fid_reference.py'),
+       str(out), str(out / 'images.npz')], capture_output=True, text=True,
+      timeout=600, check=False)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  features = dict(np.load(out / 'features.npz'))
+  return str(out / 'random_inception.pth'), images, features
 
 
-def _pytorch_fid_features(state, images):
-  """pool_3 features from pytorch-fid's InceptionV3, given our state dict."""
-  original = pytorch_fid_inception.load_state_dict_from_url
-  pytorch_fid_inception.load_state_dict_from_url = lambda *a, **k: state
-  try:
-    model = pytorch_fid_inception.InceptionV3([3]).eval()
-  finally:
-    pytorch_fid_inception.load_state_dict_from_url = original
-  x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
-  with torch.no_grad():
-    return model(x)[0].squeeze(-1).squeeze(-1).numpy()
-
-
-@pytest.mark.parametrize('size', [32, 64])
-def test_features_match_pytorch_fid(weights, tmp_path, monkeypatch, size):
+@pytest.fixture
+def net(reference, tmp_path, monkeypatch):
   monkeypatch.setenv('HATEBM_CACHE_DIR', str(tmp_path))
-  state, path = weights
-  rng = np.random.default_rng(size)
-  images = rng.integers(0, 256, (3, size, size, 3), dtype=np.uint8)
-  reference = _pytorch_fid_features(state, images)
   with pytest.warns(UserWarning, match='not the standard FID weights'):
-    net = inception.InceptionFeatures.load(path)
-  ours = net.features(images)
-  assert ours.shape == (3, inception.NUM_FEATURES)
-  assert np.abs(reference).max() > 0.1  # the random net is not degenerate
-  assert np.std(reference, axis=0).mean() > 1e-3  # features differ by image
-  relative = np.linalg.norm(ours - reference) / np.linalg.norm(reference)
-  print(f"size {size}: relative L2 difference {relative:.2e}")
+    return inception.InceptionFeatures.load(reference[0])
+
+
+@pytest.mark.parametrize('size', SIZES)
+def test_features_match_pytorch_fid(reference, net, tmp_path, size):
+  _, images, features = reference
+  expected = features[f's{size}']
+  ours = net.features(images[f's{size}'])
+  assert ours.shape == expected.shape == (3, inception.NUM_FEATURES)
+  assert np.abs(expected).max() > 0.1  # the random net is not degenerate
+  assert np.std(expected, axis=0).mean() > 1e-3  # features differ by image
+  relative = np.linalg.norm(ours - expected) / np.linalg.norm(expected)
   assert relative <= 1e-4, relative
-  np.testing.assert_allclose(ours, reference, rtol=1e-4,
-                             atol=1e-4 * np.abs(reference).max())
+  np.testing.assert_allclose(ours, expected, rtol=1e-4,
+                             atol=1e-4 * np.abs(expected).max())
 
   # The conversion is cached once and reused (no PyTorch needed for it).
   cached = list(tmp_path.glob('fid_inception_*.npz'))
   assert len(cached) == 1
   again = inception.InceptionFeatures.load(str(cached[0]))
   assert again.name == net.name
-  np.testing.assert_array_equal(again.features(images), ours)
+  np.testing.assert_array_equal(again.features(images[f's{size}']), ours)
 
 
-def test_grayscale_is_repeated_to_rgb(weights, tmp_path, monkeypatch):
-  monkeypatch.setenv('HATEBM_CACHE_DIR', str(tmp_path))
-  with pytest.warns(UserWarning):
-    net = inception.InceptionFeatures.load(weights[1])
+def test_grayscale_is_repeated_to_rgb(net):
   gray = np.random.default_rng(1).integers(0, 256, (2, 32, 32, 1), np.uint8)
   np.testing.assert_allclose(net.features(gray),
                              net.features(np.repeat(gray, 3, axis=-1)),
@@ -110,15 +77,18 @@ def test_missing_weights_say_where_to_get_them(tmp_path):
     inception.InceptionFeatures.load(None)
 
 
-def test_wrong_state_dict_is_refused():
+def test_wrong_files_are_refused(tmp_path, monkeypatch):
+  monkeypatch.setenv('HATEBM_CACHE_DIR', str(tmp_path))
   with pytest.raises(ValueError, match='Not an FID Inception-v3 state dict'):
     inception.convert_torch_state_dict(
         {'Conv2d_1a_3x3.conv.weight': np.zeros((32, 3, 3, 3))})
+  bogus = tmp_path / 'bogus.pth'
+  bogus.write_bytes(b'not a torch file')
+  with pytest.warns(UserWarning), pytest.raises(
+      ValueError, match='Could not read .*bogus.pth as a PyTorch state dict'):
+    inception.InceptionFeatures.load(str(bogus))
 
 
-def test_bad_images_are_refused(weights, tmp_path, monkeypatch):
-  monkeypatch.setenv('HATEBM_CACHE_DIR', str(tmp_path))
-  with pytest.warns(UserWarning):
-    net = inception.InceptionFeatures.load(weights[1])
+def test_bad_images_are_refused(net):
   with pytest.raises(ValueError, match='uint8 images'):
     net.features(np.zeros((2, 32, 32, 3), np.float32))
