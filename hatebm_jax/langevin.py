@@ -46,6 +46,8 @@ class LangevinConfig:
     use_noise: add ε ξ each step (`use_noise`); False gives gradient descent.
     unroll: `jax.lax.scan` unroll: an int ≥ 1, or True for a fully unrolled
       chain (a rolled scan over gradient steps is 2.4x slower on XLA:CPU).
+    latent_step_size: ε_z > 0 of the latent updates of the joint sampler
+      (`epsilon_latent`, with `update_latents`), or None when z is fixed.
   """
   num_steps: int
   step_size: float
@@ -54,6 +56,7 @@ class LangevinConfig:
   max_drift_norm: Optional[float] = 2.5
   use_noise: bool = True
   unroll: Union[int, bool] = 1
+  latent_step_size: Optional[float] = None
 
   def __post_init__(self):
     if not isinstance(self.num_steps, int) or self.num_steps < 1:
@@ -68,6 +71,9 @@ class LangevinConfig:
     if self.max_drift_norm is not None and not self.max_drift_norm > 0:
       raise ValueError(f'max_langevin_norm_res={self.max_drift_norm!r} must '
                        'be > 0 (or turn clip_langevin_grad_res off).')
+    if self.latent_step_size is not None and not self.latent_step_size > 0:
+      raise ValueError(f'epsilon_latent={self.latent_step_size!r} must be '
+                       '> 0.')
     if not (self.unroll is True or
             (isinstance(self.unroll, int) and self.unroll >= 1)):
       raise ValueError(f'langevin unroll={self.unroll!r} must be an integer '
@@ -78,13 +84,19 @@ class LangevinConfig:
     """ε² / (2T): the factor on ∇H in each drift step."""
     return self.step_size ** 2 / (2.0 * self.temperature)
 
+  @property
+  def latent_drift_coefficient(self) -> float:
+    """ε_z² / (2T): the factor on ∇_z H in each latent drift step."""
+    return self.latent_step_size ** 2 / (2.0 * self.temperature)
+
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict,
                   **overrides) -> 'LangevinConfig':
     """The training-time chain settings of an experiment config.
 
     Reads `mcmc_steps`, `epsilon`, `mcmc_temp`, `tau_res`,
-    `clip_langevin_grad_res`, `max_langevin_norm_res`, `use_noise` and
+    `clip_langevin_grad_res`, `max_langevin_norm_res`, `use_noise`,
+    `update_latents` with `epsilon_latent` (joint runs), and
     `langevin_unroll` (0 = fully unrolled; -1 = fully unrolled on CPU, where
     a rolled scan over gradient steps is 2.4x slower, and rolled elsewhere).
     Keyword overrides replace fields, e.g. `num_steps=125` for evaluation.
@@ -100,7 +112,9 @@ class LangevinConfig:
         max_drift_norm=(config.max_langevin_norm_res
                         if config.clip_langevin_grad_res else None),
         use_noise=config.use_noise,
-        unroll=True if unroll == 0 else unroll)
+        unroll=True if unroll == 0 else unroll,
+        latent_step_size=(config.epsilon_latent
+                          if config.get('update_latents') else None))
     fields.update(overrides)
     return cls(**fields)
 
@@ -175,3 +189,104 @@ def residual_langevin(energy_fn: EnergyFn, x_gen: jax.Array, y0: jax.Array,
   diagnostics = {'residual_drift_norm': drift_norms.mean(),
                  'residual_clip_fraction': clip_fractions.mean()}
   return jax.lax.stop_gradient(y), diagnostics
+
+
+def joint_langevin(energy_fn: EnergyFn,
+                   generator_fn: Callable[[jax.Array], jax.Array],
+                   z0: jax.Array, y0: jax.Array, key: jax.Array,
+                   config: LangevinConfig
+                   ) -> tuple[jax.Array, jax.Array, jax.Array,
+                              dict[str, jax.Array]]:
+  """Joint Hat EBM sampler: Langevin on the latent z and the residual y.
+
+  Each of the K steps updates z first, then y at the new z, in the order of
+  the official code (facts §3, §8 #3; the paper's eqs. 6-7 list y first):
+
+    z ← z − (ε_z²/2T) ∇_z H(G(z) + y) + ε_z ξ      (never clipped, no prior)
+    y ← y − clip((ε²/2) ∇_y [H(G(z) + y)/T + τ‖y‖²]) + ε ξ'
+
+  Gradients reach z through the frozen generator. G runs once per step:
+  the forward pass at z_k feeds the y sub-step and is linearised (`jax.vjp`)
+  for the next z sub-step, which is evaluated at the same z_k. The chain is
+  therefore a prologue z-step, K − 1 scanned (y, z) pairs and a final
+  y-step, and it returns G(z_K) for free.
+
+  Args:
+    energy_fn: H, images [B, H, W, C] -> [B], per image (see
+      `residual_langevin`); close over stop_gradient(params).
+    generator_fn: G, latents [B, ...] -> images [B, H, W, C], per image
+      (inference mode), with its parameters closed over.
+    z0: initial latents [B, ...] (`init_scale_latent`·N(0, I)).
+    y0: initial residuals [B, H, W, C].
+    key: PRNG key of the chain.
+    config: chain settings with `latent_step_size` set.
+
+  Returns:
+    (z_K, y_K, G(z_K), diagnostics), all outside any gradient; the sample
+    is X_K = G(z_K) + y_K. Diagnostics, averaged over the K steps and the
+    batch: 'latent_drift_norm' ((ε_z²/2T)‖∇_z H‖ per image),
+    'residual_drift_norm', 'residual_clip_fraction' (as in
+    `residual_langevin`) and 'latent_norm' (mean ‖z_K‖, the official
+    "Z Norm").
+
+  Raises:
+    ValueError: when `config.latent_step_size` is None.
+  """
+  if config.latent_step_size is None:
+    raise ValueError('joint_langevin needs latent_step_size (epsilon_latent) '
+                     'set; use residual_langevin when z is fixed.')
+  coefficient = config.drift_coefficient
+  latent_coefficient = config.latent_drift_coefficient
+  prior = config.step_size ** 2 * config.tau
+  grad_x = jax.grad(lambda x: jnp.sum(energy_fn(x)))
+
+  def latent_step(z, y, x_gen, pullback, step_key):
+    (grad_z,) = pullback(grad_x(x_gen + y))
+    drift = latent_coefficient * grad_z
+    z = z - drift
+    if config.use_noise:
+      z = z + config.latent_step_size * jax.random.normal(step_key, z.shape,
+                                                          z.dtype)
+    return z, per_image_norm(drift).mean()
+
+  def residual_step(y, x_gen, step_key):
+    drift = coefficient * grad_x(x_gen + y)
+    if config.tau > 0:
+      drift = drift + prior * y
+    norm = per_image_norm(drift)
+    if config.max_drift_norm is not None:
+      clipped = norm > config.max_drift_norm
+      drift, norm = _clip(drift, norm, config.max_drift_norm)
+    else:
+      clipped = jnp.zeros(norm.shape, bool)
+    y = y - drift
+    if config.use_noise:
+      y = y + config.step_size * jax.random.normal(step_key, y.shape, y.dtype)
+    return y, norm.mean(), clipped.mean()
+
+  keys = jax.random.split(key, 2 * config.num_steps)
+  z_keys, y_keys = keys[:config.num_steps], keys[config.num_steps:]
+
+  x_gen, pullback = jax.vjp(generator_fn, z0)
+  z, z_norm = latent_step(z0, y0, x_gen, pullback, z_keys[0])
+
+  def body(carry, step_keys):
+    z, y = carry
+    y_key, z_key = step_keys
+    x_gen, pullback = jax.vjp(generator_fn, z)
+    y, y_norm, clipped = residual_step(y, x_gen, y_key)
+    z, z_norm = latent_step(z, y, x_gen, pullback, z_key)
+    return (z, y), (z_norm, y_norm, clipped)
+
+  (z, y), (z_norms, y_norms, clips) = jax.lax.scan(
+      body, (z, y0), (y_keys[:-1], z_keys[1:]), unroll=config.unroll)
+  x_gen = generator_fn(z)
+  y, y_norm, clipped = residual_step(y, x_gen, y_keys[-1])
+  k = config.num_steps
+  diagnostics = {
+      'latent_drift_norm': (z_norm + z_norms.sum()) / k,
+      'residual_drift_norm': (y_norms.sum() + y_norm) / k,
+      'residual_clip_fraction': (clips.sum() + clipped) / k,
+      'latent_norm': per_image_norm(z).mean()}
+  stop = jax.lax.stop_gradient
+  return stop(z), stop(y), stop(x_gen), diagnostics
