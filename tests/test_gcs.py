@@ -9,6 +9,7 @@ same code goes through TensorFlow's gfile and TensorStore's default endpoint.
 import socket
 
 from etils import epath
+from etils.epath import gpath
 from gcp_storage_emulator import server as emulator
 import numpy as np
 import pytest
@@ -36,7 +37,10 @@ def gcs():
     mp.setenv('EPATH_USE_TF', 'false')
     mp.setenv('TENSORSTORE_GCS_HTTP_URL', url)
     mp.setenv('GOOGLE_AUTH_TOKEN_FOR_TESTING', 'emulator')
+    # etils caches its choice of backend: make it read EPATH_USE_TF again.
+    gpath._is_tf_installed.cache_clear()  # pylint: disable=protected-access
     yield f'gs://{BUCKET}'
+  gpath._is_tf_installed.cache_clear()  # pylint: disable=protected-access
   server.stop()
 
 
