@@ -22,6 +22,11 @@ def get_base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.exp_name = 'cifar10_synth'
   c.seed = 0
+  # What is trained: 'synthesis' (tandem hat network + generator, Sec. 3.4),
+  # 'joint' (hat network over a frozen pretrained generator: refine /
+  # retrofit, Sec. 3.2), 'sngan' (the GAN to refine), 'autoencoder' (the AE
+  # to retrofit).
+  c.mode = 'synthesis'
 
   # Data (facts §2).
   c.data_type = 'cifar10'      # fashion_mnist | cifar10 | celeb_a | imagenet2012
@@ -59,6 +64,27 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.clip_langevin_grad_res = True
   c.max_langevin_norm_res = 2.5  # per-image bound on the drift step
   c.langevin_unroll = -1       # scan unroll: -1 auto (CPU full, else 1), 0 full
+  c.update_latents = False     # joint sampler: Langevin on z too (facts §3)
+  c.epsilon_latent = 5e-3      # ε_z of the latent steps
+
+  # Joint runs: the frozen generator comes from this workdir (local or
+  # gs://) of an 'sngan' run (refine) or an 'autoencoder' run (retrofit).
+  c.gen_weights = ''
+
+  # SN-GAN (Mimicry recipe, facts §8 #9) and DDLS (Che et al. 2020).
+  c.disc_ndf = 128             # discriminator width
+  c.gan_lr = 2e-4              # Adam, decayed linearly to 0
+  c.gan_beta1 = 0.0
+  c.gan_beta2 = 0.9
+  c.n_dis = 5                  # discriminator steps per generator step
+  c.ddls_steps = 100           # DDLS Langevin steps in z
+  c.ddls_epsilon = 0.1         # DDLS step size ε (drift ε²/2, noise ε)
+
+  # Autoencoder (facts §1.5, §4.3): data_epsilon is its latent noise.
+  c.inf_type = 'inf_encoder'
+  c.inf_ngf = 256
+  c.inf_lr_info = ((1e-4, 0),)
+  c.loss_factor = 1000.0
 
   # Logging and checkpoints (facts §4.5).
   c.info_freq = 50             # scalars to TensorBoard and console
@@ -73,10 +99,13 @@ def get_base_config() -> ml_collections.ConfigDict:
   return c
 
 
+MODES = ('synthesis', 'joint', 'sngan', 'autoencoder')
+
 # Keys that fix the shapes or structure of the training state: a checkpoint
 # made with other values cannot be restored into this config.
-STATE_KEYS = ('image_dims', 'ebm_type', 'ebm_ngf', 'gen_type', 'gen_ngf',
-              'state_dims', 'batch_size', 'persistent_size', 'clip_ebm_grad')
+STATE_KEYS = ('mode', 'image_dims', 'ebm_type', 'ebm_ngf', 'gen_type',
+              'gen_ngf', 'state_dims', 'batch_size', 'persistent_size',
+              'clip_ebm_grad', 'disc_ndf', 'inf_ngf')
 
 
 def state_mismatches(saved: dict, config: ml_collections.ConfigDict
@@ -115,6 +144,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if not ok:
       raise ValueError(f'config.{key}={config[key]!r} is invalid: {allowed}.')
 
+  need(config.mode in MODES, 'mode', f'choose one of {MODES}')
   need(config.data_type in data.IMAGE_DIMS, 'data_type',
        f'choose one of {sorted(data.IMAGE_DIMS)}')
   need(len(config.image_dims) == 3 and config.image_dims[0] in (32, 64, 128)
@@ -139,14 +169,56 @@ def validate(config: ml_collections.ConfigDict) -> None:
          (size == 32 or config[key] % 16 == 0), key,
          'must be a positive integer' + ('' if size == 32 else
                                          f', a multiple of 16 at {size}px'))
-  need(len(config.state_dims) == 1 and config.state_dims[0] >= 1,
-       'state_dims', f"{config.gen_type!r} takes a latent vector [nz], nz >= 1")
+  need(config.gen_type in ('gen_sngan', 'gen_decoder'), 'gen_type',
+       "choose 'gen_sngan' or 'gen_decoder'")
+  if config.gen_type == 'gen_sngan':
+    need(len(config.state_dims) == 1 and config.state_dims[0] >= 1,
+         'state_dims', "'gen_sngan' takes a latent vector [nz], nz >= 1")
+  else:
+    need(tuple(config.state_dims) == (16, 16, 1) and size == 32,
+         'state_dims', "'gen_decoder' takes latents (16, 16, 1) and makes "
+         '32x32 images')
+  if config.mode in ('synthesis', 'sngan'):
+    need(config.gen_type == 'gen_sngan', 'gen_type',
+         f"mode {config.mode!r} trains a 'gen_sngan' generator")
+  if config.mode == 'autoencoder':
+    need(config.gen_type == 'gen_decoder', 'gen_type',
+         "mode 'autoencoder' trains the decoder 'gen_decoder'")
+    need(isinstance(config.inf_ngf, int) and config.inf_ngf >= 1, 'inf_ngf',
+         'must be a positive integer')
+    need(0 < config.loss_factor < math.inf, 'loss_factor',
+         'must be finite and > 0')
+    try:
+      optim.lr_schedule(config.inf_lr_info)
+    except (TypeError, ValueError) as e:
+      raise ValueError(f'config.inf_lr_info={config.inf_lr_info!r} is '
+                       f'invalid: {e}') from e
+  if config.mode == 'joint':
+    need(config.update_latents, 'update_latents',
+         'a joint run moves z: set it True')
+    need(bool(config.gen_weights), 'gen_weights',
+         'a joint run needs the workdir of a trained sngan or autoencoder '
+         'run (its generator / decoder is refined)')
+  if config.update_latents:
+    need(0 < config.epsilon_latent < math.inf, 'epsilon_latent',
+         'must be finite and > 0')
+  if config.mode == 'sngan':
+    need(size == 32 or config.disc_ndf % 16 == 0, 'disc_ndf',
+         f'must be a multiple of 16 at {size}px')
+    for key in ('n_dis', 'disc_ndf', 'ddls_steps'):
+      need(isinstance(config[key], int) and config[key] >= 1, key,
+           'must be an integer >= 1')
+    for key in ('gan_lr', 'ddls_epsilon'):
+      need(0 < config[key] < math.inf, key, 'must be finite and > 0')
+    for key in ('gan_beta1', 'gan_beta2'):
+      need(0 <= config[key] < 1, key, 'must be in [0, 1)')
   for key in ('ebm_lr_info', 'gen_lr_info'):
     try:
       optim.lr_schedule(config[key])
     except (TypeError, ValueError) as e:
       raise ValueError(f'config.{key}={config[key]!r} is invalid: {e}') from e
-  need(config.persistent_size >= config.batch_size, 'persistent_size',
+  need(config.mode != 'synthesis' or
+       config.persistent_size >= config.batch_size, 'persistent_size',
        f'the replay bank must hold at least one batch '
        f'(batch_size={config.batch_size})')
   need(isinstance(config.fcd_freq, int) and config.fcd_freq >= 0, 'fcd_freq',

@@ -305,8 +305,12 @@ def tfds_batches(name: str, data_dir: Optional[str], batch_size: int,
   return iter(tfds.as_numpy(ds))
 
 
-def train_batches(config, start_step: int) -> Iterator[np.ndarray]:
+def train_batches(config, start_step: int,
+                  batch_size: Optional[int] = None) -> Iterator[np.ndarray]:
   """Training batches of `config.data_type` from step `start_step` on.
+
+  `batch_size` overrides `config.batch_size` (an SN-GAN step takes
+  n_dis·B images).
 
   Raises:
     ValueError: for an unknown data set or an `image_dims` it is not
@@ -314,6 +318,7 @@ def train_batches(config, start_step: int) -> Iterator[np.ndarray]:
     FileNotFoundError: for missing data.
   """
   name = config.data_type
+  batch_size = batch_size or config.batch_size
   if name not in IMAGE_DIMS:
     raise ValueError(f'data_type={name!r} is unknown; choose one of '
                      f'{sorted(IMAGE_DIMS)}.')
@@ -322,8 +327,8 @@ def train_batches(config, start_step: int) -> Iterator[np.ndarray]:
                      f'{name}, which is trained at {IMAGE_DIMS[name]}.')
   if name == 'fashion_mnist':
     images, _ = load_fashion_mnist('train', config.data_dir or None)
-    return ArrayBatches(images, config.batch_size,
+    return ArrayBatches(images, batch_size,
                         config.seed).iterate(start_step)
-  return tfds_batches(name, config.data_dir or None, config.batch_size,
+  return tfds_batches(name, config.data_dir or None, batch_size,
                       config.image_dims[0], config.random_crop,
                       seed=config.seed + start_step)

@@ -60,7 +60,7 @@ def _parse_list(value: str, allowed: Sequence[str], what: str) -> list[str]:
 
 
 def evaluate(workdir: str, metrics: str = 'fcd,kid,ood',
-             sources: str = 'ebm', num_samples: int = 10_000,
+             sources: Optional[str] = None, num_samples: int = 10_000,
              batch_size: int = 500, seed: int = 0, step: Optional[int] = None,
              reference_split: str = 'test', num_reference: int = 10_000,
              inception_weights: Optional[str] = None,
@@ -72,7 +72,10 @@ def evaluate(workdir: str, metrics: str = 'fcd,kid,ood',
   Args:
     workdir: training run folder (local or gs://).
     metrics: comma-separated subset of 'fcd', 'kid', 'fid', 'ood'.
-    sources: comma-separated subset of 'ebm', 'generator', 'initial'.
+    sources: comma-separated subset of the run's sources ('ebm',
+      'generator', 'initial' for synthesis; 'ebm', 'generator' for joint;
+      'generator', 'ddls', 'initial' for sngan; 'generator', 'initial' for
+      autoencoder); None for the model's own samples (the first).
     num_samples: samples per source (10,000 for the README numbers; the
       official FID uses 49,920, facts §6.1).
     batch_size: chains / images per jitted call.
@@ -98,13 +101,18 @@ def evaluate(workdir: str, metrics: str = 'fcd,kid,ood',
     FileNotFoundError: for missing checkpoints, data or Inception weights.
   """
   metric_list = _parse_list(metrics, METRICS, 'metrics')
-  source_list = _parse_list(sources, sampling.SOURCES, 'sources')
   for name, value in [('num_samples', num_samples), ('batch_size', batch_size),
                       ('num_reference', num_reference), ('num_ood', num_ood)]:
     if value < 2:
       raise ValueError(f'{name}={value} must be >= 2.')
   run = sampling.load_run(workdir, step, **overrides)
   config = run.config
+  source_list = (_parse_list(sources, run.model.SOURCES, 'sources')
+                 if sources else [run.model.SOURCES[0]])
+  if 'ood' in metric_list and not hasattr(run.model, 'energy'):
+    raise ValueError(f'ood scores images by the hat network H(x); a '
+                     f'{config.mode!r} run has none (use a synthesis or joint '
+                     'run).')
   data_dir = data_dir or config.data_dir or None
   if {'fcd', 'kid'} & set(metric_list) and config.data_type != 'fashion_mnist':
     raise ValueError(
@@ -177,8 +185,11 @@ def evaluate(workdir: str, metrics: str = 'fcd,kid,ood',
 
 _METRICS = flags.DEFINE_string('metrics', 'fcd,kid,ood',
                                f'Comma-separated subset of {METRICS}.')
-_SOURCES = flags.DEFINE_string('sources', 'ebm', 'Comma-separated subset of '
-                               f'{sampling.SOURCES}.')
+_SOURCES = flags.DEFINE_string(
+    'sources', None, "Comma-separated sample sources: synthesis 'ebm', "
+    "'generator', 'initial'; joint 'ebm', 'generator'; sngan 'generator', "
+    "'ddls', 'initial'; autoencoder 'generator', 'initial'. Default: the "
+    "model's own samples.")
 _REF_SPLIT = flags.DEFINE_string('reference_split', 'test',
                                  'Data split the samples are compared with.')
 _NUM_REF = flags.DEFINE_integer('num_reference', 10_000,

@@ -33,7 +33,6 @@ from etils import epath
 import jax
 import numpy as np
 
-from hatebm_jax import langevin
 from hatebm_jax import runtime
 from hatebm_jax import sampling
 from hatebm_jax import visualize
@@ -55,11 +54,17 @@ _EPS = flags.DEFINE_float('epsilon', None, 'Residual step size ε.')
 _TAU = flags.DEFINE_float('tau_res', None, 'Residual prior τ.')
 _Y0 = flags.DEFINE_float('init_scale_res', None, 'y₀ = init_scale_res·N(0,I).')
 _CLIP = flags.DEFINE_boolean('clip', None, 'Clip the residual drift step.')
+_SOURCE = flags.DEFINE_string('source', None, "What to sample: 'ebm', "
+                              "'generator', 'initial', or 'ddls' (SN-GAN "
+                              "runs); default: the model's own samples.")
+_DDLS_K = flags.DEFINE_integer('ddls_steps', None, 'DDLS steps (SN-GAN).')
+_DDLS_EPS = flags.DEFINE_float('ddls_epsilon', None, 'DDLS step size ε.')
 
 
 def sample_checkpoint(workdir: str, num_samples: int, batch_size: int,
                       seed: int = 0, step: Optional[int] = None,
-                      output_dir: Optional[str] = None, **overrides) -> dict:
+                      output_dir: Optional[str] = None,
+                      source: Optional[str] = None, **overrides) -> dict:
   """Samples a synthesis checkpoint and writes the outputs listed above.
 
   Args:
@@ -69,6 +74,9 @@ def sample_checkpoint(workdir: str, num_samples: int, batch_size: int,
     seed: seed of latents, y₀ and chain noise.
     step: checkpoint step, or None for the latest.
     output_dir: where to write; None for <workdir>/eval/step_<step>.
+    source: what to sample (`sampling.draw_images`); None for the model's
+      own samples ('ebm' for Hat EBMs, 'generator' for SN-GAN and AE runs;
+      'ddls' gives DDLS samples of an SN-GAN run).
     **overrides: sampler settings, see `sampling.load_run`.
 
   Returns:
@@ -84,24 +92,31 @@ def sample_checkpoint(workdir: str, num_samples: int, batch_size: int,
                      'must be >= 1.')
   run = sampling.load_run(workdir, step, **overrides)
   model, config, state, step = run.model, run.config, run.state, run.step
-  sampler = model.sampler
+  sampler = getattr(model, 'sampler', None) or getattr(model, 'ddls', None)
   output = epath.Path(output_dir or epath.Path(workdir) / 'eval' /
                       f'step_{step}')
   output.mkdir(parents=True, exist_ok=True)
+  source = source or model.SOURCES[0]
   images, (z, x_gen, y) = sampling.draw_images(
-      run, num_samples, batch_size, seed, return_first=True)
+      run, num_samples, batch_size, seed, source, return_first=True)
   with (output / 'samples.npz').open('wb') as f:
     np.savez_compressed(f, images=images)
   n_show = min(64, num_samples)
-  visualize.save_sample_grid(str(output / 'grid.png'), x_gen[:n_show],
-                             y[:n_show], f'step {step}, K={sampler.num_steps}')
-  params = (state.hat_params, state.gen_params, state.gen_frozen)
-  _save_path(output / 'path.png', model, params, z[:8],
-             jax.random.fold_in(jax.random.PRNGKey(seed), 1 << 30), sampler,
-             config.init_scale_res)
+  if hasattr(model, 'chain_segment') and source == 'ebm':
+    visualize.save_sample_grid(str(output / 'grid.png'), x_gen[:n_show],
+                               y[:n_show],
+                               f'step {step}, K={sampler.num_steps}')
+    _save_path(output / 'path.png', model, state, z[:8],
+               jax.random.fold_in(jax.random.PRNGKey(seed), 1 << 30),
+               sampler.num_steps, config.init_scale_res)
+  else:
+    visualize.save_panels(str(output / 'grid.png'), [(
+        f'{config.mode}: {source}, step {step}',
+        visualize.to_display(x_gen[:n_show]))])
   settings = {'workdir': str(workdir), 'step': step,
               'num_samples': num_samples, 'seed': seed,
-              'sampler': dataclasses.asdict(sampler),
+              'mode': config.mode, 'source': source,
+              'sampler': dataclasses.asdict(sampler) if sampler else None,
               'init_scale_res': config.init_scale_res,
               'overrides': {k: v for k, v in overrides.items()
                             if v is not None}}
@@ -110,27 +125,25 @@ def sample_checkpoint(workdir: str, num_samples: int, batch_size: int,
   return settings
 
 
-def _save_path(path, model, params, z, key, sampler, init_scale_res):
+def _save_path(path, model, state, z, key, num_steps, init_scale_res):
   """The paper's Figure 3: one chain shown at steps 0, K/4, ..., K.
 
-  The chain runs in PATH_POINTS − 1 segments, each continuing from the
-  residual the previous one reached, with G(z) computed once.
+  The chain runs in PATH_POINTS − 1 segments (`model.chain_segment`), each
+  continuing from the (z, y) the previous one reached.
   """
-  hat_params, gen_params, gen_frozen = params
   k_y0, k_chain = jax.random.split(key)
-  x_gen = model.generate(gen_params, gen_frozen, z)
+  x_gen = model.generate(state.gen_params, state.gen_frozen, z)
   y = init_scale_res * jax.random.normal(k_y0, x_gen.shape)
-  energy = lambda x: model.energy(hat_params, x)
-  bounds = [round(p * sampler.num_steps / (PATH_POINTS - 1))
+  segment_fn = jax.jit(model.chain_segment, static_argnums=4)
+  bounds = [round(p * num_steps / (PATH_POINTS - 1))
             for p in range(PATH_POINTS)]
-  x_gen_np = np.asarray(x_gen)
   panels = []
   for segment, (begin, end) in enumerate(zip([0] + bounds[:-1], bounds)):
     if end > begin:
-      y, _ = jax.jit(langevin.residual_langevin, static_argnums=(0, 4))(
-          energy, x_gen, y, jax.random.fold_in(k_chain, segment),
-          dataclasses.replace(sampler, num_steps=end - begin))
-    y_np = np.asarray(y)
+      z, y, x_gen = segment_fn(state, z, y,
+                               jax.random.fold_in(k_chain, segment),
+                               end - begin)
+    x_gen_np, y_np = np.asarray(x_gen), np.asarray(y)
     panels.append((f'step {end}', np.concatenate([
         visualize.to_display(x_gen_np + y_np), visualize.to_display(x_gen_np),
         visualize.to_display(5.0 * y_np)])))
@@ -143,7 +156,8 @@ def sampler_overrides() -> dict:
   """The sampler flags as config overrides (None = keep the run's)."""
   return dict(mcmc_steps=_K.value, mcmc_temp=_T.value, epsilon=_EPS.value,
               tau_res=_TAU.value, init_scale_res=_Y0.value,
-              clip_langevin_grad_res=_CLIP.value)
+              clip_langevin_grad_res=_CLIP.value, ddls_steps=_DDLS_K.value,
+              ddls_epsilon=_DDLS_EPS.value)
 
 
 def main(argv):
@@ -151,7 +165,8 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   runtime.setup()
   sample_checkpoint(_WORKDIR.value, _NUM.value, _BATCH.value, _SEED.value,
-                    _STEP.value, _OUTPUT.value, **sampler_overrides())
+                    _STEP.value, _OUTPUT.value, _SOURCE.value,
+                    **sampler_overrides())
 
 
 if __name__ == '__main__':

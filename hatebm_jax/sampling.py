@@ -1,10 +1,11 @@
-"""Restoring a synthesis run and drawing uint8 samples from it (library).
+"""Restoring a training run and drawing uint8 samples from it (library).
 
 Used by the sampling and evaluation entry points and by training-time FCD.
+Works for every mode (see `hatebm_jax.modes`).
 """
 
 import dataclasses
-from typing import Optional
+from typing import Any, Optional
 import weakref
 
 import jax
@@ -13,7 +14,7 @@ import numpy as np
 
 from hatebm_jax import checkpoint
 from hatebm_jax import config_base
-from hatebm_jax import synthesis
+from hatebm_jax import modes
 
 
 def to_uint8(x: np.ndarray) -> np.ndarray:
@@ -25,20 +26,20 @@ def to_uint8(x: np.ndarray) -> np.ndarray:
 class Run:
   """A restored training run: its config (with overrides), model and state."""
   config: ml_collections.ConfigDict
-  model: synthesis.SynthesisModel
-  state: synthesis.SynthesisState
+  model: Any
+  state: Any
   step: int
 
 
 def load_run(workdir: str, step: Optional[int] = None, **overrides) -> Run:
-  """Restores a synthesis checkpoint and applies sampler overrides.
+  """Restores a checkpoint of any mode and applies sampler overrides.
 
   Args:
     workdir: the training run's folder (local or gs://).
     step: checkpoint step, or None for the latest.
     **overrides: config values by name (e.g. `mcmc_steps`, `mcmc_temp`,
-      `epsilon`, `tau_res`, `init_scale_res`, `clip_langevin_grad_res`);
-      None values keep the run's own.
+      `epsilon`, `tau_res`, `init_scale_res`, `clip_langevin_grad_res`,
+      `ddls_steps`); None values keep the run's own.
 
   Raises:
     FileNotFoundError: when the workdir holds no checkpoint.
@@ -51,38 +52,32 @@ def load_run(workdir: str, step: Optional[int] = None, **overrides) -> Run:
     if step is None:
       raise FileNotFoundError(f'No checkpoint in {ckpt.directory}: train '
                               'first with python -m hatebm_jax.main.')
-    config = ml_collections.ConfigDict(ckpt.restore_config(step))
-    # Keys added to the code after the run was saved take their defaults.
-    for key, value in config_base.get_base_config().items():
-      if key not in config:
-        config[key] = value
-    config.image_dims = tuple(config.image_dims)
-    config.state_dims = tuple(config.state_dims)
+    config = modes.with_defaults(ckpt.restore_config(step))
     for key, value in overrides.items():
       if value is not None:
         config[key] = value
     config_base.validate(config)
-    model = synthesis.SynthesisModel.from_config(config)
+    model = modes.build_model(config)
     state = ckpt.restore(jax.eval_shape(
-        model.init, jax.random.PRNGKey(config.seed)), step)
+        model.init, jax.random.PRNGKey(config.seed),
+        *modes.init_args(model, config, abstract=True)), step)
   finally:
     ckpt.close()
   return Run(config=config, model=model, state=state, step=int(step))
 
 
-SOURCES = ('ebm', 'generator', 'initial')
-_JITTED = weakref.WeakKeyDictionary()  # model -> jitted (sample, generate)
+_JITTED = weakref.WeakKeyDictionary()  # model -> jitted draw
 
 
-def _jitted(model: synthesis.SynthesisModel):
-  """One compiled sampler and generator per model, reused across calls."""
+def _jitted_draw(model):
+  """One compiled `model.draw` per model, reused across calls."""
   if model not in _JITTED:
-    _JITTED[model] = (jax.jit(model.sample), jax.jit(model.generate))
+    _JITTED[model] = jax.jit(model.draw, static_argnums=3)
   return _JITTED[model]
 
 
 def draw_images(run: Run, num_samples: int, batch_size: int, seed: int = 0,
-                source: str = 'ebm', state=None,
+                source: Optional[str] = None, state=None,
                 return_first: bool = False):
   """Draws uint8 samples [N, S, S, C] from a run.
 
@@ -94,9 +89,11 @@ def draw_images(run: Run, num_samples: int, batch_size: int, seed: int = 0,
     num_samples: N ≥ 1.
     batch_size: chains per jitted call, ≥ 1.
     seed: seed of latents, y₀ and chain noise.
-    source: 'ebm' for X = G(z) + y after K Langevin steps (eq. 6),
-      'generator' for G(z) alone, 'initial' for G(z) of the run's untrained
-      generator (its initialisation from `config.seed`).
+    source: one of `run.model.SOURCES`: 'ebm' for X = G(z) + y after the
+      Langevin chain (eq. 6, or eqs. 6-7 for joint runs), 'generator' for
+      G(z) alone, 'initial' for G(z) of the run's untrained generator (its
+      initialisation from `config.seed`), 'ddls' for DDLS samples of an
+      SN-GAN run; None for the model's own samples (`SOURCES[0]`).
     state: parameters to use instead of `run.state` (e.g. during training).
     return_first: also return (z, G(z), y) of the first batch.
 
@@ -110,20 +107,17 @@ def draw_images(run: Run, num_samples: int, batch_size: int, seed: int = 0,
   if num_samples < 1 or batch_size < 1:
     raise ValueError(f'num_samples={num_samples} and batch_size={batch_size} '
                      'must be >= 1.')
-  if source not in SOURCES:
-    raise ValueError(f'source={source!r}; choose one of {SOURCES}.')
   model, config = run.model, run.config
+  source = source or model.SOURCES[0]
+  if source not in model.SOURCES:
+    raise ValueError(f'source={source!r}; a {config.mode!r} run has '
+                     f'{model.SOURCES}.')
   if state is None:
     state = run.state
   if source == 'initial':
     state = jax.jit(model.init)(jax.random.PRNGKey(config.seed))
-  params = (state.hat_params, state.gen_params, state.gen_frozen)
-  sample_fn, generate_fn = _jitted(model)
-  if source == 'ebm':
-    run_batch = lambda z, k: sample_fn(*params, z, k)[:2]
-  else:
-    run_batch = lambda z, k: (
-        generate_fn(state.gen_params, state.gen_frozen, z), None)
+  draw = _jitted_draw(model)
+  run_batch = lambda z, k: draw(state, z, k, source)
   key = jax.random.PRNGKey(seed)
   images, first = [], None
   for i, start in enumerate(range(0, num_samples, batch_size)):
@@ -131,8 +125,7 @@ def draw_images(run: Run, num_samples: int, batch_size: int, seed: int = 0,
     z = config.init_scale_latent * jax.random.normal(
         k_z, (batch_size,) + model.latent_shape)
     x_gen, y = run_batch(z, k_chain)
-    x_gen = np.asarray(x_gen)
-    y = np.zeros_like(x_gen) if y is None else np.asarray(y)
+    x_gen, y = np.asarray(x_gen), np.asarray(y)
     if first is None:
       first = (z, x_gen, y)
     images.append(to_uint8(x_gen + y)[:num_samples - start])

@@ -146,6 +146,30 @@ class SynthesisModel:
         lambda x: self.energy(frozen_params, x), x_gen, y0, k_chain, sampler)
     return x_gen, y, diagnostics
 
+  SOURCES = ('ebm', 'generator', 'initial')
+
+  def draw(self, state: SynthesisState, z: jax.Array, key: jax.Array,
+           source: str) -> tuple[jax.Array, jax.Array]:
+    """(G(z), y): 'ebm' runs the chain; 'generator' (and 'initial', given
+    an initial state) has y = 0."""
+    if source == 'ebm':
+      x_gen, y, _ = self.sample(state.hat_params, state.gen_params,
+                                state.gen_frozen, z, key)
+      return x_gen, y
+    x_gen = self.generate(state.gen_params, state.gen_frozen, z)
+    return x_gen, jnp.zeros_like(x_gen)
+
+  def chain_segment(self, state: SynthesisState, z: jax.Array, y: jax.Array,
+                    key: jax.Array, num_steps: int
+                    ) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Continues a chain from (z, y) for num_steps: -> (z, y, G(z))."""
+    x_gen = self.generate(state.gen_params, state.gen_frozen, z)
+    hat = jax.lax.stop_gradient(state.hat_params)
+    y, _ = langevin.residual_langevin(
+        lambda x: self.energy(hat, x), x_gen, y, key,
+        dataclasses.replace(self.sampler, num_steps=num_steps))
+    return z, y, x_gen
+
   def train_step(self, state: SynthesisState, x_data: jax.Array
                  ) -> tuple[SynthesisState, dict[str, jax.Array]]:
     """One tandem iteration: Langevin chain, hat update, generator update.
@@ -176,16 +200,9 @@ class SynthesisModel:
     x_pos = x_data + self.data_epsilon * jax.random.normal(
         k_data, x_data.shape, x_data.dtype)
 
-    def hat_loss(hat_params):
-      energies = self.energy(hat_params, jnp.concatenate([x_pos, x_neg]))
-      e_pos, e_neg = energies[:batch].mean(), energies[batch:].mean()
-      return (e_pos - e_neg) / self.sampler.temperature, (e_pos, e_neg)
-
-    (ebm_loss, (e_pos, e_neg)), hat_grads = jax.value_and_grad(
-        hat_loss, has_aux=True)(state.hat_params)
-    hat_updates, hat_opt_state = self.hat_opt.update(
-        hat_grads, state.hat_opt_state, state.hat_params)
-    hat_params = optax.apply_updates(state.hat_params, hat_updates)
+    hat_params, hat_opt_state, hat_metrics = hat_update(
+        self.hat_opt, self.energy, state.hat_params, state.hat_opt_state,
+        x_pos, x_neg, self.sampler.temperature)
 
     slots = replay_bank.draw_slots(k_bank, state.bank.size, batch)
     x_target, z_target = replay_bank.read(state.bank, slots)
@@ -205,9 +222,44 @@ class SynthesisModel:
         hat_opt_state=hat_opt_state, gen_params=gen_params,
         gen_opt_state=gen_opt_state, bank=bank)
     metrics = {
-        'ebm_loss': ebm_loss, 'energy_pos': e_pos, 'energy_neg': e_neg,
-        'gen_loss': g_loss,
+        **hat_metrics, 'gen_loss': g_loss,
         'residual_norm': langevin.per_image_norm(y).mean(),
-        'hat_grad_norm': optax.tree.norm(hat_grads),
         **diagnostics}
     return new_state, metrics
+
+
+def hat_update(optimizer: optax.GradientTransformation,
+               energy_fn, hat_params: Params, opt_state: optax.OptState,
+               x_pos: jax.Array, x_neg: jax.Array, temperature: float
+               ) -> tuple[Params, optax.OptState, dict[str, jax.Array]]:
+  """One maximum-likelihood update of the hat network (eq. 8; facts §4.1).
+
+  The loss (mean H(x⁺) − mean H(x⁻)) / T is evaluated on one concatenated
+  batch; x⁻ is a constant (no gradient reaches the chain or G).
+
+  Args:
+    optimizer: the hat network's optax transformation.
+    energy_fn: (params, images [N, S, S, C]) -> energies [N].
+    hat_params, opt_state: current θ and optimiser state.
+    x_pos: positive samples [B, S, S, C] (data + noise).
+    x_neg: negative samples [B, S, S, C] (G(z) + y_K).
+    temperature: T > 0.
+
+  Returns:
+    (θ', opt_state', metrics): 'ebm_loss', 'energy_pos', 'energy_neg'
+    (means of H), 'hat_grad_norm' (global norm before any clipping).
+  """
+  batch = x_pos.shape[0]
+  x_neg = jax.lax.stop_gradient(x_neg)
+
+  def loss_fn(params):
+    energies = energy_fn(params, jnp.concatenate([x_pos, x_neg]))
+    e_pos, e_neg = energies[:batch].mean(), energies[batch:].mean()
+    return (e_pos - e_neg) / temperature, (e_pos, e_neg)
+
+  (loss, (e_pos, e_neg)), grads = jax.value_and_grad(
+      loss_fn, has_aux=True)(hat_params)
+  updates, opt_state = optimizer.update(grads, opt_state, hat_params)
+  return optax.apply_updates(hat_params, updates), opt_state, {
+      'ebm_loss': loss, 'energy_pos': e_pos, 'energy_neg': e_neg,
+      'hat_grad_norm': optax.tree.norm(grads)}

@@ -23,7 +23,7 @@ from hatebm_jax import checkpoint
 from hatebm_jax import config_base
 from hatebm_jax import data
 from hatebm_jax import metrics as metrics_lib
-from hatebm_jax import synthesis
+from hatebm_jax import modes
 from hatebm_jax import visualize
 from hatebm_jax.models import layers
 
@@ -61,16 +61,30 @@ class StopRequest:
       signal.signal(sig, handler)
 
 
-def _plot(sample_fn, state, z, key, path, step):
-  x_gen, y, _ = sample_fn(state.hat_params, state.gen_params,
-                          state.gen_frozen, z, key)
-  visualize.save_sample_grid(path, jax.device_get(x_gen), jax.device_get(y),
-                             f'step {step}')
+def _plot(model, draw_fn, state, z, key, path, step):
+  """Grid of the model's own samples: X, G(z), 5·y for Hat EBMs."""
+  x_gen, y = jax.device_get(draw_fn(state, z, key, model.SOURCES[0]))
+  if model.SOURCES[0] == 'ebm':
+    visualize.save_sample_grid(path, x_gen, y, f'step {step}')
+  else:
+    visualize.save_panels(path, [(f'G(z), step {step}',
+                                  visualize.to_display(x_gen))])
+
+
+def _describe(state) -> str:
+  """'hat 66,881 / gen 125,297 params'-style sizes of the networks."""
+  sizes = [f'{name[:-7]} {layers.count_params(getattr(state, name)):,}'
+           for name in ('hat_params', 'gen_params', 'disc_params',
+                        'enc_params') if hasattr(state, name)]
+  return ', '.join(sizes) + ' parameters'
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict,
                        workdir: str) -> Optional[dict[str, float]]:
-  """Trains (or resumes) a synthesis Hat EBM in `workdir`.
+  """Trains (or resumes) the model of `config.mode` in `workdir`.
+
+  Modes (`hatebm_jax.modes`): 'synthesis' (tandem Hat EBM), 'joint' (Hat EBM
+  over a frozen pretrained generator), 'sngan', 'autoencoder'.
 
   Writes `<workdir>/checkpoints/<step>` (Orbax), TensorBoard events and
   `<workdir>/samples/step_<step>.png` grids of X = G(z) + y, G(z) and 5·y.
@@ -91,14 +105,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       names the step, the quantity and the last checkpoint.
   """
   config_base.validate(config)
-  model = synthesis.SynthesisModel.from_config(config)
+  model = modes.build_model(config)
   workdir = epath.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   checkpointer = checkpoint.Checkpointer(str(workdir), config.max_to_keep)
   key = jax.random.PRNGKey(config.seed)
   latest = checkpointer.latest_step()
   # Open the data before any compute, so a missing data set fails at once.
-  batches = data.train_batches(config, latest or 0)
+  images_per_step = getattr(model, 'images_per_step', config.batch_size)
+  batches = data.train_batches(config, latest or 0, images_per_step)
 
   if latest is not None:
     mismatches = config_base.state_mismatches(
@@ -109,16 +124,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
           f'{workdir} holds checkpoints (latest: step {latest}) of a run whose '
           'state does not fit this config:\n  ' + '\n  '.join(mismatches) +
           '\nUse a new --workdir, or the values the run was started with.')
-    abstract = jax.eval_shape(model.init, key)
+    abstract = jax.eval_shape(model.init, key, *modes.init_args(
+        model, config, abstract=True))
     state = checkpointer.restore(abstract)
     logging.info('Resumed from %s at step %d.', checkpointer.directory, latest)
   else:
-    state = jax.jit(model.init)(key)
-    logging.info('New run in %s: hat network %s params, generator %s '
-                 'params, replay bank %d pairs.', workdir,
-                 f'{layers.count_params(state.hat_params):,}',
-                 f'{layers.count_params(state.gen_params):,}',
-                 model.bank_size)
+    state = jax.jit(model.init)(key, *modes.init_args(model, config))
+    logging.info('New %s run in %s: %s.', config.mode, workdir,
+                 _describe(state))
   start = int(state.step)
   num_steps = config.num_training_steps
   if start >= num_steps:
@@ -135,7 +148,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
                               else str(v))
                           for k, v in config.to_dict().items()})
   train_step = jax.jit(model.train_step, donate_argnums=0)
-  sample_fn = jax.jit(model.sample)
+  draw_fn = jax.jit(model.draw, static_argnums=3)
   plot_key = jax.random.PRNGKey(PLOT_SEED)
   plot_z = config.init_scale_latent * jax.random.normal(
       jax.random.fold_in(plot_key, 0), (config.num_plot,) + model.latent_shape)
@@ -147,6 +160,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
         ('training data', visualize.to_display(first[:config.num_plot]))])
   fcd = (metrics_lib.TrainingFCD(config, model)
          if is_lead and config.fcd_freq else None)
+  test_images = None
+  if is_lead and hasattr(model, 'test_loss'):  # autoencoder: facts §4.3
+    test_images = data.to_float(data.eval_images(
+        config.data_type, config.data_dir or None, 'test',
+        config.image_dims[0], 10_000))
   report = periodic_actions.ReportProgress(
       num_train_steps=num_steps, writer=writer, every_steps=config.info_freq)
 
@@ -172,8 +190,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
                  'No checkpoint was written yet.'))
         writer.write_scalars(step, last_metrics)
       if is_lead and (step % config.plot_freq == 0 or step == num_steps):
-        _plot(sample_fn, state, plot_z, jax.random.fold_in(plot_key, 1),
+        _plot(model, draw_fn, state, plot_z, jax.random.fold_in(plot_key, 1),
               str(samples_dir / f'step_{step:06d}.png'), step)
+        if test_images is not None:
+          test_loss = model.test_loss(state, test_images)
+          writer.write_scalars(step, {'test_loss': test_loss})
+          logging.info('Step %d: test loss %.4f.', step, test_loss)
       if fcd and (step % config.fcd_freq == 0 or step == num_steps):
         scores = fcd(state)
         writer.write_scalars(step, scores)

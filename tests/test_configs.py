@@ -7,7 +7,7 @@ import jax
 import pytest
 
 from hatebm_jax import config_base
-from hatebm_jax import synthesis
+from hatebm_jax import modes
 from hatebm_jax.models import layers
 from conftest import CONFIG_DIR, load_config, tiny_config
 
@@ -23,16 +23,69 @@ PAPER_SIZES = {
 }
 
 
+JOINT_AND_STAGES = ('cifar10_sngan', 'cifar10_refine', 'celeba_refine',
+                    'cifar10_ae', 'cifar10_retrofit', 'fashion_mnist_sngan',
+                    'fashion_mnist_refine', 'fashion_mnist_ae',
+                    'fashion_mnist_retrofit')
+
+
 def test_every_experiment_has_a_config():
-  assert set(PAPER_SIZES) | {'fashion_mnist_synth'} <= set(CONFIGS)
+  assert set(PAPER_SIZES) | {'fashion_mnist_synth'} | set(
+      JOINT_AND_STAGES) <= set(CONFIGS)
+
+
+# Official joint settings (facts §9.1): (gen_type, gen_factor, K, T, ε, ε_z,
+# τ, data noise, hat rate, steps).
+JOINT_OFFICIAL = {
+    'cifar10_refine': ('gen_sngan', 1.0, 250, 1e-3, 1e-4, 5e-3, 0.0, 1e-3,
+                       1e-5, 25_000),
+    'celeba_refine': ('gen_sngan', 1.0, 100, 1e-6, 1e-4, 5e-3, 0.0, 1e-3,
+                      1e-5, 25_000),
+    'cifar10_retrofit': ('gen_decoder', 2.0, 100, 1e-3, 5e-4, 1e-3, 50.0,
+                         1e-2, 1e-4, 25_000),
+}
+
+
+@pytest.mark.parametrize('name', sorted(JOINT_OFFICIAL))
+def test_official_joint_hyperparameters(name):
+  c = load_config(name)
+  assert (c.mode, c.update_latents, c.batch_size, c.init_scale_res) == (
+      'joint', True, 128, 0.0)
+  assert (c.gen_type, c.gen_factor, c.mcmc_steps, c.mcmc_temp, c.epsilon,
+          c.epsilon_latent, c.tau_res, c.data_epsilon, c.ebm_lr_info[0][0],
+          c.num_training_steps) == JOINT_OFFICIAL[name]
+
+
+def test_official_stage_configs():
+  gan = load_config('cifar10_sngan')
+  assert (gan.mode, gan.batch_size, gan.n_dis, gan.gan_lr, gan.gan_beta1,
+          gan.gan_beta2, gan.num_training_steps, gan.gen_factor,
+          gan.gen_ngf, gan.disc_ndf) == ('sngan', 64, 5, 2e-4, 0.0, 0.9,
+                                          100_000, 1.0, 256, 128)
+  ae = load_config('cifar10_ae')
+  assert (ae.mode, ae.batch_size, ae.data_epsilon, ae.loss_factor,
+          ae.num_training_steps, tuple(ae.state_dims), ae.gen_ngf,
+          ae.inf_ngf) == ('autoencoder', 128, 2e-2, 1000.0, 49_900,
+                          (16, 16, 1), 256, 256)
+  abstract = jax.eval_shape(modes.build_model(ae).init,
+                            jax.random.PRNGKey(0))
+  # facts §1.6: Encoder-32 and Decoder-32 (+ 4,096 frozen statistics).
+  assert layers.count_params(abstract.enc_params) == 4_206_849
+  assert layers.count_params(abstract.gen_params) == 4_210_435
+  assert layers.count_params(abstract.gen_frozen) == 4_096
 
 
 @pytest.mark.parametrize('name', CONFIGS)
 def test_config_validates_and_builds(name):
   config = load_config(name)
+  if config.mode == 'joint':
+    with pytest.raises(ValueError, match='gen_weights'):
+      config_base.validate(config)  # the pretrained generator is required
+    config.gen_weights = '/path/of/a/generator/run'
   config_base.validate(config)
-  model = synthesis.SynthesisModel.from_config(config)
-  abstract = jax.eval_shape(model.init, jax.random.PRNGKey(0))
+  model = modes.build_model(config)
+  abstract = jax.eval_shape(model.init, jax.random.PRNGKey(0),
+                            *modes.init_args(model, config, abstract=True))
   if name in PAPER_SIZES:
     assert (layers.count_params(abstract.hat_params),
             layers.count_params(abstract.gen_params)) == PAPER_SIZES[name]

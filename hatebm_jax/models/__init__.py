@@ -14,6 +14,9 @@ import jax
 from flax import nnx
 import ml_collections
 
+from hatebm_jax.models.autoencoder import Decoder
+from hatebm_jax.models.autoencoder import Encoder
+from hatebm_jax.models.autoencoder import LATENT_SHAPE
 from hatebm_jax.models.generator import SNGANGenerator
 from hatebm_jax.models.hat import HatNetwork
 
@@ -29,10 +32,13 @@ class FunctionalNet:
     init: `key -> (params, frozen)`, pure and jittable; `key` is a
       `jax.random.PRNGKey`.
     name: a readable name for logs.
+    build: `nnx.Rngs -> module`, the constructor it was made from (e.g. to
+      derive a training-mode graph definition).
   """
   graphdef: nnx.GraphDef
   init: Callable[[jax.Array], tuple[Params, Params]]
   name: str
+  build: Callable[[nnx.Rngs], nnx.Module] | None = None
 
   def apply(self, params: Params, frozen: Params, x: jax.Array) -> jax.Array:
     """Runs the network: `nnx.merge` of the pytrees, then a forward pass."""
@@ -53,7 +59,7 @@ def functionalize(build: Callable[[nnx.Rngs], nnx.Module],
     _, params, frozen = nnx.split(build(nnx.Rngs(key)), nnx.Param, ...)
     return nnx.to_pure_dict(params), nnx.to_pure_dict(frozen)
 
-  return FunctionalNet(graphdef=graphdef, init=init, name=name)
+  return FunctionalNet(graphdef=graphdef, init=init, name=name, build=build)
 
 
 def create_hat_network(config: ml_collections.ConfigDict) -> FunctionalNet:
@@ -72,21 +78,53 @@ def create_hat_network(config: ml_collections.ConfigDict) -> FunctionalNet:
 
 
 def create_generator(config: ml_collections.ConfigDict) -> FunctionalNet:
-  """The generator G named by `config.gen_type` ('gen_sngan').
+  """The generator G named by `config.gen_type`.
 
-  Reads `image_dims`, `gen_ngf`, `state_dims` ([nz]) and `gen_factor`.
-  Raises ValueError for an unknown type, an unsupported size or a latent
-  shape the generator cannot take.
+  'gen_sngan' (SN-GAN ResNet generator, latent [nz]) reads `image_dims`,
+  `gen_ngf`, `state_dims` ([nz]) and `gen_factor`; 'gen_decoder' (the
+  autoencoder's decoder, latent [16, 16, 1], 32x32 images) reads
+  `image_dims`, `gen_ngf` and `gen_factor`.
+
+  Raises:
+    ValueError: for an unknown type, an unsupported size or a latent shape
+      the generator cannot take.
   """
+  size, _, channels = config.image_dims
+  if config.gen_type == 'gen_decoder':
+    if tuple(config.state_dims) != LATENT_SHAPE or size != 32:
+      raise ValueError(
+          f'state_dims={tuple(config.state_dims)}, image_dims='
+          f'{tuple(config.image_dims)}: gen_decoder maps latents '
+          f'{LATENT_SHAPE} to 32x32 images.')
+    return functionalize(
+        lambda rngs: Decoder(channels, config.gen_ngf, config.gen_factor,
+                             rngs),
+        f'decoder 16x16x1 -> 32x32x{channels}, ngf {config.gen_ngf}')
   if config.gen_type != 'gen_sngan':
-    raise ValueError(f"gen_type={config.gen_type!r} is unknown; the "
-                     "available generator is 'gen_sngan'.")
+    raise ValueError(f"gen_type={config.gen_type!r} is unknown; choose "
+                     "'gen_sngan' or 'gen_decoder'.")
   if len(config.state_dims) != 1:
     raise ValueError(f'state_dims={tuple(config.state_dims)} is not a latent '
                      "shape 'gen_sngan' can take: it needs a vector [nz].")
-  size, _, channels = config.image_dims
   return functionalize(
       lambda rngs: SNGANGenerator(size, channels, config.gen_ngf,
                                   config.state_dims[0], config.gen_factor,
                                   rngs),
       f'SN-GAN generator {size}x{size}x{channels}, ngf {config.gen_ngf}')
+
+
+def create_encoder(config: ml_collections.ConfigDict) -> FunctionalNet:
+  """The autoencoder's encoder named by `config.inf_type` ('inf_encoder').
+
+  Reads `image_dims` (32x32 only) and `inf_ngf`.
+  """
+  if config.inf_type != 'inf_encoder':
+    raise ValueError(f"inf_type={config.inf_type!r} is unknown; the encoder "
+                     "is 'inf_encoder'.")
+  size, _, channels = config.image_dims
+  if size != 32:
+    raise ValueError(f'image_dims={tuple(config.image_dims)}: inf_encoder '
+                     'takes 32x32 images.')
+  return functionalize(lambda rngs: Encoder(channels, config.inf_ngf, rngs),
+                       f'encoder 32x32x{channels} -> 16x16x1, ngf '
+                       f'{config.inf_ngf}')

@@ -19,16 +19,17 @@ class StemBlock(nnx.Module):
 
   Main path: conv3x3 -> ReLU -> conv3x3 [-> avg-pool], with no activation on
   the block input. Shortcut: [avg-pool ->] conv1x1, present when the block
-  changes width or downsamples, identity otherwise.
+  changes width or downsamples, identity otherwise. `conv` builds each
+  convolution (spectral-normalised ones in the SN-GAN discriminator).
   """
 
   def __init__(self, in_channels: int, out_channels: int, downsample: bool,
-               rngs: nnx.Rngs):
+               rngs: nnx.Rngs, conv=layers.conv):
     self.downsample = downsample
-    self.conv1 = layers.conv(in_channels, out_channels, 3, rngs)
-    self.conv2 = layers.conv(out_channels, out_channels, 3, rngs)
+    self.conv1 = conv(in_channels, out_channels, 3, rngs)
+    self.conv2 = conv(out_channels, out_channels, 3, rngs)
     if in_channels != out_channels or downsample:
-      self.shortcut = layers.conv(in_channels, out_channels, 1, rngs)
+      self.shortcut = conv(in_channels, out_channels, 1, rngs)
     else:
       self.shortcut = None
 
@@ -48,15 +49,16 @@ class DiscBlock(nnx.Module):
 
   Main path: ReLU -> conv3x3 -> ReLU -> conv3x3 [-> avg-pool]. Shortcut:
   conv1x1 [-> avg-pool] when the block changes width or downsamples.
+  `conv` builds each convolution.
   """
 
   def __init__(self, in_channels: int, out_channels: int, downsample: bool,
-               rngs: nnx.Rngs):
+               rngs: nnx.Rngs, conv=layers.conv):
     self.downsample = downsample
-    self.conv1 = layers.conv(in_channels, out_channels, 3, rngs)
-    self.conv2 = layers.conv(out_channels, out_channels, 3, rngs)
+    self.conv1 = conv(in_channels, out_channels, 3, rngs)
+    self.conv2 = conv(out_channels, out_channels, 3, rngs)
     if in_channels != out_channels or downsample:
-      self.shortcut = layers.conv(in_channels, out_channels, 1, rngs)
+      self.shortcut = conv(in_channels, out_channels, 1, rngs)
     else:
       self.shortcut = None
 

@@ -1,0 +1,166 @@
+"""Issue-4 pieces: autoencoder nets, spectral norm, SN-GAN and DDLS, joint
+training over a frozen generator, and loading that generator."""
+
+from flax import nnx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from hatebm_jax import config_base
+from hatebm_jax import gan
+from hatebm_jax import modes
+from hatebm_jax import train
+from hatebm_jax.models import autoencoder
+from hatebm_jax.models import discriminator
+from conftest import DATA_DIR, load_config
+
+TINY = dict(data_dir=DATA_DIR, num_training_steps=2, info_freq=1,
+            plot_freq=2, checkpoint_freq=2, num_plot=4, fcd_freq=0)
+
+
+def stage_config(name, **overrides):
+  c = load_config(name)
+  for key, value in {**TINY, **overrides}.items():
+    c[key] = value
+  return c
+
+
+SNGAN = dict(gen_ngf=16, disc_ndf=16, batch_size=8, n_dis=2, ddls_steps=3)
+AE = dict(gen_ngf=8, inf_ngf=8, batch_size=8)
+
+
+def test_encoder_latents_lie_on_the_sphere():
+  enc = autoencoder.Encoder(1, 8, nnx.Rngs(0))
+  x = jax.random.normal(jax.random.PRNGKey(0), (3, 32, 32, 1))
+  z = enc(x)
+  assert z.shape == (3, 16, 16, 1)
+  np.testing.assert_allclose(jnp.linalg.norm(z.reshape(3, -1), axis=1),
+                             16.0, rtol=1e-5)  # √m, m = 256
+
+
+def test_spectral_norm_reaches_unit_singular_values():
+  d = discriminator.SNGANDiscriminator(32, 1, 16, nnx.Rngs(0))
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 32, 32, 1))
+  for _ in range(60):  # power iterations, one per call
+    d(x)
+  kernels = {}
+  for path, value in nnx.to_flat_state(nnx.state(d, nnx.Param)):
+    if path[-1] == 'kernel':
+      kernels[path] = np.asarray(value[...])
+  sigmas = {path[:-2]: float(value[...]) for path, value in
+            nnx.to_flat_state(nnx.state(d, nnx.BatchStat))
+            if path[-1] == ('kernel', 'sigma')}
+  assert len(kernels) == 11 and len(sigmas) == 11  # 10 convs + head
+  for path, kernel in kernels.items():
+    # The stored kernel is W/σ after a call; its top singular value is ~1.
+    top = np.linalg.svd(kernel.reshape(-1, kernel.shape[-1]),
+                        compute_uv=False)[0]
+    assert top == pytest.approx(1.0, abs=2e-2), path
+
+
+def test_sngan_step_updates_both_networks_and_running_statistics():
+  config = stage_config('fashion_mnist_sngan', **SNGAN)
+  model = modes.build_model(config)
+  state = model.init(jax.random.PRNGKey(0))
+  x = jax.random.uniform(jax.random.PRNGKey(1),
+                         (model.images_per_step, 32, 32, 1), minval=-1)
+  new, metrics = jax.jit(model.train_step)(state, x)
+  assert all(np.isfinite(float(v)) for v in metrics.values())
+  changed = lambda a, b: any(not np.array_equal(u, v) for u, v in zip(
+      jax.tree.leaves(a), jax.tree.leaves(b)))
+  assert changed(state.gen_params, new.gen_params)
+  assert changed(state.disc_params, new.disc_params)
+  assert changed(state.gen_frozen, new.gen_frozen)  # BN running means
+  assert changed(state.disc_stats, new.disc_stats)  # power iteration
+  # Hinge loss of D: 0 when real ≥ 1 and fake ≤ −1.
+  assert float(gan.hinge_losses(jnp.array([1.5, 2.0]),
+                                jnp.array([-3.0, -1.0]))) == 0.0
+
+
+def test_ddls_lowers_the_energy_without_noise():
+  config = stage_config('fashion_mnist_sngan', **SNGAN)
+  model = modes.build_model(config)
+  state = model.init(jax.random.PRNGKey(0))
+  z0 = 2.0 * jax.random.normal(jax.random.PRNGKey(3), (6, 128))
+  cfg = gan.DDLSConfig(num_steps=20, step_size=0.3, use_noise=False)
+  z = model.ddls_sample(state, z0, jax.random.PRNGKey(4), cfg)
+  before, after = model.ddls_energy(state, z0), model.ddls_energy(state, z)
+  assert np.all(np.asarray(after) < np.asarray(before))
+  # U = −D(G(z)) + ½‖z‖²: the prior part pulls the oversized z inwards.
+  assert float(jnp.linalg.norm(z, axis=1).mean()) < float(
+      jnp.linalg.norm(z0, axis=1).mean())
+
+
+@pytest.fixture(scope='module')
+def generator_runs(tmp_path_factory):
+  root = tmp_path_factory.mktemp('stages')
+  train.train_and_evaluate(stage_config('fashion_mnist_sngan', **SNGAN),
+                           str(root / 'sngan'))
+  train.train_and_evaluate(stage_config('fashion_mnist_ae', **AE),
+                           str(root / 'ae'))
+  return root
+
+
+@pytest.mark.parametrize('name,source,gen', [
+    ('fashion_mnist_refine', 'sngan', dict(gen_ngf=16)),
+    ('fashion_mnist_retrofit', 'ae', dict(gen_ngf=8))])
+def test_joint_training_never_changes_the_generator(generator_runs, tmp_path,
+                                                    name, source, gen):
+  config = stage_config(name, ebm_ngf=8, batch_size=8, mcmc_steps=2,
+                        gen_weights=str(generator_runs / source), **gen)
+  model = modes.build_model(config)
+  gen_params, gen_frozen = modes.load_generator(config)
+  state = model.init(jax.random.PRNGKey(0), gen_params, gen_frozen)
+  step = jax.jit(model.train_step)
+  batch = jax.random.uniform(jax.random.PRNGKey(1), (8, 32, 32, 1),
+                             minval=-1)
+  for _ in range(3):
+    new, metrics = step(state, batch)
+    assert not np.array_equal(jax.tree.leaves(new.hat_params)[0],
+                              jax.tree.leaves(state.hat_params)[0])
+    state = new
+  for a, b in zip(jax.tree.leaves((gen_params, gen_frozen)),
+                  jax.tree.leaves((state.gen_params, state.gen_frozen))):
+    np.testing.assert_array_equal(a, b)  # bitwise
+  assert float(metrics['latent_drift_norm']) > 0
+  # and through the real loop, with resume:
+  train.train_and_evaluate(config, str(tmp_path))
+  config.num_training_steps = 3
+  train.train_and_evaluate(config, str(tmp_path))
+  from hatebm_jax import sampling  # pylint: disable=g-import-not-at-top
+  run = sampling.load_run(str(tmp_path))
+  assert run.step == 3
+  for a, b in zip(jax.tree.leaves((gen_params, gen_frozen)),
+                  jax.tree.leaves((run.state.gen_params,
+                                   run.state.gen_frozen))):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_generator_loading_errors(generator_runs, tmp_path):
+  config = stage_config('fashion_mnist_refine', gen_weights=str(tmp_path))
+  with pytest.raises(FileNotFoundError, match='holds no checkpoint.*sngan'):
+    modes.load_generator(config)
+  config.gen_weights = str(generator_runs / 'sngan')  # gen_ngf 16, not 64
+  with pytest.raises(ValueError, match='gen_ngf: generator run 16, this '
+                     'config 64'):
+    modes.load_generator(config)
+  retro = stage_config('fashion_mnist_retrofit', gen_ngf=16,
+                       gen_weights=str(generator_runs / 'sngan'))
+  with pytest.raises(ValueError, match='gen_type'):
+    modes.load_generator(retro)
+
+
+def test_joint_config_checks():
+  c = stage_config('fashion_mnist_refine')
+  c.gen_weights = ''
+  with pytest.raises(ValueError, match="config.gen_weights=''"):
+    config_base.validate(c)
+  c.gen_weights = '/x'
+  c.update_latents = False
+  with pytest.raises(ValueError, match='update_latents=False'):
+    config_base.validate(c)
+  ae = stage_config('fashion_mnist_ae')
+  ae.state_dims = (128,)
+  with pytest.raises(ValueError, match='gen_decoder'):
+    config_base.validate(ae)
