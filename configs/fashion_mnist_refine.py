@@ -18,7 +18,7 @@ def get_config():
   c.data_type = 'fashion_mnist'
   c.image_dims = (32, 32, 1)
   c.ebm_ngf = 32
-  c.gen_ngf = 64
+  c.gen_ngf = 32
   c.gen_factor = 1.0
   c.batch_size = 32
   c.num_training_steps = 1500

@@ -17,12 +17,12 @@ def get_config():
   c.mode = 'sngan'
   c.data_type = 'fashion_mnist'
   c.image_dims = (32, 32, 1)
-  c.gen_ngf = 64
+  c.gen_ngf = 32
   c.gen_factor = 1.0
-  c.disc_ndf = 64
+  c.disc_ndf = 32
   c.batch_size = 64
   c.n_dis = 5
-  c.num_training_steps = 2000
+  c.num_training_steps = 3000
   c.gan_lr = 2e-4
   c.gan_beta1, c.gan_beta2 = 0.0, 0.9
   c.info_freq = 50
