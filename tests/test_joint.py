@@ -141,9 +141,10 @@ def test_generator_loading_errors(generator_runs, tmp_path):
   config = stage_config('fashion_mnist_refine', gen_weights=str(tmp_path))
   with pytest.raises(FileNotFoundError, match='holds no checkpoint.*sngan'):
     modes.load_generator(config)
-  config.gen_weights = str(generator_runs / 'sngan')  # gen_ngf 16, not 64
+  config.gen_weights = str(generator_runs / 'sngan')  # gen_ngf 16
+  assert config.gen_ngf != 16
   with pytest.raises(ValueError, match='gen_ngf: generator run 16, this '
-                     'config 64'):
+                     f'config {config.gen_ngf}'):
     modes.load_generator(config)
   retro = stage_config('fashion_mnist_retrofit', gen_ngf=16,
                        gen_weights=str(generator_runs / 'sngan'))
