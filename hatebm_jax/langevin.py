@@ -139,6 +139,29 @@ def clip_per_image(drift: jax.Array, max_norm: float) -> jax.Array:
   return _clip(drift, per_image_norm(drift), max_norm)[0]
 
 
+def _residual_step(grad_h: jax.Array, y: jax.Array, step_key: jax.Array,
+                   config: LangevinConfig
+                   ) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """One residual step given ∇_y H at (G(z), y) (facts §3, step 2).
+
+  y ← y − clip((ε²/2T)∇H + ε²τ y) + ε ξ. Returns (y, mean drift norm per
+  image, fraction of images whose drift was clipped).
+  """
+  drift = config.drift_coefficient * grad_h
+  if config.tau > 0:
+    drift = drift + config.step_size ** 2 * config.tau * y  # (ε²/2)∇(τ‖y‖²)
+  norm = per_image_norm(drift)
+  if config.max_drift_norm is not None:
+    clipped = norm > config.max_drift_norm
+    drift, norm = _clip(drift, norm, config.max_drift_norm)
+  else:
+    clipped = jnp.zeros(norm.shape, bool)
+  y = y - drift
+  if config.use_noise:
+    y = y + config.step_size * jax.random.normal(step_key, y.shape, y.dtype)
+  return y, norm.mean(), clipped.mean()
+
+
 def residual_langevin(energy_fn: EnergyFn, x_gen: jax.Array, y0: jax.Array,
                       key: jax.Array, config: LangevinConfig
                       ) -> tuple[jax.Array, dict[str, jax.Array]]:
@@ -164,24 +187,11 @@ def residual_langevin(energy_fn: EnergyFn, x_gen: jax.Array, y0: jax.Array,
       'residual_clip_fraction': fraction of image-steps whose drift was
         clipped (0 when clipping is off).
   """
-  coefficient = config.drift_coefficient
-  prior = config.step_size ** 2 * config.tau  # (ε²/2)·∇(τ‖y‖²) = ε²τ y.
   grad_fn = jax.grad(lambda y: jnp.sum(energy_fn(x_gen + y)))
 
   def step(y, step_key):
-    drift = coefficient * grad_fn(y)
-    if config.tau > 0:
-      drift = drift + prior * y
-    norm = per_image_norm(drift)
-    if config.max_drift_norm is not None:
-      clipped = norm > config.max_drift_norm
-      drift, norm = _clip(drift, norm, config.max_drift_norm)
-    else:
-      clipped = jnp.zeros(norm.shape, bool)
-    y = y - drift
-    if config.use_noise:
-      y = y + config.step_size * jax.random.normal(step_key, y.shape, y.dtype)
-    return y, (norm.mean(), clipped.mean())
+    y, norm, clipped = _residual_step(grad_fn(y), y, step_key, config)
+    return y, (norm, clipped)
 
   keys = jax.random.split(key, config.num_steps)
   y, (drift_norms, clip_fractions) = jax.lax.scan(
@@ -235,9 +245,7 @@ def joint_langevin(energy_fn: EnergyFn,
   if config.latent_step_size is None:
     raise ValueError('joint_langevin needs latent_step_size (epsilon_latent) '
                      'set; use residual_langevin when z is fixed.')
-  coefficient = config.drift_coefficient
   latent_coefficient = config.latent_drift_coefficient
-  prior = config.step_size ** 2 * config.tau
   grad_x = jax.grad(lambda x: jnp.sum(energy_fn(x)))
 
   def latent_step(z, y, x_gen, pullback, step_key):
@@ -250,19 +258,7 @@ def joint_langevin(energy_fn: EnergyFn,
     return z, per_image_norm(drift).mean()
 
   def residual_step(y, x_gen, step_key):
-    drift = coefficient * grad_x(x_gen + y)
-    if config.tau > 0:
-      drift = drift + prior * y
-    norm = per_image_norm(drift)
-    if config.max_drift_norm is not None:
-      clipped = norm > config.max_drift_norm
-      drift, norm = _clip(drift, norm, config.max_drift_norm)
-    else:
-      clipped = jnp.zeros(norm.shape, bool)
-    y = y - drift
-    if config.use_noise:
-      y = y + config.step_size * jax.random.normal(step_key, y.shape, y.dtype)
-    return y, norm.mean(), clipped.mean()
+    return _residual_step(grad_x(x_gen + y), y, step_key, config)
 
   keys = jax.random.split(key, 2 * config.num_steps)
   z_keys, y_keys = keys[:config.num_steps], keys[config.num_steps:]
