@@ -92,6 +92,23 @@ def test_ddls_lowers_the_energy_without_noise():
       jnp.linalg.norm(z0, axis=1).mean())
 
 
+def test_ddls_step_matches_its_formula_and_unrolling_changes_nothing():
+  config = stage_config('fashion_mnist_sngan', **SNGAN)
+  model = modes.build_model(config)
+  state = model.init(jax.random.PRNGKey(0))
+  z0 = jax.random.normal(jax.random.PRNGKey(3), (4, 128))
+  key = jax.random.PRNGKey(5)
+  eps = 0.2
+  one = model.ddls_sample(state, z0, key, gan.DDLSConfig(1, eps))
+  grad = jax.grad(lambda z: jnp.sum(model.ddls_energy(state, z)))(z0)
+  noise = jax.random.normal(jax.random.split(key, 1)[0], z0.shape)
+  np.testing.assert_allclose(one, z0 - 0.5 * eps**2 * grad + eps * noise,
+                             rtol=1e-5, atol=1e-5)
+  rolled, unrolled = (model.ddls_sample(state, z0, key, gan.DDLSConfig(
+      5, eps, unroll=u)) for u in (1, True))
+  np.testing.assert_allclose(rolled, unrolled, rtol=1e-5, atol=1e-5)
+
+
 @pytest.fixture(scope='module')
 def generator_runs(tmp_path_factory):
   root = tmp_path_factory.mktemp('stages')
