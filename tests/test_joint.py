@@ -182,3 +182,24 @@ def test_joint_config_checks():
   ae.state_dims = (128,)
   with pytest.raises(ValueError, match='gen_decoder'):
     config_base.validate(ae)
+
+
+@pytest.mark.parametrize('name,sizes', [('fashion_mnist_sngan', SNGAN),
+                                        ('fashion_mnist_ae', AE)])
+def test_generator_stages_resume_bitwise(tmp_path, name, sizes):
+  import shutil  # pylint: disable=g-import-not-at-top
+  from hatebm_jax import sampling  # pylint: disable=g-import-not-at-top
+  config = stage_config(name, **dict(sizes, num_training_steps=3))
+  straight, resumed = tmp_path / 'straight', tmp_path / 'resumed'
+  train.train_and_evaluate(config, str(straight))  # checkpoints 2 and 3
+  # A run stopped after step 2: the same workdir without checkpoint 3.
+  shutil.copytree(straight, resumed)
+  shutil.rmtree(resumed / 'checkpoints' / '3')
+  assert sampling.load_run(str(resumed)).step == 2
+  train.train_and_evaluate(config, str(resumed))  # the rerun: step 3
+  a, b = (sampling.load_run(str(d)) for d in (straight, resumed))
+  assert a.step == b.step == 3
+  as_array = lambda x: np.asarray(jax.random.key_data(x) if jnp.issubdtype(
+      x.dtype, jax.dtypes.prng_key) else x)
+  for u, v in zip(jax.tree.leaves(a.state), jax.tree.leaves(b.state)):
+    np.testing.assert_array_equal(as_array(u), as_array(v))
