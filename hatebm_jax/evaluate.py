@@ -129,10 +129,13 @@ def evaluate(workdir: str, metrics: str = 'fcd,kid,ood',
                 else list(ood.DEFAULT_OOD_SETS.get(config.data_type,
                                                    ood.CONTROLS)))
 
+  # Langevin settings (synthesis, joint), DDLS settings (SN-GAN) or none.
+  sampler = (getattr(run.model, 'sampler', None) or
+             getattr(run.model, 'ddls', None))
   result = {
       'workdir': str(workdir), 'step': run.step, 'seed': seed,
       'num_samples': num_samples, 'data_type': config.data_type,
-      'sampler': dataclasses.asdict(run.model.sampler),
+      'sampler': dataclasses.asdict(sampler) if sampler else None,
       'init_scale_res': config.init_scale_res,
       'init_scale_latent': config.init_scale_latent,
       'overrides': {k: v for k, v in overrides.items() if v is not None},

@@ -203,3 +203,22 @@ def test_generator_stages_resume_bitwise(tmp_path, name, sizes):
       x.dtype, jax.dtypes.prng_key) else x)
   for u, v in zip(jax.tree.leaves(a.state), jax.tree.leaves(b.state)):
     np.testing.assert_array_equal(as_array(u), as_array(v))
+
+
+@pytest.mark.parametrize('source_run,sources,sampler_key', [
+    ('sngan', 'generator,ddls', 'num_steps'), ('ae', 'generator', None)])
+def test_evaluation_of_generator_runs(generator_runs, tmp_path, source_run,
+                                      sources, sampler_key):
+  from hatebm_jax import evaluate  # pylint: disable=g-import-not-at-top
+  result = evaluate.evaluate(
+      str(generator_runs / source_run), 'fcd,kid', sources,
+      output=str(tmp_path / 'm.json'), num_samples=100, batch_size=50,
+      num_reference=500, data_dir=DATA_DIR,
+      **({'ddls_steps': 2} if source_run == 'sngan' else {}))
+  assert set(result['samples']) == set(sources.split(','))
+  for numbers in result['samples'].values():
+    assert numbers['fcd'] > 0 and np.isfinite(numbers['kid'])
+  if sampler_key:
+    assert result['sampler'][sampler_key] == 2  # the override
+  else:
+    assert result['sampler'] is None
