@@ -129,9 +129,7 @@ def evaluate(workdir: str, metrics: str = 'fcd,kid,ood',
                 else list(ood.DEFAULT_OOD_SETS.get(config.data_type,
                                                    ood.CONTROLS)))
 
-  # Langevin settings (synthesis, joint), DDLS settings (SN-GAN) or none.
-  sampler = (getattr(run.model, 'sampler', None) or
-             getattr(run.model, 'ddls', None))
+  sampler = sampling.chain_settings(run.model)
   result = {
       'workdir': str(workdir), 'step': run.step, 'seed': seed,
       'num_samples': num_samples, 'data_type': config.data_type,

@@ -92,7 +92,7 @@ def sample_checkpoint(workdir: str, num_samples: int, batch_size: int,
                      'must be >= 1.')
   run = sampling.load_run(workdir, step, **overrides)
   model, config, state, step = run.model, run.config, run.state, run.step
-  sampler = getattr(model, 'sampler', None) or getattr(model, 'ddls', None)
+  sampler = sampling.chain_settings(model)
   output = epath.Path(output_dir or epath.Path(workdir) / 'eval' /
                       f'step_{step}')
   output.mkdir(parents=True, exist_ok=True)

@@ -69,6 +69,12 @@ def load_run(workdir: str, step: Optional[int] = None, **overrides) -> Run:
 _JITTED = weakref.WeakKeyDictionary()  # model -> jitted draw
 
 
+def chain_settings(model: Any) -> Optional[Any]:
+  """The model's chain settings: `LangevinConfig` (synthesis, joint),
+  `DDLSConfig` (SN-GAN), or None (autoencoder)."""
+  return getattr(model, 'sampler', None) or getattr(model, 'ddls', None)
+
+
 def _jitted_draw(model):
   """One compiled `model.draw` per model, reused across calls."""
   if model not in _JITTED:
