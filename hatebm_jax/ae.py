@@ -20,6 +20,7 @@ import optax
 
 from hatebm_jax import models
 from hatebm_jax import optim
+from hatebm_jax import parallel
 from hatebm_jax.models import autoencoder
 
 Params = Any
@@ -87,7 +88,7 @@ class AEModel:
     """loss_factor · MSE of the reconstruction; latent noise if key."""
     z = self.encode(enc_params, x)
     if key is not None:
-      z = z + self.latent_noise * jax.random.normal(key, z.shape)
+      z = z + self.latent_noise * parallel.per_example_normal(key, z.shape)
     x_hat = self.generate(gen_params, gen_frozen, z)
     return self.loss_factor * jnp.mean(jnp.square(x - x_hat))
 

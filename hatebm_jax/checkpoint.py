@@ -9,6 +9,7 @@ interrupted save is never restored; saving is asynchronous.
 from typing import Any, Optional
 
 from etils import epath
+import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
@@ -46,7 +47,10 @@ class Checkpointer:
 
     Args:
       abstract_state: a pytree of `jax.ShapeDtypeStruct` (e.g. from
-        `jax.eval_shape` of the init function) or of arrays.
+        `jax.eval_shape` of the init function) or of arrays; their
+        shardings say where the arrays go (Orbax reshards a checkpoint
+        saved on another device or process count); leaves without one go
+        to this process's first device.
       step: which checkpoint; the latest when None.
 
     Raises:
@@ -55,6 +59,13 @@ class Checkpointer:
     step = self.latest_step() if step is None else step
     if step is None:
       raise FileNotFoundError(f'No checkpoint in {self.directory}.')
+    # Leaves without a sharding go to this process's first device, so a
+    # checkpoint saved on any number of devices restores for sampling.
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    abstract_state = jax.tree.map(
+        lambda a: a if getattr(a, 'sharding', None) is not None else
+        jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device),
+        abstract_state)
     restored = self._manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract_state)))
     return restored.state

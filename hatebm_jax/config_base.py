@@ -86,6 +86,10 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.inf_lr_info = ((1e-4, 0),)
   c.loss_factor = 1000.0
 
+  # Devices: one data-parallel mesh axis over this many devices of all
+  # processes (0 = all). batch_size must be divisible by it.
+  c.num_devices = 0
+
   # Logging and checkpoints (facts §4.5).
   c.info_freq = 50             # scalars to TensorBoard and console
   c.plot_freq = 500            # PNG grids under <workdir>/samples
@@ -228,5 +232,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
        f'data_type={config.data_type!r}')
   need(isinstance(config.fcd_num_samples, int) and config.fcd_num_samples >= 2,
        'fcd_num_samples', 'must be an integer >= 2')
+  need(isinstance(config.num_devices, int) and config.num_devices >= 0,
+       'num_devices', 'must be an integer >= 0 (0 = all devices)')
   need(isinstance(config.langevin_unroll, int) and config.langevin_unroll >= -1,
        'langevin_unroll', '-1 (auto), 0 (fully unrolled) or a positive int')

@@ -16,7 +16,10 @@ import os
 import struct
 from typing import Iterator, Optional
 
+import jax
 import numpy as np
+
+from hatebm_jax import parallel
 
 FASHION_MNIST_DIRS = ('/usr/share/datasets/fashion-mnist',)
 FASHION_MNIST_FILES = {
@@ -124,13 +127,18 @@ class ArrayBatches:
   whether a run got to t directly or was resumed.
   """
 
-  def __init__(self, images: np.ndarray, batch_size: int, seed: int):
+  def __init__(self, images: np.ndarray, batch_size: int, seed: int,
+               rows: Optional[slice] = None):
+    """Args: images uint8 [N, S, S, C]; batch_size B (global); seed;
+    rows: which rows of each global batch to return (this process's share
+    in a multi-process job, `parallel.process_rows`); all when None."""
     if batch_size > len(images):
       raise ValueError(f'batch_size={batch_size} exceeds the {len(images)} '
                        'training images.')
     self.images = images
     self.batch_size = batch_size
     self.seed = seed
+    self.rows = rows or slice(0, batch_size)
     self._perm_epoch = -1
     self._perm = None
 
@@ -142,7 +150,8 @@ class ArrayBatches:
     return self._perm
 
   def batch(self, step: int) -> np.ndarray:
-    """float32 [B, S, S, C] in [-1, 1] for training step `step` ≥ 0."""
+    """float32 [rows, S, S, C] in [-1, 1] for training step `step` ≥ 0:
+    the `rows` of global batch `step`."""
     n = len(self.images)
     positions = np.arange(step * self.batch_size,
                           (step + 1) * self.batch_size)
@@ -150,7 +159,7 @@ class ArrayBatches:
     for epoch in np.unique(positions // n):
       mask = positions // n == epoch
       index[mask] = self._permutation(int(epoch))[positions[mask] % n]
-    return to_float(self.images[index])
+    return to_float(self.images[index[self.rows]])
 
   def iterate(self, start_step: int) -> Iterator[np.ndarray]:
     step = start_step
@@ -310,7 +319,10 @@ def train_batches(config, start_step: int,
   """Training batches of `config.data_type` from step `start_step` on.
 
   `batch_size` overrides `config.batch_size` (an SN-GAN step takes
-  n_dis·B images).
+  n_dis·B images). In a job of P processes each process gets only its
+  rows of each global batch (B/P, `parallel.process_rows`): Fashion-MNIST
+  picks them out of the same global stream; a TFDS set is read as P even
+  splits of its training split, one per process (`tfds.even_splits`).
 
   Raises:
     ValueError: for an unknown data set or an `image_dims` it is not
@@ -325,10 +337,16 @@ def train_batches(config, start_step: int,
   if tuple(config.image_dims) != IMAGE_DIMS[name]:
     raise ValueError(f'image_dims={tuple(config.image_dims)} does not match '
                      f'{name}, which is trained at {IMAGE_DIMS[name]}.')
+  rows = parallel.process_rows(batch_size)
   if name == 'fashion_mnist':
     images, _ = load_fashion_mnist('train', config.data_dir or None)
-    return ArrayBatches(images, batch_size,
-                        config.seed).iterate(start_step)
-  return tfds_batches(name, config.data_dir or None, batch_size,
+    return ArrayBatches(images, batch_size, config.seed,
+                        rows).iterate(start_step)
+  split = 'train'
+  if jax.process_count() > 1:
+    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+    split = tfds.even_splits('train', n=jax.process_count())[
+        jax.process_index()]
+  return tfds_batches(name, config.data_dir or None, rows.stop - rows.start,
                       config.image_dims[0], config.random_crop,
-                      seed=config.seed + start_step)
+                      seed=config.seed + start_step, split=split)

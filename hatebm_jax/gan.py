@@ -30,6 +30,7 @@ import optax
 
 from hatebm_jax import langevin
 from hatebm_jax import models
+from hatebm_jax import parallel
 from hatebm_jax.models.discriminator import SNGANDiscriminator
 
 Params = Any
@@ -176,9 +177,13 @@ class SNGANModel:
     """
     key = jax.random.fold_in(state.rng, state.step)
     k_disc, k_gen = jax.random.split(key)
-    real = x_data.reshape((self.n_dis, self.batch_size) + self.image_shape)
-    noise = lambda k: jax.random.normal(k, (self.batch_size,) +
-                                        self.latent_shape)
+    # Example b of the batch brings real images [b·n_dis, (b+1)·n_dis), one
+    # per discriminator step, so a step's batch is split over the devices
+    # like the global batch (no resharding).
+    real = jnp.swapaxes(x_data.reshape(
+        (self.batch_size, self.n_dis) + self.image_shape), 0, 1)
+    noise = lambda k: parallel.per_example_normal(
+        k, (self.batch_size,) + self.latent_shape)
 
     def disc_step(carry, inputs):
       disc_params, disc_stats, disc_opt_state, gen_frozen = carry
@@ -189,8 +194,8 @@ class SNGANModel:
       def loss_fn(params):
         logits, stats = _apply_with_state(
             self.disc_train, params, disc_stats,
-            jnp.concatenate([x_real, jax.lax.stop_gradient(fake)]))
-        d_real, d_fake = logits[:self.batch_size], logits[self.batch_size:]
+            parallel.interleave(x_real, jax.lax.stop_gradient(fake)))
+        d_real, d_fake = logits[0::2], logits[1::2]
         return hinge_losses(d_real, d_fake), (stats, d_real.mean(),
                                               d_fake.mean())
 
@@ -266,7 +271,7 @@ class SNGANModel:
     def step(z, step_key):
       z = z - 0.5 * eps ** 2 * grad(z)
       if config.use_noise:
-        z = z + eps * jax.random.normal(step_key, z.shape)
+        z = z + eps * parallel.per_example_normal(step_key, z.shape)
       return z, None
 
     z, _ = jax.lax.scan(step, z0, jax.random.split(key, config.num_steps),

@@ -29,6 +29,7 @@ import optax
 from hatebm_jax import langevin
 from hatebm_jax import models
 from hatebm_jax import optim
+from hatebm_jax import parallel
 from hatebm_jax import synthesis
 
 Params = Any
@@ -113,7 +114,7 @@ class JointModel:
     """
     sampler = sampler or self.sampler
     k_y0, k_chain = jax.random.split(key)
-    y0 = self.init_scale_res * jax.random.normal(
+    y0 = self.init_scale_res * parallel.per_example_normal(
         k_y0, (z.shape[0],) + self.image_shape)
     frozen_hat = jax.lax.stop_gradient(hat_params)
     frozen_gen = jax.lax.stop_gradient((gen_params, gen_frozen))
@@ -158,12 +159,12 @@ class JointModel:
     """
     key = jax.random.fold_in(state.rng, state.step)
     k_z, k_chain, k_data = jax.random.split(key, 3)
-    z0 = self.init_scale_latent * jax.random.normal(
+    z0 = self.init_scale_latent * parallel.per_example_normal(
         k_z, (x_data.shape[0],) + self.latent_shape)
     x_gen, y, diagnostics = self.sample(state.hat_params, state.gen_params,
                                         state.gen_frozen, z0, k_chain)
     diagnostics.pop('z')
-    x_pos = x_data + self.data_epsilon * jax.random.normal(
+    x_pos = x_data + self.data_epsilon * parallel.per_example_normal(
         k_data, x_data.shape, x_data.dtype)
     hat_params, hat_opt_state, metrics = synthesis.hat_update(
         self.hat_opt, lambda p, x: self.energy(p, x), state.hat_params,

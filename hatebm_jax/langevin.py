@@ -26,6 +26,8 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from hatebm_jax import parallel
+
 EnergyFn = Callable[[jax.Array], jax.Array]
 
 
@@ -174,7 +176,8 @@ def _residual_step(grad_h: jax.Array, y: jax.Array, step_key: jax.Array,
     clipped = jnp.zeros(norm.shape, bool)
   y = y - drift
   if config.use_noise:
-    y = y + config.step_size * jax.random.normal(step_key, y.shape, y.dtype)
+    y = y + config.step_size * parallel.per_example_normal(
+        step_key, y.shape, y.dtype)
   return y, norm.mean(), clipped.mean()
 
 
@@ -269,8 +272,8 @@ def joint_langevin(energy_fn: EnergyFn,
     drift = latent_coefficient * grad_z
     z = z - drift
     if config.use_noise:
-      z = z + config.latent_step_size * jax.random.normal(step_key, z.shape,
-                                                          z.dtype)
+      z = z + config.latent_step_size * parallel.per_example_normal(
+          step_key, z.shape, z.dtype)
     return z, per_image_norm(drift).mean()
 
   def residual_step(y, x_gen, step_key):

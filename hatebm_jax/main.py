@@ -4,6 +4,10 @@ r"""Command-line entry point.
       --workdir=/tmp/hatebm_fmnist [--config.num_training_steps=3 ...]
 
 Rerunning the same command resumes from the newest checkpoint in workdir.
+
+Multi-process (one process per host; see launch/): on TPU VM pods and under
+SLURM the processes find each other; elsewhere pass --coordinator_address,
+--num_processes and --process_id to every process.
 """
 
 import os
@@ -19,6 +23,7 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
+from hatebm_jax import parallel
 from hatebm_jax import runtime
 from hatebm_jax import train
 
@@ -29,6 +34,14 @@ config_flags.DEFINE_config_file(
     lock_config=True)
 flags.DEFINE_string('workdir', None, 'Folder (local or gs://) for '
                     'checkpoints, TensorBoard events and sample grids.')
+flags.DEFINE_string('coordinator_address', None, 'Multi-process job: '
+                    'host:port of process 0 (all processes pass the same). '
+                    'Not needed on TPU VM pods and SLURM, where it is found '
+                    'automatically.')
+flags.DEFINE_integer('num_processes', None, 'Multi-process job: number of '
+                     'processes (with --coordinator_address).')
+flags.DEFINE_integer('process_id', None, 'Multi-process job: this '
+                     "process's index in [0, num_processes).")
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
@@ -36,6 +49,8 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   runtime.setup()
+  parallel.initialize_distributed(FLAGS.coordinator_address,
+                                  FLAGS.num_processes, FLAGS.process_id)
   logging.info('JAX devices: %s', jax.devices())
   train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
 

@@ -17,6 +17,7 @@ from hatebm_jax import checkpoint
 from hatebm_jax import config_base
 from hatebm_jax import gan
 from hatebm_jax import joint
+from hatebm_jax import parallel
 from hatebm_jax import synthesis
 
 MODEL_CLASSES = {
@@ -48,12 +49,14 @@ def with_defaults(saved: dict) -> ml_collections.ConfigDict:
   return config
 
 
-def load_generator(config: ml_collections.ConfigDict) -> tuple[Any, Any]:
+def load_generator(config: ml_collections.ConfigDict,
+                   mesh: jax.sharding.Mesh | None = None) -> tuple[Any, Any]:
   """The pretrained generator of a joint run, from `config.gen_weights`.
 
   Reads the newest checkpoint of that workdir (an 'sngan' run for
   refinement, an 'autoencoder' run for retrofit) and returns its
-  (gen_params, gen_frozen).
+  (gen_params, gen_frozen), replicated over `mesh` when one is given (on
+  any device count: Orbax reshards).
 
   Raises:
     FileNotFoundError: when the workdir holds no checkpoint, saying which
@@ -83,15 +86,19 @@ def load_generator(config: ml_collections.ConfigDict) -> tuple[Any, Any]:
       raise ValueError('The pretrained generator does not fit this config:\n'
                        '  ' + '\n  '.join(mismatched))
     model = build_model(source)
-    state = ckpt.restore(jax.eval_shape(
-        model.init, jax.random.PRNGKey(source.seed)), step)
+    abstract = jax.eval_shape(model.init, jax.random.PRNGKey(source.seed))
+    if mesh is not None:
+      abstract = parallel.with_shardings(abstract, jax.tree.map(
+          lambda _: parallel.replicated(mesh), abstract))
+    state = ckpt.restore(abstract, step)
   finally:
     ckpt.close()
   return state.gen_params, state.gen_frozen
 
 
 def init_args(model: Any, config: ml_collections.ConfigDict,
-              abstract: bool = False) -> tuple:
+              abstract: bool = False,
+              mesh: jax.sharding.Mesh | None = None) -> tuple:
   """Extra arguments of `model.init` beyond the key.
 
   Joint runs take the pretrained generator: loaded for a new run, or only
@@ -101,4 +108,4 @@ def init_args(model: Any, config: ml_collections.ConfigDict,
     return ()
   if abstract:
     return jax.eval_shape(model.gen.init, jax.random.PRNGKey(0))
-  return load_generator(config)
+  return load_generator(config, mesh)

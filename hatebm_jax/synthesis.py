@@ -26,6 +26,7 @@ import optax
 from hatebm_jax import langevin
 from hatebm_jax import models
 from hatebm_jax import optim
+from hatebm_jax import parallel
 from hatebm_jax import replay_bank
 
 Params = Any
@@ -114,7 +115,8 @@ class SynthesisModel:
     gen_params, gen_frozen = self.gen.init(k_gen)
     bank = replay_bank.init_bank(
         lambda z: self.generate(gen_params, gen_frozen, z), k_bank,
-        self.bank_size, self.latent_shape, self.batch_size)
+        self.batch_size, self.bank_size // self.batch_size,
+        self.latent_shape)
     return SynthesisState(
         step=jnp.zeros((), jnp.int32), rng=k_train,
         hat_params=hat_params, hat_opt_state=self.hat_opt.init(hat_params),
@@ -140,7 +142,7 @@ class SynthesisModel:
     sampler = sampler or self.sampler
     k_y0, k_chain = jax.random.split(key)
     x_gen = self.generate(gen_params, gen_frozen, z)
-    y0 = self.init_scale_res * jax.random.normal(k_y0, x_gen.shape)
+    y0 = self.init_scale_res * parallel.per_example_normal(k_y0, x_gen.shape)
     frozen_params = jax.lax.stop_gradient(hat_params)
     y, diagnostics = langevin.residual_langevin(
         lambda x: self.energy(frozen_params, x), x_gen, y0, k_chain, sampler)
@@ -192,19 +194,20 @@ class SynthesisModel:
     k_z, k_chain, k_data, k_bank = jax.random.split(key, 4)
     batch = x_data.shape[0]
 
-    z = self.init_scale_latent * jax.random.normal(
+    z = self.init_scale_latent * parallel.per_example_normal(
         k_z, (batch,) + self.latent_shape)
     x_gen, y, diagnostics = self.sample(
         state.hat_params, state.gen_params, state.gen_frozen, z, k_chain)
     x_neg = jax.lax.stop_gradient(x_gen + y)
-    x_pos = x_data + self.data_epsilon * jax.random.normal(
+    x_pos = x_data + self.data_epsilon * parallel.per_example_normal(
         k_data, x_data.shape, x_data.dtype)
 
     hat_params, hat_opt_state, hat_metrics = hat_update(
         self.hat_opt, self.energy, state.hat_params, state.hat_opt_state,
         x_pos, x_neg, self.sampler.temperature)
 
-    slots = replay_bank.draw_slots(k_bank, state.bank.size, batch)
+    slots = replay_bank.draw_slots(k_bank, state.bank.lanes,
+                                   state.bank.depth)
     x_target, z_target = replay_bank.read(state.bank, slots)
 
     def gen_loss(gen_params):
@@ -234,8 +237,10 @@ def hat_update(optimizer: optax.GradientTransformation,
                ) -> tuple[Params, optax.OptState, dict[str, jax.Array]]:
   """One maximum-likelihood update of the hat network (eq. 8; facts §4.1).
 
-  The loss (mean H(x⁺) − mean H(x⁻)) / T is evaluated on one concatenated
-  batch; x⁻ is a constant (no gradient reaches the chain or G).
+  The loss (mean H(x⁺) − mean H(x⁻)) / T is evaluated in one pass of H
+  over the pairs (x⁺_b, x⁻_b) interleaved, so that a batch split over
+  devices stays where it is (no all-to-all); x⁻ is a constant (no gradient
+  reaches the chain or G).
 
   Args:
     optimizer: the hat network's optax transformation.
@@ -253,8 +258,9 @@ def hat_update(optimizer: optax.GradientTransformation,
   x_neg = jax.lax.stop_gradient(x_neg)
 
   def loss_fn(params):
-    energies = energy_fn(params, jnp.concatenate([x_pos, x_neg]))
-    e_pos, e_neg = energies[:batch].mean(), energies[batch:].mean()
+    energies = energy_fn(params, parallel.interleave(x_pos, x_neg))
+    energies = energies.reshape(batch, 2)
+    e_pos, e_neg = energies[:, 0].mean(), energies[:, 1].mean()
     return (e_pos - e_neg) / temperature, (e_pos, e_neg)
 
   (loss, (e_pos, e_neg)), grads = jax.value_and_grad(

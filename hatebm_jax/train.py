@@ -9,7 +9,7 @@ import itertools
 import signal
 import threading
 import time
-from typing import Optional
+from typing import Any, Optional
 
 from absl import logging
 from clu import metric_writers
@@ -24,6 +24,7 @@ from hatebm_jax import config_base
 from hatebm_jax import data
 from hatebm_jax import metrics as metrics_lib
 from hatebm_jax import modes
+from hatebm_jax import parallel
 from hatebm_jax import visualize
 from hatebm_jax.models import layers
 
@@ -79,6 +80,24 @@ def _describe(state) -> str:
   return ', '.join(sizes) + ' parameters'
 
 
+def abstract_state(model, config: ml_collections.ConfigDict) -> Any:
+  """Shapes and dtypes of the model's training state (no compute)."""
+  return jax.eval_shape(model.init, jax.random.PRNGKey(config.seed),
+                        *modes.init_args(model, config, abstract=True))
+
+
+def jit_train_step(model, mesh: jax.sharding.Mesh, shardings: Any):
+  """`model.train_step` as one program over `mesh`.
+
+  (state, global batch [B, S, S, C] split on 'data') -> (state, replicated
+  scalar metrics); the input state is donated. Call (and lower) it inside
+  `jax.set_mesh(mesh)`, which lets the replay bank run in `shard_map`.
+  """
+  return jax.jit(
+      model.train_step, in_shardings=(shardings, parallel.batch_sharding(mesh)),
+      out_shardings=(shardings, parallel.replicated(mesh)), donate_argnums=0)
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict,
                        workdir: str) -> Optional[dict[str, float]]:
   """Trains (or resumes) the model of `config.mode` in `workdir`.
@@ -105,6 +124,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       names the step, the quantity and the last checkpoint.
   """
   config_base.validate(config)
+  mesh = parallel.make_mesh(config.num_devices)
+  parallel.check_divisible('batch_size', config.batch_size, mesh)
   model = modes.build_model(config)
   workdir = epath.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
@@ -114,6 +135,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   # Open the data before any compute, so a missing data set fails at once.
   images_per_step = getattr(model, 'images_per_step', config.batch_size)
   batches = data.train_batches(config, latest or 0, images_per_step)
+  abstract = abstract_state(model, config)
+  shardings = parallel.state_shardings(abstract, mesh)
 
   if latest is not None:
     mismatches = config_base.state_mismatches(
@@ -124,14 +147,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
           f'{workdir} holds checkpoints (latest: step {latest}) of a run whose '
           'state does not fit this config:\n  ' + '\n  '.join(mismatches) +
           '\nUse a new --workdir, or the values the run was started with.')
-    abstract = jax.eval_shape(model.init, key, *modes.init_args(
-        model, config, abstract=True))
-    state = checkpointer.restore(abstract)
-    logging.info('Resumed from %s at step %d.', checkpointer.directory, latest)
+    state = checkpointer.restore(parallel.with_shardings(abstract, shardings))
+    logging.info('Resumed from %s at step %d on %d devices.',
+                 checkpointer.directory, latest, mesh.size)
   else:
-    state = jax.jit(model.init)(key, *modes.init_args(model, config))
-    logging.info('New %s run in %s: %s.', config.mode, workdir,
-                 _describe(state))
+    state = jax.jit(model.init, out_shardings=shardings)(
+        key, *modes.init_args(model, config, mesh=mesh))
+    logging.info('New %s run in %s on %d devices: %s.', config.mode, workdir,
+                 mesh.size, _describe(state))
   start = int(state.step)
   num_steps = config.num_training_steps
   if start >= num_steps:
@@ -140,14 +163,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     checkpointer.close()
     return None
 
-  is_lead = jax.process_index() == 0
+  is_lead = parallel.is_lead()
   writer = metric_writers.create_default_writer(
       str(workdir), just_logging=not is_lead, asynchronous=True)
   if start == 0:
     writer.write_hparams({k: (v if isinstance(v, (int, float, str, bool))
                               else str(v))
                           for k, v in config.to_dict().items()})
-  train_step = jax.jit(model.train_step, donate_argnums=0)
+  train_step = jit_train_step(model, mesh, shardings)
   draw_fn = jax.jit(model.draw, static_argnums=3)
   plot_key = jax.random.PRNGKey(PLOT_SEED)
   plot_z = config.init_scale_latent * jax.random.normal(
@@ -173,12 +196,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   t_start = time.time()
   with StopRequest() as stop:
     while step < num_steps:
-      with jax.profiler.StepTraceAnnotation('train', step_num=step):
-        state, metrics = train_step(state, next(batches))
+      with (jax.profiler.StepTraceAnnotation('train', step_num=step),
+            jax.set_mesh(mesh)):
+        state, metrics = train_step(
+            state, parallel.global_batch(next(batches), mesh))
       step += 1
       report(step)
       if step % config.info_freq == 0 or step == num_steps or step == start + 1:
-        last_metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        last_metrics = {k: float(v)
+                        for k, v in parallel.to_host(metrics).items()}
         for name, value in last_metrics.items():
           if not np.isfinite(value):
             checkpointer.close()
@@ -190,14 +216,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
                  'No checkpoint was written yet.'))
         writer.write_scalars(step, last_metrics)
       if is_lead and (step % config.plot_freq == 0 or step == num_steps):
-        _plot(model, draw_fn, state, plot_z, jax.random.fold_in(plot_key, 1),
+        _plot(model, draw_fn, parallel.local_view(state), plot_z,
+              jax.random.fold_in(plot_key, 1),
               str(samples_dir / f'step_{step:06d}.png'), step)
         if test_images is not None:
-          test_loss = model.test_loss(state, test_images)
+          test_loss = model.test_loss(parallel.local_view(state), test_images)
           writer.write_scalars(step, {'test_loss': test_loss})
           logging.info('Step %d: test loss %.4f.', step, test_loss)
       if fcd and (step % config.fcd_freq == 0 or step == num_steps):
-        scores = fcd(state)
+        scores = fcd(parallel.local_view(state))
         writer.write_scalars(step, scores)
         logging.info('Step %d: FCD %.3f, KID %.4f (%d samples vs '
                      'Fashion-MNIST test).', step, scores['fcd'],

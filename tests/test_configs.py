@@ -89,7 +89,7 @@ def test_config_validates_and_builds(name):
   if name in PAPER_SIZES:
     assert (layers.count_params(abstract.hat_params),
             layers.count_params(abstract.gen_params)) == PAPER_SIZES[name]
-    assert abstract.bank.latents.shape == (9_984, 128)
+    assert abstract.bank.latents.shape == (128, 78, 128)  # 9,984 pairs
 
 
 @pytest.mark.parametrize('name', sorted(PAPER_SIZES))

@@ -1,4 +1,4 @@
-"""The replay bank: size rounding, draws without replacement, overwrite."""
+"""The replay bank: size rounding, lanes, uniform draws, overwrite."""
 
 import jax
 import jax.numpy as jnp
@@ -18,33 +18,47 @@ def test_bank_smaller_than_batch_is_rejected():
     replay_bank.bank_size(100, 128)
 
 
-def test_init_bank_holds_generator_samples():
+def test_init_bank_holds_generator_samples_by_lane():
   generate = lambda z: jnp.tile(z[:, :1, None, None], (1, 2, 2, 1)) * 3.0
-  bank = replay_bank.init_bank(generate, jax.random.PRNGKey(0), 12, (5,), 4)
-  assert bank.images.shape == (12, 2, 2, 1) and bank.latents.shape == (12, 5)
-  np.testing.assert_allclose(bank.images[:, 0, 0, 0], 3 * bank.latents[:, 0])
-  assert np.unique(np.asarray(bank.latents[:, 0])).size == 12
+  key = jax.random.PRNGKey(0)
+  bank = replay_bank.init_bank(generate, key, 4, 3, (5,))
+  assert bank.images.shape == (4, 3, 2, 2, 1)
+  assert bank.latents.shape == (4, 3, 5)
+  assert (bank.lanes, bank.depth, bank.size) == (4, 3, 12)
+  np.testing.assert_allclose(bank.images[..., 0, 0, 0],
+                             3 * bank.latents[..., 0])
+  assert np.unique(np.asarray(bank.latents[..., 0])).size == 12
+  # Lane b depends on fold_in(key, b) only: a bank of 6 lanes starts alike.
+  wider = replay_bank.init_bank(generate, key, 6, 3, (5,))
+  np.testing.assert_array_equal(wider.latents[:4], bank.latents)
 
 
-def test_draws_are_without_replacement_and_cover_the_bank():
-  counts = np.zeros(64, int)
-  for i in range(200):
-    slots = np.asarray(replay_bank.draw_slots(jax.random.PRNGKey(i), 64, 16))
-    assert len(set(slots.tolist())) == 16
-    counts[slots] += 1
-  # Each slot is drawn with probability 1/4 per draw: 50 ± 6 (sd) times.
-  assert counts.min() > 25 and counts.max() < 75
+def test_slot_draws_are_uniform_per_lane_and_independent_of_lane_count():
+  counts = np.zeros((16, 4), int)
+  for i in range(400):
+    slots = np.asarray(replay_bank.draw_slots(jax.random.PRNGKey(i), 16, 4))
+    assert slots.shape == (16,) and slots.min() >= 0 and slots.max() < 4
+    counts[np.arange(16), slots] += 1
+    fewer = replay_bank.draw_slots(jax.random.PRNGKey(i), 5, 4)
+    np.testing.assert_array_equal(fewer, slots[:5])
+  # Each slot of a lane is drawn with probability 1/4: 100 ± 8.7 (sd) times.
+  assert counts.min() > 60 and counts.max() < 140
+  # Lanes are not copies of each other.
+  assert len({tuple(c) for c in counts}) == 16
 
 
 def test_write_replaces_exactly_the_drawn_slots():
-  bank = replay_bank.ReplayBank(jnp.zeros((8, 2, 2, 1)), jnp.zeros((8, 3)))
-  slots = jnp.array([6, 1, 3])
+  bank = replay_bank.ReplayBank(jnp.zeros((3, 4, 2, 2, 1)),
+                                jnp.zeros((3, 4, 5)))
+  slots = jnp.array([2, 0, 3])
   new = replay_bank.write(bank, slots, jnp.ones((3, 2, 2, 1)) *
                           jnp.array([1., 2., 3.])[:, None, None, None],
-                          jnp.ones((3, 3)))
+                          jnp.ones((3, 5)))
   x, z = replay_bank.read(new, slots)
   np.testing.assert_array_equal(x[:, 0, 0, 0], [1, 2, 3])
   np.testing.assert_array_equal(z, 1)
-  untouched = np.setdiff1d(np.arange(8), np.asarray(slots))
-  np.testing.assert_array_equal(new.images[untouched], 0)
-  np.testing.assert_array_equal(new.latents[untouched], 0)
+  written = np.zeros((3, 4), bool)
+  written[np.arange(3), np.asarray(slots)] = True
+  np.testing.assert_array_equal(new.images[~written], 0)
+  np.testing.assert_array_equal(new.latents[~written], 0)
+  np.testing.assert_array_equal(np.asarray(new.latents[..., 0]) == 1, written)

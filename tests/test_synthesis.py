@@ -25,9 +25,11 @@ def _changed(a, b):
 def test_initial_bank_is_the_initial_generator():
   model, state, _ = _setup()
   assert model.bank_size == 32
+  assert state.bank.images.shape == (8, 4, 32, 32, 1)  # 8 lanes of 4
   np.testing.assert_allclose(
-      state.bank.images,
-      model.generate(state.gen_params, state.gen_frozen, state.bank.latents),
+      state.bank.images.reshape(32, 32, 32, 1),
+      model.generate(state.gen_params, state.gen_frozen,
+                     state.bank.latents.reshape(32, 16)),
       rtol=1e-5, atol=1e-6)
 
 
@@ -42,15 +44,15 @@ def test_one_step_updates_everything_and_overwrites_b_bank_slots():
   for a, b in zip(jax.tree.leaves(state.gen_frozen),
                   jax.tree.leaves(new.gen_frozen)):
     np.testing.assert_array_equal(a, b)
-  changed = np.any(np.asarray(new.bank.latents != state.bank.latents), axis=1)
-  assert changed.sum() == 8  # exactly one batch of slots
+  changed = np.any(np.asarray(new.bank.latents != state.bank.latents),
+                   axis=-1)
+  np.testing.assert_array_equal(changed.sum(axis=1), 1)  # one slot per lane
   # The first generator update fits G_0 to its own samples: zero loss.
   assert float(metrics['gen_loss']) < 1e-8
   # New pairs are (G_t(z) + y_K, z) with G_t the generator before the step.
-  slots = np.flatnonzero(changed)
   x_gen = model.generate(state.gen_params, state.gen_frozen,
-                         new.bank.latents[slots])
-  residual = np.asarray(new.bank.images[slots] - x_gen)
+                         new.bank.latents[changed])
+  residual = np.asarray(new.bank.images[changed] - x_gen)
   norms = np.sqrt((residual ** 2).sum(axis=(1, 2, 3)))
   assert np.all(norms > 0) and np.all(norms < 2.5 * 2 + 1)  # K=2 clipped drifts
   np.testing.assert_allclose(
@@ -64,8 +66,8 @@ def test_hat_loss_gradient_is_eq8():
   model, state, x = _setup(ebm_lr_info=((1e-3, 0),), mcmc_steps=1)
   step = jax.jit(model.train_step)
   new, _ = step(state, x)
-  x_neg = new.bank.images[np.flatnonzero(np.any(np.asarray(
-      new.bank.latents != state.bank.latents), axis=1))]
+  x_neg = new.bank.images[np.any(np.asarray(
+      new.bank.latents != state.bank.latents), axis=-1)]
   gap = lambda p: float(jnp.mean(model.energy(p, x)) -
                         jnp.mean(model.energy(p, x_neg)))
   assert gap(new.hat_params) < gap(state.hat_params)
@@ -92,6 +94,6 @@ def test_paper_config_sizes():
   abstract = jax.eval_shape(model.init, jax.random.PRNGKey(0))
   assert layers.count_params(abstract.hat_params) == 4_204_800
   assert layers.count_params(abstract.gen_params) == 4_276_739
-  assert abstract.bank.images.shape == (9_984, 32, 32, 3)
-  assert abstract.bank.latents.shape == (9_984, 128)
+  assert abstract.bank.images.shape == (128, 78, 32, 32, 3)  # 9,984 pairs
+  assert abstract.bank.latents.shape == (128, 78, 128)
   assert model.sampler.drift_coefficient == 12.5
