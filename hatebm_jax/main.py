@@ -5,9 +5,10 @@ r"""Command-line entry point.
 
 Rerunning the same command resumes from the newest checkpoint in workdir.
 
-Multi-process (one process per host; see launch/): on TPU VM pods and under
-SLURM the processes find each other; elsewhere pass --coordinator_address,
---num_processes and --process_id to every process.
+Multi-process (one process per host; see launch/): with --distributed on TPU
+VM pods (and automatically under SLURM) the processes find each other;
+elsewhere pass --coordinator_address, --num_processes and --process_id to
+every process.
 """
 
 import os
@@ -42,6 +43,9 @@ flags.DEFINE_integer('num_processes', None, 'Multi-process job: number of '
                      'processes (with --coordinator_address).')
 flags.DEFINE_integer('process_id', None, 'Multi-process job: this '
                      "process's index in [0, num_processes).")
+flags.DEFINE_bool('distributed', False, 'Join a multi-process job found by '
+                  'jax.distributed.initialize() (Cloud TPU VM pods, SLURM, '
+                  'Open MPI); launch/tpu_pod.sh sets it.')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
@@ -50,7 +54,8 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   runtime.setup()
   parallel.initialize_distributed(FLAGS.coordinator_address,
-                                  FLAGS.num_processes, FLAGS.process_id)
+                                  FLAGS.num_processes, FLAGS.process_id,
+                                  detect=FLAGS.distributed)
   logging.info('JAX devices: %s', jax.devices())
   train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
 

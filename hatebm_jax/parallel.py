@@ -188,14 +188,21 @@ def _env_int(name: str) -> int:
 
 def initialize_distributed(coordinator_address: Optional[str] = None,
                            num_processes: Optional[int] = None,
-                           process_id: Optional[int] = None) -> bool:
+                           process_id: Optional[int] = None,
+                           detect: bool = False) -> bool:
   """Joins this process to a multi-process JAX job when there is one.
 
-  Explicit: all three arguments given (any cluster, e.g. two processes on
-  localhost). Automatic: a SLURM job step with more than one task
-  (`SLURM_NTASKS` > 1) or a multi-host TPU VM slice (`TPU_WORKER_HOSTNAMES`
-  lists several hosts), where `jax.distributed.initialize()` finds the
-  coordinator itself. Otherwise a single process: nothing to do.
+  - Explicit: all three of coordinator_address, num_processes, process_id
+    (any cluster, e.g. two processes on localhost).
+  - `detect=True` (`--distributed`, what launch/tpu_pod.sh passes):
+    `jax.distributed.initialize()` finds the job itself on Cloud TPU VM
+    pods, SLURM and Open MPI.
+  - Without either, a SLURM job step of more than one task
+    (`SLURM_NTASKS` > 1) or a GKE TPU slice (`TPU_WORKER_HOSTNAMES` lists
+    several hosts) is detected from the environment; anything else runs as
+    a single process.
+
+  Must run before JAX touches a device.
 
   Returns:
     True when the process joined a multi-process job.
@@ -216,7 +223,7 @@ def initialize_distributed(coordinator_address: Optional[str] = None,
                        f'--num_processes={num_processes}).')
     jax.distributed.initialize(coordinator_address, num_processes,
                                process_id)
-  elif (_env_int('SLURM_NTASKS') > 1 or
+  elif (detect or _env_int('SLURM_NTASKS') > 1 or
         ',' in os.environ.get('TPU_WORKER_HOSTNAMES', '')):
     jax.distributed.initialize()
   else:

@@ -2,13 +2,37 @@
 
 import os
 
+import tempfile
+
+import jax
 import pytest
 
 from hatebm_jax import config_base
 
+# Many tests (and their subprocesses, which inherit the environment) compile
+# the same tiny programs: a persistent XLA cache compiles each once.
+os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', os.path.join(
+    tempfile.gettempdir(), 'hatebm_jax_tests_xla_cache'))
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.1')
+jax.config.update('jax_compilation_cache_dir',
+                  os.environ['JAX_COMPILATION_CACHE_DIR'])
+jax.config.update('jax_persistent_cache_min_compile_time_secs', float(
+    os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS']))
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA_DIR = os.path.join(ROOT, 'tests', 'data', 'fashion-mnist')
 CONFIG_DIR = os.path.join(ROOT, 'configs')
+TESTS = os.path.join(ROOT, 'tests')
+
+
+def device_env(devices):
+  """Environment of a subprocess with `devices` CPU devices that imports
+  this checkout and the test helpers."""
+  env = dict(os.environ)
+  env['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={devices}'
+  env['PYTHONPATH'] = os.pathsep.join([ROOT, TESTS,
+                                       env.get('PYTHONPATH', '')])
+  return env
 
 
 def load_config(name):

@@ -101,7 +101,9 @@ def test_ddls_step_matches_its_formula_and_unrolling_changes_nothing():
   eps = 0.2
   one = model.ddls_sample(state, z0, key, gan.DDLSConfig(1, eps))
   grad = jax.grad(lambda z: jnp.sum(model.ddls_energy(state, z)))(z0)
-  noise = jax.random.normal(jax.random.split(key, 1)[0], z0.shape)
+  step_key = jax.random.split(key, 1)[0]
+  noise = jnp.stack([jax.random.normal(jax.random.fold_in(step_key, i),
+                                       z0.shape[1:]) for i in range(4)])
   np.testing.assert_allclose(one, z0 - 0.5 * eps**2 * grad + eps * noise,
                              rtol=1e-5, atol=1e-5)
   rolled, unrolled = (model.ddls_sample(state, z0, key, gan.DDLSConfig(

@@ -9,6 +9,12 @@ import pytest
 
 from hatebm_jax import langevin
 
+
+def per_example(key, shape):
+  """Noise of example i from fold_in(key, i) (device-count independent)."""
+  return jnp.stack([jax.random.normal(jax.random.fold_in(key, i), shape[1:])
+                    for i in range(shape[0])])
+
 A = jax.random.normal(jax.random.PRNGKey(1), (3, 2 * 2 * 1))
 
 
@@ -27,16 +33,14 @@ def reference(z, y, key, cfg, order='zy'):
   u = lambda z, y: jnp.sum(energy(generator(z) + y)) / cfg.temperature
   def z_step(z, y, k):
     z = z - cfg.latent_step_size ** 2 / 2 * jax.grad(u, 0)(z, y)
-    return z + noise * cfg.latent_step_size * jax.random.normal(
-        z_keys[k], z.shape)
+    return z + noise * cfg.latent_step_size * per_example(z_keys[k], z.shape)
   noise = 1.0 if cfg.use_noise else 0.0
   def y_step(z, y, k):
     g = jax.grad(u, 1)(z, y) + 2 * cfg.tau * y
     drift = cfg.step_size ** 2 / 2 * g
     if cfg.max_drift_norm is not None:
       drift = langevin.clip_per_image(drift, cfg.max_drift_norm)
-    return y - drift + noise * cfg.step_size * jax.random.normal(
-        y_keys[k], y.shape)
+    return y - drift + noise * cfg.step_size * per_example(y_keys[k], y.shape)
   for k in range(cfg.num_steps):
     if order == 'zy':
       z = z_step(z, y, k)
