@@ -315,12 +315,14 @@ def tfds_batches(name: str, data_dir: Optional[str], batch_size: int,
 
 
 def train_batches(config, start_step: int,
-                  batch_size: Optional[int] = None) -> Iterator[np.ndarray]:
+                  batch_size: Optional[int] = None,
+                  mesh: Optional[jax.sharding.Mesh] = None
+                  ) -> Iterator[np.ndarray]:
   """Training batches of `config.data_type` from step `start_step` on.
 
   `batch_size` overrides `config.batch_size` (an SN-GAN step takes
   n_dis·B images). In a job of P processes each process gets only its
-  rows of each global batch (B/P, `parallel.process_rows`): Fashion-MNIST
+  rows of each global batch (B/P, `parallel.process_rows` of `mesh`): Fashion-MNIST
   picks them out of the same global stream; a TFDS set is read as P even
   splits of its training split, one per process (`tfds.even_splits`).
 
@@ -337,7 +339,7 @@ def train_batches(config, start_step: int,
   if tuple(config.image_dims) != IMAGE_DIMS[name]:
     raise ValueError(f'image_dims={tuple(config.image_dims)} does not match '
                      f'{name}, which is trained at {IMAGE_DIMS[name]}.')
-  rows = parallel.process_rows(batch_size)
+  rows = parallel.process_rows(batch_size, mesh)
   if name == 'fashion_mnist':
     images, _ = load_fashion_mnist('train', config.data_dir or None)
     return ArrayBatches(images, batch_size, config.seed,

@@ -122,24 +122,45 @@ def with_shardings(abstract_state: Any, shardings: Any) -> Any:
 
 
 def check_divisible(name: str, size: int, mesh: jax.sharding.Mesh) -> None:
-  """Raises ValueError unless `size` splits evenly over the mesh and the
-  processes."""
+  """Raises ValueError unless `size` splits evenly over the mesh's devices
+  (and so over the processes, which hold equal numbers of them)."""
   if size % mesh.size:
     raise ValueError(f'{name}={size} must be divisible by the number of '
                      f'devices, {mesh.size}: each device takes an equal '
                      'share of the global batch.')
 
 
-def process_rows(global_size: int) -> slice:
-  """The rows of a global batch that this process feeds (contiguous, in
-  process order, matching `jax.make_array_from_process_local_data`)."""
+def process_rows(global_size: int,
+                 mesh: Optional[jax.sharding.Mesh] = None) -> slice:
+  """The rows of a global batch that this process feeds.
+
+  With a mesh: the rows its devices hold under `batch_sharding(mesh)`
+  (what `jax.make_array_from_process_local_data` expects), whatever the
+  order of the devices in the mesh. Without one: block
+  `jax.process_index()` of `jax.process_count()` equal blocks.
+
+  Raises:
+    ValueError: when the batch does not split evenly, or this process's
+      rows are not one contiguous block.
+  """
   count = jax.process_count()
   if global_size % count:
     raise ValueError(f'A global batch of {global_size} does not split over '
                      f'{count} processes.')
-  local = global_size // count
-  start = jax.process_index() * local
-  return slice(start, start + local)
+  if mesh is None:
+    local = global_size // count
+    start = jax.process_index() * local
+    return slice(start, start + local)
+  index_map = batch_sharding(mesh).addressable_devices_indices_map(
+      (global_size,))
+  rows = sorted({(i[0].start or 0, global_size if i[0].stop is None
+                  else i[0].stop) for i in index_map.values()})
+  start, stop = rows[0][0], rows[-1][1]
+  if sum(b - a for a, b in rows) != stop - start:
+    raise ValueError(f'The devices of process {jax.process_index()} hold '
+                     f'rows {rows} of the batch, not one block: order the '
+                     'mesh devices by process.')
+  return slice(start, stop)
 
 
 def global_batch(local: np.ndarray, mesh: jax.sharding.Mesh) -> jax.Array:

@@ -16,6 +16,7 @@ from clu import metric_writers
 from clu import periodic_actions
 from etils import epath
 import jax
+from jax.experimental import multihost_utils
 import ml_collections
 import numpy as np
 
@@ -53,9 +54,22 @@ class StopRequest:
 
   def __enter__(self):
     if threading.current_thread() is threading.main_thread():
-      for sig in (signal.SIGINT, signal.SIGTERM):
+      # In a multi-process job SIGTERM stays with JAX's preemption service,
+      # which makes all processes agree on the step to stop at (`poll`).
+      signals = ((signal.SIGINT,) if jax.process_count() > 1 else
+                 (signal.SIGINT, signal.SIGTERM))
+      for sig in signals:
         self._previous[sig] = signal.signal(sig, self._handler)
     return self
+
+  def poll(self, step: int) -> None:
+    """Multi-process jobs: sets `requested` at the step all processes
+    stop at after any of them got SIGTERM (call after every step)."""
+    if (jax.process_count() > 1 and self.requested is None and
+        multihost_utils.reached_preemption_sync_point(step)):
+      self.requested = 'SIGTERM'
+      logging.warning('SIGTERM reached a process of this job: all processes '
+                      'stop at step %d and save a checkpoint.', step)
 
   def __exit__(self, *exc):
     for sig, handler in self._previous.items():
@@ -132,22 +146,27 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   checkpointer = checkpoint.Checkpointer(str(workdir), config.max_to_keep)
   key = jax.random.PRNGKey(config.seed)
   latest = checkpointer.latest_step()
+  if jax.process_count() > 1:  # every process resumes from the same step
+    latest = int(multihost_utils.broadcast_one_to_all(
+        np.int32(-1 if latest is None else latest)))
+    latest = None if latest < 0 else latest
   # Open the data before any compute, so a missing data set fails at once.
   images_per_step = getattr(model, 'images_per_step', config.batch_size)
-  batches = data.train_batches(config, latest or 0, images_per_step)
+  batches = data.train_batches(config, latest or 0, images_per_step, mesh)
   abstract = abstract_state(model, config)
   shardings = parallel.state_shardings(abstract, mesh)
 
   if latest is not None:
     mismatches = config_base.state_mismatches(
-        checkpointer.restore_config(), config)
+        checkpointer.restore_config(latest), config)
     if mismatches:
       checkpointer.close()
       raise ValueError(
           f'{workdir} holds checkpoints (latest: step {latest}) of a run whose '
           'state does not fit this config:\n  ' + '\n  '.join(mismatches) +
           '\nUse a new --workdir, or the values the run was started with.')
-    state = checkpointer.restore(parallel.with_shardings(abstract, shardings))
+    state = checkpointer.restore(parallel.with_shardings(abstract, shardings),
+                                 latest)
     logging.info('Resumed from %s at step %d on %d devices.',
                  checkpointer.directory, latest, mesh.size)
   else:
@@ -192,6 +211,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       num_train_steps=num_steps, writer=writer, every_steps=config.info_freq)
 
   last_metrics = None
+  cpu_processes = jax.process_count() > 1 and jax.default_backend() == 'cpu'
   step = start
   t_start = time.time()
   with StopRequest() as stop:
@@ -200,7 +220,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
             jax.set_mesh(mesh)):
         state, metrics = train_step(
             state, parallel.global_batch(next(batches), mesh))
+      if cpu_processes:
+        # XLA:CPU's cross-process collectives (gloo) can deadlock with
+        # several steps in flight (seen: 2 processes x 4 devices hung with
+        # ~50 steps queued): keep one step in flight. CPU jobs only.
+        jax.block_until_ready(metrics)
       step += 1
+      stop.poll(step)
       report(step)
       if step % config.info_freq == 0 or step == num_steps or step == start + 1:
         last_metrics = {k: float(v)

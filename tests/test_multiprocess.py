@@ -1,10 +1,14 @@
 """Issue 5: a 2-process job (jax.distributed on localhost, CPU collectives)
-through the real entry point, and its checkpoint continued by 1 process."""
+through the real entry point, its checkpoint continued by 1 process, and
+SIGTERM to one of its processes."""
 
 import os
+import re
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import jax
 import numpy as np
@@ -82,3 +86,38 @@ def test_two_processes_then_one(tmp_path):
   assert 'Resumed from' in proc.stderr and 'at step 3 on 1 devices' in (
       proc.stderr)
   assert _state(multi)[0] == 5
+
+
+def test_sigterm_to_one_process_stops_every_process_at_one_step(tmp_path):
+  """SIGTERM to one process of a 2-process job (what a preempted host
+  gets): both agree on a step, save one checkpoint together and exit 0."""
+  workdir, port = tmp_path / 'run', _free_port()
+  logs = [tmp_path / f'process_{i}.log' for i in range(2)]
+  procs = []
+  for i, log in enumerate(logs):
+    with open(log, 'w') as f:
+      procs.append(subprocess.Popen(
+          _main_command(workdir, f'--coordinator_address=localhost:{port}',
+                        '--num_processes=2', f'--process_id={i}',
+                        '--config.num_training_steps=100000',
+                        '--config.checkpoint_freq=100000'),
+          env=device_env(4), cwd=ROOT, stdout=f, stderr=subprocess.STDOUT))
+  try:
+    deadline = time.time() + 300
+    while '[1] ebm_loss' not in logs[1].read_text():  # training is under way
+      assert time.time() < deadline and procs[1].poll() is None, (
+          logs[1].read_text()[-3000:])
+      time.sleep(0.5)
+    time.sleep(2)
+    procs[1].send_signal(signal.SIGTERM)
+    codes = [p.wait(timeout=300) for p in procs]
+  finally:
+    for p in procs:
+      p.kill()
+  texts = [log.read_text() for log in logs]
+  assert codes == [0, 0], texts[0][-3000:]
+  stops = [re.search(r'Stopped by SIGTERM at step (\d+)', t) for t in texts]
+  assert all(stops), texts[0][-3000:]
+  step = int(stops[0].group(1))
+  assert int(stops[1].group(1)) == step > 1
+  assert _state(workdir)[0] == step
