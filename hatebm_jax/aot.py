@@ -14,7 +14,7 @@ to the accelerator's per-device need (TPU and GPU compilers fuse and
 rematerialise differently, usually within tens of percent), and a cheap
 check that a config compiles, shards and fits before renting a pod. The
 Langevin loop is compiled rolled (`langevin_unroll` = 1), as on
-accelerators, unless the config sets a positive value.
+accelerators, when the config leaves it on auto (-1).
 """
 
 import os
@@ -29,6 +29,10 @@ def _set_device_count(argv) -> None:
       count = arg.split('=', 1)[1]
     elif arg == '--num_devices' and i + 1 < len(argv):
       count = argv[i + 1]
+  try:
+    count = max(1, int(count))  # a bad value is reported after flag parsing
+  except ValueError:
+    count = 1
   os.environ['JAX_PLATFORMS'] = 'cpu'
   flags = [f for f in os.environ.get('XLA_FLAGS', '').split()
            if not f.startswith('--xla_force_host_platform_device_count')]
@@ -87,7 +91,8 @@ def compile_report(config: ml_collections.ConfigDict,
 
   Returns:
     A dict: 'config', 'mode', 'num_devices', 'global_batch',
-    'per_device_batch', 'state_gib_per_device' (the training state as
+    'per_device_batch', 'images_per_device' (real images per step and
+    device: n_dis·B/N for SN-GAN), 'state_gib_per_device' (the training state as
     laid out), 'argument_gib', 'output_gib', 'temp_gib', 'alias_gib',
     'generated_code_gib', 'peak_gib' (argument + output + temp − alias:
     what the compiled step holds at once, per device), 'flops' (XLA cost
@@ -98,6 +103,11 @@ def compile_report(config: ml_collections.ConfigDict,
       the devices.
   """
   config_base.validate(config)
+  if num_devices < 1:
+    raise ValueError(f'--num_devices={num_devices} must be >= 1.')
+  if config.num_devices not in (0, num_devices):
+    raise ValueError(f'config.num_devices={config.num_devices} differs from '
+                     f'--num_devices={num_devices}: set --num_devices only.')
   if config.langevin_unroll == -1:
     with config.unlocked():
       config.langevin_unroll = 1  # the accelerator setting
@@ -125,6 +135,7 @@ def compile_report(config: ml_collections.ConfigDict,
       'config': config.exp_name, 'mode': config.mode,
       'num_devices': mesh.size, 'global_batch': config.batch_size,
       'per_device_batch': config.batch_size // mesh.size,
+      'images_per_device': images // mesh.size,
       'mcmc_steps': config.mcmc_steps,
       'state_gib_per_device': gib(_nbytes(abstract, mesh.size, shardings)),
       'argument_gib': gib(memory.argument_size_in_bytes),

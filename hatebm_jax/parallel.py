@@ -218,10 +218,13 @@ def initialize_distributed(coordinator_address: Optional[str] = None,
   - `detect=True` (`--distributed`, what launch/tpu_pod.sh passes):
     `jax.distributed.initialize()` finds the job itself on Cloud TPU VM
     pods, SLURM and Open MPI.
-  - Without either, a SLURM job step of more than one task
-    (`SLURM_NTASKS` > 1) or a GKE TPU slice (`TPU_WORKER_HOSTNAMES` lists
-    several hosts) is detected from the environment; anything else runs as
-    a single process.
+  - Without either, an `srun` job step of more than one task
+    (`SLURM_STEP_NUM_TASKS` > 1) or a GKE TPU slice
+    (`TPU_PROCESS_ADDRESSES` or `TPU_WORKER_HOSTNAMES` lists several
+    hosts) is detected from the environment; anything else (including a
+    plain `python` inside a many-task allocation) runs as one process.
+    Under SLURM, JAX gives each process the devices of its local task
+    rank: run one task per GPU (launch/slurm.sbatch).
 
   Must run before JAX touches a device.
 
@@ -244,7 +247,8 @@ def initialize_distributed(coordinator_address: Optional[str] = None,
                        f'--num_processes={num_processes}).')
     jax.distributed.initialize(coordinator_address, num_processes,
                                process_id)
-  elif (detect or _env_int('SLURM_NTASKS') > 1 or
+  elif (detect or _env_int('SLURM_STEP_NUM_TASKS') > 1 or
+        ',' in os.environ.get('TPU_PROCESS_ADDRESSES', '') or
         ',' in os.environ.get('TPU_WORKER_HOSTNAMES', '')):
     jax.distributed.initialize()
   else:

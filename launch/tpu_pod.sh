@@ -2,8 +2,8 @@
 # Train on a Cloud TPU VM pod slice (e.g. v3-32: 4 hosts x 8 cores).
 #
 #   export TPU_NAME=hatebm ZONE=europe-west4-a ACCELERATOR=v3-32
-#   bash launch/tpu_pod.sh create          # the slice (tpu-ubuntu2204-base)
-#   bash launch/tpu_pod.sh setup           # copy this checkout, install
+#   bash launch/tpu_pod.sh create          # the slice
+#   bash launch/tpu_pod.sh setup           # copy the committed code, install
 #   bash launch/tpu_pod.sh train configs/imagenet_scaled.py \
 #       gs://BUCKET/hatebm/imagenet_scaled \
 #       --config.data_dir=gs://BUCKET/tensorflow_datasets
@@ -11,18 +11,26 @@
 #   bash launch/tpu_pod.sh stop            # SIGTERM: checkpoint and exit
 #   bash launch/tpu_pod.sh delete
 #
-# `train` starts the same command on every host (--worker=all) in the
-# background; the processes find each other (--distributed), each reads its
-# own part of the data, and they write checkpoints to the gs:// workdir
-# together. Rerunning `train` resumes from the newest checkpoint. The
-# workdir and data_dir must be on GCS: the hosts share nothing else.
+# `setup` copies the last commit (git archive HEAD: commit your config edits
+# first) to every host and installs it in a Python 3.11 virtual environment
+# (made with uv; the TPU images ship an older Python). `train` starts the
+# same command on every host (--worker=all) in the background; the processes
+# find each other (--distributed), each reads its own part of the data, and
+# they write checkpoints to the gs:// workdir together. SIGTERM to any host
+# (`stop`, a preemption) makes all of them stop at one step and save.
+# Rerunning `train` resumes from the newest checkpoint. The workdir and
+# data_dir must be on GCS: the hosts share nothing else.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-: "${TPU_NAME:?set TPU_NAME}" "${ZONE:?set ZONE}"
 ACCELERATOR=${ACCELERATOR:-v3-32}
 VERSION=${VERSION:-tpu-ubuntu2204-base}
 REMOTE_DIR=${REMOTE_DIR:-hatebm_jax}
-tpu() { gcloud compute tpus tpu-vm "$@" --zone="$ZONE"; }
+VENV=${VENV:-hatebm_venv}
+usage() { sed -n 2,12p "$0"; exit 2; }
+tpu() {
+  : "${TPU_NAME:?set TPU_NAME}" "${ZONE:?set ZONE}"
+  gcloud compute tpus tpu-vm "$@" --zone="$ZONE"
+}
 on_all() { tpu ssh "$TPU_NAME" --worker=all --command="$1"; }
 
 case "${1:-}" in
@@ -30,26 +38,32 @@ case "${1:-}" in
     tpu create "$TPU_NAME" --accelerator-type="$ACCELERATOR" \
         --version="$VERSION" ;;
   setup)
-    archive=$(mktemp --suffix=.tar.gz)
-    git archive --format=tar.gz -o "$archive" HEAD
-    tpu scp "$archive" "$TPU_NAME:~/hatebm_jax.tar.gz" --worker=all
-    rm -f "$archive"
-    on_all "mkdir -p $REMOTE_DIR && tar xzf hatebm_jax.tar.gz -C $REMOTE_DIR \
-        && cd $REMOTE_DIR && pip install -q -r requirements.txt -e . \
-        && pip install -q -U 'jax[tpu]'" ;;
+    tmp=$(mktemp -d)
+    git archive --format=tar.gz -o "$tmp/hatebm_jax.tar.gz" HEAD
+    tpu scp "$tmp/hatebm_jax.tar.gz" "$TPU_NAME:~/hatebm_jax.tar.gz" \
+        --worker=all
+    rm -rf "$tmp"
+    jax_version=$(sed -n 's/^jax==//p' requirements.txt)
+    on_all "set -e; rm -rf $REMOTE_DIR && mkdir -p $REMOTE_DIR \
+        && tar xzf hatebm_jax.tar.gz -C $REMOTE_DIR \
+        && pip install -q --user uv && ~/.local/bin/uv venv -q -p 3.11 ~/$VENV \
+        && cd $REMOTE_DIR && ~/.local/bin/uv pip install -q -p ~/$VENV/bin/python \
+           -r requirements.txt -e . 'jax[tpu]==${jax_version}'" ;;
   train)
-    config=${2:?usage: tpu_pod.sh train CONFIG WORKDIR [--config.key=value ...]}
-    workdir=${3:?usage: tpu_pod.sh train CONFIG WORKDIR [--config.key=value ...]}
-    shift 3
-    on_all "cd $REMOTE_DIR && nohup python -m hatebm_jax.main \
-        --config=$config --workdir=$workdir --distributed $* \
+    [[ $# -ge 3 ]] || usage
+    # Quote every argument once more: the remote shell parses them again.
+    config=$(printf '%q' "$2"); workdir=$(printf '%q' "$3"); shift 3
+    extra=""
+    if (($#)); then extra=$(printf ' %q' "$@"); fi
+    on_all "cd $REMOTE_DIR && nohup ~/$VENV/bin/python -m hatebm_jax.main \
+        --config=$config --workdir=$workdir --distributed$extra \
         > train.log 2>&1 < /dev/null &" ;;
   logs)
     tpu ssh "$TPU_NAME" --worker=0 --command="tail -f $REMOTE_DIR/train.log" ;;
   stop)
-    on_all "pkill -TERM -f hatebm_jax.main || true" ;;
+    on_all "pkill -TERM -f '[h]atebm_jax[.]main' || true" ;;
   delete)
     tpu delete "$TPU_NAME" --quiet ;;
   *)
-    sed -n 2,20p "$0"; exit 2 ;;
+    usage ;;
 esac
