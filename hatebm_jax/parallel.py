@@ -100,15 +100,18 @@ def batch_sharding(mesh: jax.sharding.Mesh) -> NamedSharding:
   return NamedSharding(mesh, P(DATA_AXIS))
 
 
+def _is_split(path) -> bool:
+  """Whether the state leaf at `path` lies under one of SHARDED_FIELDS."""
+  return any(getattr(k, 'name', None) in SHARDED_FIELDS for k in path)
+
+
 def state_shardings(abstract_state: Any, mesh: jax.sharding.Mesh) -> Any:
   """Shardings of a training state: `SHARDED_FIELDS` split on axis 0, the
   rest replicated. `abstract_state` may hold arrays or ShapeDtypeStructs."""
 
   def sharding(path, leaf):
     del leaf
-    names = {getattr(k, 'name', None) for k in path}
-    return (batch_sharding(mesh) if names & set(SHARDED_FIELDS)
-            else replicated(mesh))
+    return batch_sharding(mesh) if _is_split(path) else replicated(mesh)
 
   return jax.tree_util.tree_map_with_path(sharding, abstract_state)
 
@@ -190,8 +193,7 @@ def local_view(state: Any) -> Any:
   """
 
   def local(path, leaf):
-    names = {getattr(k, 'name', None) for k in path}
-    if names & set(SHARDED_FIELDS):
+    if _is_split(path):
       return None
     if isinstance(leaf, jax.Array):
       return leaf.addressable_data(0)  # one copy, not one per device
