@@ -122,8 +122,12 @@ def compile_report(config: ml_collections.ConfigDict,
                                sharding=parallel.batch_sharding(mesh))
   start = time.time()
   with jax.set_mesh(mesh):
-    compiled = train.jit_train_step(model, mesh, shardings).lower(
-        parallel.with_shardings(abstract, shardings), batch).compile()
+    health = jax.eval_shape(lambda: train.init_health(
+        model, config, abstract, mesh)[0])
+    compiled = train.jit_train_step(
+        model, mesh, shardings, config.divergence_max_energy).lower(
+            parallel.with_shardings(abstract, shardings), batch,
+            health).compile()
   seconds = time.time() - start
   memory = compiled.memory_analysis()
   cost = compiled.cost_analysis()

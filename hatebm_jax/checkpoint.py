@@ -29,11 +29,40 @@ class Checkpointer:
         max_to_keep=max_to_keep, create=True,
         enable_async_checkpointing=True)
     self._manager = ocp.CheckpointManager(
-        self.directory, options=options, item_names=('state', 'config'))
+        self.directory, options=options,
+        item_handlers={'state': ocp.StandardCheckpointHandler(),
+                       'config': ocp.JsonCheckpointHandler()})
 
   def latest_step(self) -> Optional[int]:
-    """Step of the newest complete checkpoint, or None."""
+    """Step of the newest complete checkpoint, or None.
+
+    Unfinished saves (a crash or `kill -9` while writing) are not
+    checkpoints: Orbax writes into a temporary folder and renames it when
+    complete (on GCS: marks it complete with a commit file)."""
     return self._manager.latest_step()
+
+  def all_steps(self) -> list[int]:
+    """Steps of all complete checkpoints, oldest first."""
+    return sorted(self._manager.all_steps())
+
+  def reached_preemption(self, step: int) -> bool:
+    """Multi-process jobs: True at the step all processes stop at after
+    any of them got SIGTERM (JAX's preemption service, through Orbax);
+    always False in a single process."""
+    return self._manager.reached_preemption(step)
+
+  def structure_mismatches(self, abstract_state: Any, step: int) -> list[str]:
+    """Entries whose path, shape or dtype differ between the checkpoint at
+    `step` and `abstract_state` (a pytree of arrays or ShapeDtypeStructs),
+    as 'path: checkpoint ..., config ...' lines; [] when they fit."""
+    saved = _flat_shapes(self._manager.item_metadata(step)['state'])
+    wanted = _flat_shapes(abstract_state)
+    lines = []
+    for path in sorted(set(saved) | set(wanted)):
+      a, b = saved.get(path, 'missing'), wanted.get(path, 'missing')
+      if a != b:
+        lines.append(f'{path}: checkpoint {a}, config {b}')
+    return lines
 
   def save(self, step: int, state: Any,
            config: ml_collections.ConfigDict) -> None:
@@ -66,8 +95,17 @@ class Checkpointer:
         lambda a: a if getattr(a, 'sharding', None) is not None else
         jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device),
         abstract_state)
-    restored = self._manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract_state)))
+    try:
+      restored = self._manager.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(abstract_state)))
+    except Exception as e:  # pylint: disable=broad-except
+      older = [s for s in self.all_steps() if s < step]
+      raise IOError(
+          f'Checkpoint {self.directory / str(step)} cannot be read '
+          f'({type(e).__name__}: {e}). ' + (
+              f'Older checkpoints: steps {older}: move the broken folder '
+              'out of the way to resume from the newest of them.' if older
+              else 'There is no older checkpoint.')) from e
     return restored.state
 
   def restore_config(self, step: Optional[int] = None) -> dict:
@@ -78,7 +116,29 @@ class Checkpointer:
     return self._manager.restore(step, args=ocp.args.Composite(
         config=ocp.args.JsonRestore())).config
 
+  def wait(self) -> None:
+    """Blocks until pending asynchronous saves are complete."""
+    self._manager.wait_until_finished()
+
   def close(self) -> None:
     """Waits for pending saves, then releases the manager."""
     self._manager.wait_until_finished()
     self._manager.close()
+
+
+def _flat_shapes(tree: Any) -> dict[str, str]:
+  """'a/b/c' -> 'float32[8, 3]' for every array leaf of a pytree (dicts,
+  dataclasses, tuples and Orbax metadata trees alike)."""
+  def name(entry):
+    for attr in ('key', 'name', 'idx'):
+      if hasattr(entry, attr):
+        return str(getattr(entry, attr))
+    return str(entry)
+
+  tree = getattr(tree, 'tree', tree)  # Orbax tree metadata
+  flat = {}
+  for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+    if hasattr(leaf, 'shape'):
+      flat['/'.join(name(e) for e in path)] = (
+          f'{jax.numpy.dtype(leaf.dtype).name}{list(leaf.shape)}')
+  return flat

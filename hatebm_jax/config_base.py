@@ -90,6 +90,17 @@ def get_base_config() -> ml_collections.ConfigDict:
   # processes (0 = all). batch_size must be divisible by it.
   c.num_devices = 0
 
+  # Divergence guard (hatebm_jax/divergence.py): a step diverges when a
+  # logged metric, parameter, optimiser moment or bank sample is not finite
+  # or |mean H(x±)| > divergence_max_energy (inf: finiteness only). Then
+  # 'stop' ends the run with a report; 'rollback' restores the last good
+  # checkpoint, draws fresh randomness and multiplies every learning rate by
+  # rollback_lr_factor, at most max_rollbacks times (then it stops).
+  c.divergence_max_energy = 1e6
+  c.on_divergence = 'stop'
+  c.max_rollbacks = 3
+  c.rollback_lr_factor = 1.0
+
   # Logging and checkpoints (facts §4.5).
   c.info_freq = 50             # scalars to TensorBoard and console
   c.plot_freq = 500            # PNG grids under <workdir>/samples
@@ -104,6 +115,8 @@ def get_base_config() -> ml_collections.ConfigDict:
 
 
 MODES = ('synthesis', 'joint', 'sngan', 'autoencoder')
+ON_DIVERGENCE = ('stop', 'rollback')
+LR_KEYS = ('ebm_lr_info', 'gen_lr_info', 'inf_lr_info')
 
 # Keys that fix the shapes or structure of the training state: a checkpoint
 # made with other values cannot be restored into this config.
@@ -123,6 +136,17 @@ def state_mismatches(saved: dict, config: ml_collections.ConfigDict
   current = json.loads(json.dumps(config.to_dict()))
   return [f'{key}: checkpoint {saved.get(key)!r}, config {current[key]!r}'
           for key in STATE_KEYS if saved.get(key) != current[key]]
+
+
+def scale_learning_rates(config: ml_collections.ConfigDict,
+                         factor: float) -> ml_collections.ConfigDict:
+  """A copy of `config` with every learning rate multiplied by `factor`
+  (the [lr, start] pairs of LR_KEYS and the SN-GAN's gan_lr)."""
+  config = ml_collections.ConfigDict(config.to_dict())
+  for key in LR_KEYS:
+    config[key] = tuple((lr * factor, start) for lr, start in config[key])
+  config.gan_lr = config.gan_lr * factor
+  return config
 
 
 def load_config_file(next_to: str, name: str) -> ml_collections.ConfigDict:
@@ -236,3 +260,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
        'num_devices', 'must be an integer >= 0 (0 = all devices)')
   need(isinstance(config.langevin_unroll, int) and config.langevin_unroll >= -1,
        'langevin_unroll', '-1 (auto), 0 (fully unrolled) or a positive int')
+  need(config.divergence_max_energy > 0, 'divergence_max_energy',
+       'must be > 0 (inf: check finiteness only)')
+  need(config.on_divergence in ON_DIVERGENCE, 'on_divergence',
+       f'choose one of {ON_DIVERGENCE}')
+  need(isinstance(config.max_rollbacks, int) and config.max_rollbacks >= 0,
+       'max_rollbacks', 'must be an integer >= 0')
+  need(0 < config.rollback_lr_factor <= 1, 'rollback_lr_factor',
+       'must be in (0, 1] (1 keeps the learning rates)')

@@ -1,11 +1,14 @@
-"""The training loop of synthesis Hat EBM: jit once, log, plot, checkpoint.
+"""The training loop of every mode: jit once, log, plot, checkpoint.
 
 `train_and_evaluate(config, workdir)` is what `python -m hatebm_jax.main`
-calls. Rerunning it on the same workdir resumes from the newest checkpoint;
-Ctrl-C or SIGTERM makes it save the current step and return.
+calls. Rerunning it on the same workdir resumes from the newest checkpoint,
+bit for bit as if never stopped; Ctrl-C or SIGTERM makes it save the
+current step and return; a diverging run stops (or rolls back) at the step
+where non-finite or exploding values appear (`hatebm_jax.divergence`).
 """
 
 import itertools
+import json
 import signal
 import threading
 import time
@@ -23,6 +26,7 @@ import numpy as np
 from hatebm_jax import checkpoint
 from hatebm_jax import config_base
 from hatebm_jax import data
+from hatebm_jax import divergence
 from hatebm_jax import metrics as metrics_lib
 from hatebm_jax import modes
 from hatebm_jax import parallel
@@ -62,11 +66,12 @@ class StopRequest:
         self._previous[sig] = signal.signal(sig, self._handler)
     return self
 
-  def poll(self, step: int) -> None:
+  def poll(self, step: int, checkpointer: checkpoint.Checkpointer) -> None:
     """Multi-process jobs: sets `requested` at the step all processes
-    stop at after any of them got SIGTERM (call after every step)."""
+    stop at after any of them got SIGTERM (Orbax's preemption check on
+    JAX's preemption service; call after every step)."""
     if (jax.process_count() > 1 and self.requested is None and
-        multihost_utils.reached_preemption_sync_point(step)):
+        checkpointer.reached_preemption(step)):
       self.requested = 'SIGTERM'
       logging.warning('SIGTERM reached a process of this job: all processes '
                       'stop at step %d and save a checkpoint.', step)
@@ -100,16 +105,73 @@ def abstract_state(model, config: ml_collections.ConfigDict) -> Any:
                         *modes.init_args(model, config, abstract=True))
 
 
-def jit_train_step(model, mesh: jax.sharding.Mesh, shardings: Any):
-  """`model.train_step` as one program over `mesh`.
+def jit_train_step(model, mesh: jax.sharding.Mesh, shardings: Any,
+                   max_energy: float = float('inf')):
+  """`model.train_step` and the divergence guard as one program over `mesh`.
 
-  (state, global batch [B, S, S, C] split on 'data') -> (state, replicated
-  scalar metrics); the input state is donated. Call (and lower) it inside
-  `jax.set_mesh(mesh)`, which lets the replay bank run in `shard_map`.
+  (state, global batch [B, S, S, C] split on 'data', health record) ->
+  (state, replicated scalar metrics, health record); the input state and
+  record are donated. Call (and lower) it inside `jax.set_mesh(mesh)`,
+  which lets the replay bank run in `shard_map`.
+
+  Args:
+    model: a model of `hatebm_jax.modes`.
+    mesh: the device mesh.
+    shardings: the state's shardings (`parallel.state_shardings`).
+    max_energy: `config.divergence_max_energy` (see `divergence.update`).
   """
+  def step(state, images, health):
+    state, metrics = model.train_step(state, images)
+    return state, metrics, divergence.update(health, state, metrics,
+                                             max_energy)
+
+  replicated = parallel.replicated(mesh)
   return jax.jit(
-      model.train_step, in_shardings=(shardings, parallel.batch_sharding(mesh)),
-      out_shardings=(shardings, parallel.replicated(mesh)), donate_argnums=0)
+      step, in_shardings=(shardings, parallel.batch_sharding(mesh),
+                          replicated),
+      out_shardings=(shardings, replicated, replicated), donate_argnums=(0, 2))
+
+
+def init_health(model, config, abstract: Any, mesh: jax.sharding.Mesh):
+  """A healthy divergence record for `model`'s step, replicated on `mesh`,
+  and the names of the quantities it checks (metrics first)."""
+  images = getattr(model, 'images_per_step', config.batch_size)
+  batch = jax.ShapeDtypeStruct((images,) + tuple(config.image_dims),
+                               np.float32)
+  metric_names = sorted(jax.eval_shape(model.train_step, abstract, batch)[1])
+  names = divergence.quantity_names(metric_names, abstract)
+  health = jax.device_put(divergence.init(len(metric_names), len(names)),
+                          parallel.replicated(mesh))
+  return health, names, len(metric_names)
+
+
+ROLLBACK_FILE = 'rollbacks.json'
+ROLLBACK_SALT = 0x5EED  # rollback n continues with fold_in(rng, SALT + n)
+
+
+def _read_rollbacks(workdir: epath.Path) -> list[dict]:
+  path = workdir / ROLLBACK_FILE
+  return json.loads(path.read_text()) if path.exists() else []
+
+
+def _mismatch_error(workdir, latest, checkpointer, abstract, config):
+  """ValueError listing the config keys and state entries that differ
+  from the checkpoint at `latest`, or None if it fits."""
+  lines = config_base.state_mismatches(checkpointer.restore_config(latest),
+                                       config)
+  entries = checkpointer.structure_mismatches(abstract, latest)
+  if not lines and not entries:
+    return None
+  shown = entries[:20] + ([f'... and {len(entries) - 20} more entries']
+                          if len(entries) > 20 else [])
+  return ValueError(
+      f'{workdir} holds checkpoints (latest: step {latest}) of a run whose '
+      'state does not fit this config; nothing was changed in it.\n'
+      + (f'Config keys that differ:\n  ' + '\n  '.join(lines) + '\n'
+         if lines else '')
+      + (f'State entries that differ ({len(entries)}):\n  ' +
+         '\n  '.join(shown) + '\n' if entries else '')
+      + 'Use a new --workdir, or the values the run was started with.')
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict,
@@ -119,8 +181,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   Modes (`hatebm_jax.modes`): 'synthesis' (tandem Hat EBM), 'joint' (Hat EBM
   over a frozen pretrained generator), 'sngan', 'autoencoder'.
 
-  Writes `<workdir>/checkpoints/<step>` (Orbax), TensorBoard events and
-  `<workdir>/samples/step_<step>.png` grids of X = G(z) + y, G(z) and 5·y.
+  Writes `<workdir>/checkpoints/<step>` (Orbax), TensorBoard events,
+  `<workdir>/samples/step_<step>.png` grids of X = G(z) + y, G(z) and 5·y,
+  and `<workdir>/rollbacks.json` if the divergence guard rolled back.
+
+  Resuming is exact: the state (networks, optimiser states, replay bank,
+  RNG key) after N steps is the same, bit for bit on CPU, whether or not
+  the run was stopped and resumed on the way (randomness is a function of
+  (seed, step), data batches of the step).
 
   Args:
     config: an experiment config (see hatebm_jax/config_base.py).
@@ -132,46 +200,69 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
 
   Raises:
     ValueError: for an invalid config, before any compute, or for a workdir
-      whose checkpoints were made with other network or bank shapes.
-    FileNotFoundError: for missing training data.
-    FloatingPointError: when a logged metric is not finite; the message
-      names the step, the quantity and the last checkpoint.
+      whose checkpoints do not fit the config (listing the differences).
+    IOError: when the newest checkpoint cannot be read (it names the
+      older ones).
+    FileNotFoundError: for missing training data or pretrained generator.
+    FloatingPointError: when training diverges (config.on_divergence
+      'stop', or after max_rollbacks rollbacks); the message names the
+      step, the quantities and the last good checkpoint.
   """
   config_base.validate(config)
   mesh = parallel.make_mesh(config.num_devices)
   parallel.check_divisible('batch_size', config.batch_size, mesh)
-  model = modes.build_model(config)
   workdir = epath.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   checkpointer = checkpoint.Checkpointer(str(workdir), config.max_to_keep)
-  key = jax.random.PRNGKey(config.seed)
+  try:
+    return _train(config, workdir, mesh, checkpointer)
+  finally:
+    checkpointer.close()
+
+
+def _train(config, workdir, mesh, checkpointer):
+  """The body of `train_and_evaluate`."""
+  rollbacks = _read_rollbacks(workdir)
+  run_config = config
+  if rollbacks:  # learning rates lowered by earlier rollbacks stay lowered
+    run_config = config_base.scale_learning_rates(
+        config, config.rollback_lr_factor ** len(rollbacks))
+  model = modes.build_model(run_config)
   latest = checkpointer.latest_step()
   if jax.process_count() > 1:  # every process resumes from the same step
     latest = int(multihost_utils.broadcast_one_to_all(
         np.int32(-1 if latest is None else latest)))
     latest = None if latest < 0 else latest
+  abstract = abstract_state(model, config)
+  shardings = parallel.state_shardings(abstract, mesh)
+  if latest is not None:
+    error = _mismatch_error(workdir, latest, checkpointer, abstract, config)
+    if error:
+      raise error
   # Open the data before any compute, so a missing data set fails at once.
   images_per_step = getattr(model, 'images_per_step', config.batch_size)
   batches = data.train_batches(config, latest or 0, images_per_step, mesh)
-  abstract = abstract_state(model, config)
-  shardings = parallel.state_shardings(abstract, mesh)
+  key = jax.random.PRNGKey(config.seed)
 
+  def load(step):
+    """The state at checkpoint `step` (0 without one: a new state), with
+    the fresh randomness of a rollback that restarted from it."""
+    if step:
+      state = checkpointer.restore(
+          parallel.with_shardings(abstract, shardings), step)
+    else:  # joint runs load the pretrained generator here
+      state = jax.jit(model.init, out_shardings=shardings)(
+          key, *modes.init_args(model, config, mesh=mesh))
+    if rollbacks and rollbacks[-1]['restored_step'] == step:
+      state = state.replace(rng=jax.random.fold_in(
+          state.rng, ROLLBACK_SALT + len(rollbacks)))
+    return state
+
+  state = load(latest or 0)
   if latest is not None:
-    mismatches = config_base.state_mismatches(
-        checkpointer.restore_config(latest), config)
-    if mismatches:
-      checkpointer.close()
-      raise ValueError(
-          f'{workdir} holds checkpoints (latest: step {latest}) of a run whose '
-          'state does not fit this config:\n  ' + '\n  '.join(mismatches) +
-          '\nUse a new --workdir, or the values the run was started with.')
-    state = checkpointer.restore(parallel.with_shardings(abstract, shardings),
-                                 latest)
     logging.info('Resumed from %s at step %d on %d devices.',
                  checkpointer.directory, latest, mesh.size)
   else:
-    state = jax.jit(model.init, out_shardings=shardings)(
-        key, *modes.init_args(model, config, mesh=mesh))
     logging.info('New %s run in %s on %d devices: %s.', config.mode, workdir,
                  mesh.size, _describe(state))
   start = int(state.step)
@@ -179,7 +270,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   if start >= num_steps:
     logging.info('Step %d already reached num_training_steps=%d: nothing to '
                  'do.', start, num_steps)
-    checkpointer.close()
     return None
 
   is_lead = parallel.is_lead()
@@ -189,7 +279,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     writer.write_hparams({k: (v if isinstance(v, (int, float, str, bool))
                               else str(v))
                           for k, v in config.to_dict().items()})
-  train_step = jit_train_step(model, mesh, shardings)
+  max_energy = config.divergence_max_energy
+  train_step = jit_train_step(model, mesh, shardings, max_energy)
+  health, names, num_metrics = init_health(model, config, abstract, mesh)
   draw_fn = jax.jit(model.draw, static_argnums=3)
   plot_key = jax.random.PRNGKey(PLOT_SEED)
   plot_z = config.init_scale_latent * jax.random.normal(
@@ -207,65 +299,109 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     test_images = data.to_float(data.eval_images(
         config.data_type, config.data_dir or None, 'test',
         config.image_dims[0], 10_000))
-  report = periodic_actions.ReportProgress(
+  new_report = lambda: periodic_actions.ReportProgress(
       num_train_steps=num_steps, writer=writer, every_steps=config.info_freq)
+  report = new_report()
+
+  def diverged():
+    """The recorded divergence, if any (a host sync)."""
+    return divergence.read(parallel.to_host(health), names, num_metrics,
+                           max_energy)
 
   last_metrics = None
   cpu_processes = jax.process_count() > 1 and jax.default_backend() == 'cpu'
   step = start
   t_start = time.time()
-  with StopRequest() as stop:
-    while step < num_steps:
-      with (jax.profiler.StepTraceAnnotation('train', step_num=step),
-            jax.set_mesh(mesh)):
-        state, metrics = train_step(
-            state, parallel.global_batch(next(batches), mesh))
-      if cpu_processes:
-        # XLA:CPU's cross-process collectives (gloo) can deadlock with
-        # several steps in flight (seen: 2 processes x 4 devices hung with
-        # ~50 steps queued): keep one step in flight. CPU jobs only.
-        jax.block_until_ready(metrics)
-      step += 1
-      stop.poll(step)
-      report(step)
-      if step % config.info_freq == 0 or step == num_steps or step == start + 1:
-        last_metrics = {k: float(v)
-                        for k, v in parallel.to_host(metrics).items()}
-        for name, value in last_metrics.items():
-          if not np.isfinite(value):
-            checkpointer.close()
+  try:
+    with StopRequest() as stop:
+      while step < num_steps:
+        with (jax.profiler.StepTraceAnnotation('train', step_num=step),
+              jax.set_mesh(mesh)):
+          state, metrics, health = train_step(
+              state, parallel.global_batch(next(batches), mesh), health)
+        if cpu_processes:
+          # XLA:CPU's cross-process collectives (gloo) can deadlock with
+          # several steps in flight (seen: 2 processes x 4 devices hung
+          # with ~50 steps queued): keep one step in flight. CPU jobs only.
+          jax.block_until_ready(metrics)
+        step += 1
+        stop.poll(step, checkpointer)
+        report(step)
+        log_now = (step % config.info_freq == 0 or step == num_steps or
+                   step == start + 1)
+        save_now = (step % config.checkpoint_freq == 0 or step == num_steps
+                    or stop.requested)
+        if log_now or save_now:
+          failure = diverged()
+          if failure:
+            checkpointer.wait()
             good = checkpointer.latest_step()
-            raise FloatingPointError(
-                f'{name}={value} at step {step}: training diverged. ' +
-                (f'Last good checkpoint: step {good} in '
-                 f'{checkpointer.directory}.' if good is not None else
-                 'No checkpoint was written yet.'))
-        writer.write_scalars(step, last_metrics)
-      if is_lead and (step % config.plot_freq == 0 or step == num_steps):
-        _plot(model, draw_fn, parallel.local_view(state), plot_z,
-              jax.random.fold_in(plot_key, 1),
-              str(samples_dir / f'step_{step:06d}.png'), step)
-        if test_images is not None:
-          test_loss = model.test_loss(parallel.local_view(state), test_images)
-          writer.write_scalars(step, {'test_loss': test_loss})
-          logging.info('Step %d: test loss %.4f.', step, test_loss)
-      if fcd and (step % config.fcd_freq == 0 or step == num_steps):
-        scores = fcd(parallel.local_view(state))
-        writer.write_scalars(step, scores)
-        logging.info('Step %d: FCD %.3f, KID %.4f (%d samples vs '
-                     'Fashion-MNIST test).', step, scores['fcd'],
-                     scores['kid'], config.fcd_num_samples)
-      if (step % config.checkpoint_freq == 0 or step == num_steps
-          or stop.requested):
-        checkpointer.save(step, state, config)
-      if stop.requested:
-        logging.warning('Stopped by %s at step %d; checkpoint saved in %s. '
-                        'Rerun the same command to continue.', stop.requested,
-                        step, checkpointer.directory)
-        break
-  logging.info('Trained steps %d-%d in %.1f s.', start, step,
-               time.time() - t_start)
-  writer.flush()
-  writer.close()
-  checkpointer.close()
+            where = (f'Last good checkpoint: step {good} in '
+                     f'{checkpointer.directory}.' if good is not None else
+                     'No checkpoint was written yet.')
+            if (config.on_divergence == 'stop' or
+                len(rollbacks) >= config.max_rollbacks):
+              raise FloatingPointError(
+                  f'Training diverged at {failure}. {where} ' + (
+                      f'{len(rollbacks)} rollbacks were made '
+                      f'(max_rollbacks={config.max_rollbacks}).'
+                      if config.on_divergence == 'rollback' else
+                      'Set --config.on_divergence=rollback to restart '
+                      'from it automatically with fresh randomness.'))
+            # Roll back: last good checkpoint, fresh randomness, lower lr.
+            rollbacks.append({
+                'detected_at': failure.step, 'problems': failure.problems,
+                'restored_step': good or 0,
+                'lr_factor': config.rollback_lr_factor ** (len(rollbacks) + 1)
+            })
+            logging.warning('Training diverged at %s. Rollback %d of %d: '
+                            'back to step %d with fresh randomness, learning '
+                            'rates x%g.', failure, len(rollbacks),
+                            config.max_rollbacks, good or 0,
+                            rollbacks[-1]['lr_factor'])
+            if is_lead:
+              (workdir / ROLLBACK_FILE).write_text(
+                  json.dumps(rollbacks, indent=1))
+            writer.write_scalars(step, {'rollbacks': len(rollbacks)})
+            model = modes.build_model(config_base.scale_learning_rates(
+                config, rollbacks[-1]['lr_factor']))
+            train_step = jit_train_step(model, mesh, shardings, max_energy)
+            del state
+            state = load(good or 0)
+            step = int(state.step)
+            health, _, _ = init_health(model, config, abstract, mesh)
+            batches = data.train_batches(config, step, images_per_step, mesh)
+            report = new_report()
+            continue
+        if log_now:
+          last_metrics = {k: float(v)
+                          for k, v in parallel.to_host(metrics).items()}
+          writer.write_scalars(step, last_metrics)
+        if is_lead and (step % config.plot_freq == 0 or step == num_steps):
+          _plot(model, draw_fn, parallel.local_view(state), plot_z,
+                jax.random.fold_in(plot_key, 1),
+                str(samples_dir / f'step_{step:06d}.png'), step)
+          if test_images is not None:
+            test_loss = model.test_loss(parallel.local_view(state),
+                                        test_images)
+            writer.write_scalars(step, {'test_loss': test_loss})
+            logging.info('Step %d: test loss %.4f.', step, test_loss)
+        if fcd and (step % config.fcd_freq == 0 or step == num_steps):
+          scores = fcd(parallel.local_view(state))
+          writer.write_scalars(step, scores)
+          logging.info('Step %d: FCD %.3f, KID %.4f (%d samples vs '
+                       'Fashion-MNIST test).', step, scores['fcd'],
+                       scores['kid'], config.fcd_num_samples)
+        if save_now:
+          checkpointer.save(step, state, config)
+        if stop.requested:
+          logging.warning('Stopped by %s at step %d; checkpoint saved in %s. '
+                          'Rerun the same command to continue.',
+                          stop.requested, step, checkpointer.directory)
+          break
+    logging.info('Trained steps %d-%d in %.1f s.', start, step,
+                 time.time() - t_start)
+  finally:
+    writer.flush()
+    writer.close()
   return last_metrics

@@ -87,10 +87,13 @@ class Runner:
   def train(self, n, state, steps):
     mesh, _, step_fn = self.mesh(n)
     metrics = None
+    health = train.init_health(self.model, self.config, self.abstract,
+                               mesh)[0]
     with jax.set_mesh(mesh):
       for _ in range(steps):
         batch = self.batches.batch(int(parallel.to_host(state.step)))
-        state, metrics = step_fn(state, parallel.global_batch(batch, mesh))
+        state, metrics, health = step_fn(
+            state, parallel.global_batch(batch, mesh), health)
     return state, {k: float(v) for k, v in parallel.to_host(metrics).items()}
 
   def save(self, state, workdir):

@@ -70,14 +70,14 @@ def test_non_finite_metric_stops_with_step_and_quantity(tmp_path,
       yield np.full((config.batch_size, 32, 32, 1), np.nan, np.float32)
 
   with pytest.raises(FloatingPointError,
-                     match=r'=nan at step 1: .*No checkpoint was written'):
+                     match=r'diverged at step 1: .*=nan.*No checkpoint was written'):
     monkeypatch.setattr(train.data, 'train_batches', nan_batches)
     train.train_and_evaluate(tiny_config(), str(tmp_path / 'new'))
   monkeypatch.undo()
   train.train_and_evaluate(tiny_config(num_training_steps=2), str(tmp_path))
   monkeypatch.setattr(train.data, 'train_batches', nan_batches)
   with pytest.raises(FloatingPointError,
-                     match=r'at step 3: .*Last good checkpoint: step 2'):
+                     match=r'diverged at step 3: .*Last good checkpoint: step 2'):
     train.train_and_evaluate(tiny_config(), str(tmp_path))
 
 

@@ -1,0 +1,135 @@
+"""The divergence guard: the step where values go bad, stop or roll back."""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from hatebm_jax import data
+from hatebm_jax import divergence
+from hatebm_jax import synthesis
+from hatebm_jax import train
+from conftest import DATA_DIR, tiny_config
+
+
+def test_record_keeps_the_first_bad_step_and_its_values():
+  state = synthesis.SynthesisState(
+      step=jnp.array(3), rng=jnp.zeros(2, jnp.uint32),
+      hat_params={'w': jnp.ones(2)}, hat_opt_state=(), gen_params={},
+      gen_frozen={}, gen_opt_state=(), bank={'x': jnp.ones(3)})
+  good = {'energy_pos': 0.5, 'energy_neg': -2.0, 'ebm_loss': 1e9}
+  names = divergence.quantity_names(sorted(good), state)
+  health = divergence.init(3, len(names))
+  update = jax.jit(divergence.update, static_argnums=3)
+  health = update(health, state, good, 10.0)
+  assert divergence.read(jax.device_get(health), names, 3, 10.0) is None
+  bad = dict(good, energy_neg=-11.0)
+  health = update(health, state.replace(step=jnp.array(4)), bad, 10.0)
+  later = state.replace(step=jnp.array(5), bank={'x': jnp.full(3, jnp.nan)})
+  health = update(health, later, dict(good, ebm_loss=jnp.inf), 10.0)
+  failure = divergence.read(jax.device_get(health), names, 3, 10.0)
+  assert failure.step == 4
+  assert failure.problems == (
+      'energy_neg=-11 (|energy_neg| > divergence_max_energy=10)',)
+  fresh = divergence.update(divergence.init(3, len(names)), later, good, 10.0)
+  assert divergence.read(jax.device_get(fresh), names, 3, 10.0).problems == (
+      'bank holds non-finite values',)
+
+
+def _poisoned(bad_steps, poison_once=False):
+  """train_batches stand-in: real Fashion-MNIST batches, but NaN images at
+  the steps in `bad_steps` (only the first time when poison_once)."""
+  served = set()
+
+  def train_batches(config, start_step, batch_size=None, mesh=None):
+    del mesh
+    images, _ = data.load_fashion_mnist('train', DATA_DIR)
+    source = data.ArrayBatches(images, batch_size or config.batch_size,
+                               config.seed)
+    step = start_step
+    while True:
+      batch = source.batch(step)
+      if step in bad_steps and not (poison_once and step in served):
+        served.add(step)
+        batch = np.full_like(batch, np.nan)
+      yield batch
+      step += 1
+
+  return train_batches
+
+
+def test_stops_at_the_step_where_values_go_bad(tmp_path, monkeypatch):
+  # NaN images at step index 5: the 6th update; logged only at 10, saved
+  # every 4 steps: the report still names step 6, the step-8 state (already
+  # NaN) is never saved.
+  monkeypatch.setattr(train.data, 'train_batches', _poisoned({5}))
+  config = tiny_config(num_training_steps=12, info_freq=10, checkpoint_freq=4,
+                       plot_freq=100)
+  with pytest.raises(FloatingPointError) as error:
+    train.train_and_evaluate(config, str(tmp_path))
+  message = str(error.value)
+  assert message.startswith('Training diverged at step 6: hat_grad_norm=nan')
+  assert f'Last good checkpoint: step 4 in {tmp_path}/checkpoints' in message
+  assert 'on_divergence=rollback' in message
+  assert sorted(os.listdir(tmp_path / 'checkpoints')) == ['4']
+
+
+def test_exploding_energy_is_a_divergence(tmp_path):
+  config = tiny_config(divergence_max_energy=1e-6)
+  with pytest.raises(FloatingPointError,
+                     match=r'at step 1: energy_neg=.* \(\|energy_neg\| > '
+                     r'divergence_max_energy=1e-06\), energy_pos='):
+    train.train_and_evaluate(config, str(tmp_path))
+
+
+def test_rollback_restores_lowers_lr_and_finishes(tmp_path, monkeypatch):
+  monkeypatch.setattr(train.data, 'train_batches',
+                      _poisoned({5}, poison_once=True))
+  config = tiny_config(num_training_steps=8, info_freq=10, checkpoint_freq=4,
+                       plot_freq=100, on_divergence='rollback',
+                       rollback_lr_factor=0.5)
+  metrics = train.train_and_evaluate(config, str(tmp_path))
+  assert all(np.isfinite(v) for v in metrics.values())
+  record = json.loads((tmp_path / 'rollbacks.json').read_text())
+  assert [(r['detected_at'], r['restored_step'], r['lr_factor'])
+          for r in record] == [(6, 4, 0.5)]
+  assert 'hat_grad_norm=nan' in record[0]['problems'][0]
+  assert sorted(os.listdir(tmp_path / 'checkpoints')) == ['4', '8']
+  # Same data and step count as a run without trouble, but fresh Langevin
+  # randomness and halved learning rates after step 4: other parameters.
+  monkeypatch.undo()
+  straight = tmp_path / 'straight'
+  train.train_and_evaluate(tiny_config(num_training_steps=8, info_freq=10,
+                                       checkpoint_freq=4), str(straight))
+  a = _final(straight, config)
+  b = _final(tmp_path, config)
+  assert int(a.step) == int(b.step) == 8
+  assert not np.array_equal(a.rng, b.rng)
+  assert not all(np.array_equal(x, y) for x, y in zip(
+      jax.tree.leaves(a.hat_params), jax.tree.leaves(b.hat_params)))
+
+
+def _final(workdir, config):
+  from hatebm_jax import checkpoint  # pylint: disable=g-import-not-at-top
+  model = synthesis.SynthesisModel.from_config(config)
+  ckpt = checkpoint.Checkpointer(str(workdir))
+  try:
+    return ckpt.restore(jax.eval_shape(model.init, jax.random.PRNGKey(0)))
+  finally:
+    ckpt.close()
+
+
+def test_rollbacks_are_bounded(tmp_path, monkeypatch):
+  monkeypatch.setattr(train.data, 'train_batches', _poisoned({5}))
+  config = tiny_config(num_training_steps=8, info_freq=10, checkpoint_freq=4,
+                       plot_freq=100, on_divergence='rollback',
+                       max_rollbacks=2)
+  with pytest.raises(FloatingPointError,
+                     match=r'diverged at step 6: .* 2 rollbacks were made '
+                     r'\(max_rollbacks=2\)'):
+    train.train_and_evaluate(config, str(tmp_path))
+  record = json.loads((tmp_path / 'rollbacks.json').read_text())
+  assert [r['lr_factor'] for r in record] == [1.0, 1.0]
