@@ -8,7 +8,12 @@ for uint8 pixels u, scaled before any resize (facts §2).
   background (black) pixels. Batches are a pure function of (seed, step), so
   a resumed run sees exactly the batches it would have seen.
 * `cifar10`, `celeb_a` and `imagenet2012` come from a TFDS `data_dir` that the
-  user prepared (local path or gs://); nothing is ever downloaded.
+  user prepared (local path or gs://); nothing is ever downloaded. Their
+  training batches are a pure function of (seed, step) too: epoch e of the
+  stream is a file and example shuffle seeded by (seed, e), and the ImageNet
+  random crop is seeded by the example's position in the stream, so resuming
+  at step t yields bit for bit the batches of an uninterrupted run (it reads,
+  without decoding, up to one epoch of records to get there).
 """
 
 import gzip
@@ -37,6 +42,8 @@ IMAGE_DIMS = {
 }
 TFDS_DATASETS = ('cifar10', 'celeb_a', 'imagenet2012')
 SHUFFLE_BUFFER = 10_000  # facts §2
+# Salts that keep the random streams derived from one seed apart.
+_FILE_ORDER, _EXAMPLE_ORDER, _CROP = 0, 1, 2
 
 
 def to_float(images: np.ndarray) -> np.ndarray:
@@ -168,8 +175,28 @@ class ArrayBatches:
       step += 1
 
 
-def _tfds_preprocess(name: str, image_size: int, random_crop: bool):
-  """The official per-image transform of a TFDS data set (facts §2)."""
+def _derived_seed(seed: int, salt: int, index):
+  """Random int64 [2], a function of (seed, salt, index): seeds of stateless
+  TF ops and (either element) of `tf.data` shuffles."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
+  # fold_in alone gives [f(seed, salt), index]: hash it into both elements.
+  key = tf.random.experimental.stateless_fold_in(
+      tf.constant([seed, salt], tf.int64), tf.cast(index, tf.int64))
+  return tf.random.stateless_uniform([2], key, minval=None, maxval=None,
+                                     dtype=tf.int64)
+
+
+def _tfds_preprocess(name: str, image_size: int, random_crop: bool,
+                     seed: int = 0):
+  """The official per-image transform of a TFDS data set (facts §2).
+
+  Returns `transform(example, position=0)`: example['image'] uint8
+  [H, W, 3] -> float32 [S, S, 3] in [-1, 1] (CIFAR-10 stays 32x32). All of
+  it is deterministic: the ImageNet training crop is drawn by a stateless op
+  seeded by (seed, position), `position` being the example's index in the
+  training stream (int64 scalar).
+  """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
   def resize(x, height, width):
@@ -182,7 +209,7 @@ def _tfds_preprocess(name: str, image_size: int, random_crop: bool):
     left = (shape[1] - side) // 2
     return x[top:top + side, left:left + side]
 
-  def transform(example):
+  def transform(example, position=0):
     x = tf.cast(example['image'], tf.float32) * (2.0 / 255.0) - 1.0
     if name == 'cifar10':
       return x
@@ -194,7 +221,8 @@ def _tfds_preprocess(name: str, image_size: int, random_crop: bool):
       new = tf.maximum(tf.cast(shape * scale, tf.int32), image_size)
       new = tf.where(shape <= tf.reduce_min(shape), image_size, new)
       x = resize(x, new[0], new[1])
-      return tf.image.random_crop(x, (image_size, image_size, 3))
+      return tf.image.stateless_random_crop(
+          x, (image_size, image_size, 3), _derived_seed(seed, _CROP, position))
     # CelebA (178x218 -> 178 square) and ImageNet for evaluation.
     return resize(center_square(x), image_size, image_size)
 
@@ -278,12 +306,25 @@ def eval_images(name: str, data_dir: Optional[str], split: str,
 
 def tfds_batches(name: str, data_dir: Optional[str], batch_size: int,
                  image_size: int, random_crop: bool, seed: int,
-                 split: str = 'train') -> Iterator[np.ndarray]:
-  """Endless shuffled batches of a prepared TFDS data set.
+                 split: str = 'train', start_step: int = 0
+                 ) -> Iterator[np.ndarray]:
+  """Endless shuffled batches of a prepared TFDS data set from `start_step` on.
 
-  map -> shuffle(10,000) -> repeat -> batch -> prefetch, as the official
-  pipeline (facts §2), with seeded shuffling. Resuming starts a fresh
-  shuffle stream from the new seed offset given by the caller.
+  The official shuffle(10,000) -> repeat -> batch pipeline (facts §2) made a
+  pure function of (seed, step). The stream concatenates epochs e = 0, 1, ...
+  of the N examples of `split`; epoch e reads the record files in an order
+  and through a 10,000-example shuffle buffer both seeded by (seed, e); the
+  example at position p of the stream is decoded and transformed (the
+  ImageNet crop seeded by (seed, p), see `_tfds_preprocess`); batch t is
+  positions [tB, (t+1)B), crossing epoch boundaries. File interleaving,
+  decoding and batching are deterministic tf.data stages, so the batch of a
+  step is the same bit for bit whether the iterator was opened at step 0 or
+  at `start_step` (given the same TF global seed, which this code base
+  never sets: `tf.data` shuffles mix it in). Opening at `start_step` starts
+  at epoch e0 = start_step·B // N and skips start_step·B − e0·N examples of
+  it: resuming costs reading (not decoding) up to one epoch of records, about
+  140 GB for ImageNet, 110 MB for CIFAR-10. The shuffle buffer holds encoded
+  images.
 
   Args:
     name: 'cifar10', 'celeb_a' or 'imagenet2012'.
@@ -292,25 +333,67 @@ def tfds_batches(name: str, data_dir: Optional[str], batch_size: int,
     batch_size: B.
     image_size: S (32, 64 or 128).
     random_crop: ImageNet training crop (facts §2).
-    seed: shuffle seed.
-    split: TFDS split.
+    seed: seed of the shuffles and crops.
+    split: TFDS split, e.g. 'train' or a `tfds.even_splits` part of it.
+    start_step: the training step of the first batch yielded, ≥ 0.
 
   Yields:
-    float32 [B, S, S, 3] in [-1, 1].
+    float32 [B, S, S, 3] in [-1, 1], batch `start_step` first.
 
   Raises:
     FileNotFoundError: when the data set is not prepared in `data_dir`,
       saying how to prepare it.
+    ValueError: for a negative `start_step` or a split whose size is unknown
+      or smaller than B.
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
 
-  ds = _tfds_load(name, split, data_dir, shuffle_files=True,
-                  read_config=tfds.ReadConfig(shuffle_seed=seed))
-  ds = ds.map(_tfds_preprocess(name, image_size, random_crop),
-              num_parallel_calls=tf.data.AUTOTUNE)
-  ds = ds.shuffle(SHUFFLE_BUFFER, seed=seed).repeat()
-  ds = ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+  if start_step < 0:
+    raise ValueError(f'start_step={start_step} must be >= 0.')
+  # Opening the split once checks it is prepared and counts its records
+  # (the count TFDS asserts while reading; also known under mock_data).
+  probe, info = _tfds_load(name, split, data_dir, with_info=True,
+                           read_config=tfds.ReadConfig(try_autocache=False))
+  num = int(probe.cardinality())
+  if num < batch_size:
+    raise ValueError(f'split={split!r} of {name} holds {num} examples '
+                     f'(negative: unknown), fewer than batch_size='
+                     f'{batch_size}.')
+  # Only the image is parsed, and left encoded until after the skip.
+  only_image = tfds.decode.PartialDecoding(
+      {'image': True}, decoders={'image': tfds.decode.SkipDecoding()})
+  transform = _tfds_preprocess(name, image_size, random_crop, seed)
+
+  @tf.autograph.experimental.do_not_convert
+  def epoch(e):
+    """(position, encoded image) of epoch e, shuffled by (seed, e)."""
+    # A seeded file shuffle makes TFDS interleave the files deterministically.
+    read_config = tfds.ReadConfig(
+        shuffle_seed=_derived_seed(seed, _FILE_ORDER, e)[0],
+        shuffle_reshuffle_each_iteration=False, try_autocache=False,
+        skip_prefetch=True)
+    records = _tfds_load(name, split, data_dir, shuffle_files=True,
+                         decoders=only_image, read_config=read_config)
+    records = records.shuffle(SHUFFLE_BUFFER,
+                              seed=_derived_seed(seed, _EXAMPLE_ORDER, e)[0],
+                              reshuffle_each_iteration=False)
+    return records.enumerate(e * num)
+
+  def prepare(position, example):
+    image = info.features['image'].decode_example(example['image'])
+    return transform({'image': image}, position)
+
+  start = start_step * batch_size
+  first_epoch = start // num
+  ds = tf.data.Dataset.counter(first_epoch).flat_map(epoch)
+  ds = ds.skip(start - first_epoch * num)
+  ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE,
+              deterministic=True)
+  ds = ds.batch(batch_size, drop_remainder=True)
+  options = tf.data.Options()
+  options.deterministic = True
+  ds = ds.with_options(options).prefetch(tf.data.AUTOTUNE)
   return iter(tfds.as_numpy(ds))
 
 
@@ -320,11 +403,18 @@ def train_batches(config, start_step: int,
                   ) -> Iterator[np.ndarray]:
   """Training batches of `config.data_type` from step `start_step` on.
 
-  `batch_size` overrides `config.batch_size` (an SN-GAN step takes
-  n_dis·B images). In a job of P processes each process gets only its
-  rows of each global batch (B/P, `parallel.process_rows` of `mesh`): Fashion-MNIST
-  picks them out of the same global stream; a TFDS set is read as P even
-  splits of its training split, one per process (`tfds.even_splits`).
+  The batch of each step is a function of (config.seed, step) only, so a run
+  resumed at `start_step` sees the batches an uninterrupted run would have
+  (`ArrayBatches`, `tfds_batches`; for TFDS sets resuming reads up to one
+  epoch of records first). `batch_size` overrides `config.batch_size` (an
+  SN-GAN step takes n_dis·B images). In a job of P processes each process
+  gets only its rows of each global batch (B/P, `parallel.process_rows` of
+  `mesh`): Fashion-MNIST picks them out of the same global stream; a TFDS set
+  is read as P even splits of its training split, one per process
+  (`tfds.even_splits`), each its own stream of B/P-example batches.
+
+  Yields:
+    float32 [B/P, S, S, C] in [-1, 1], batch `start_step` first.
 
   Raises:
     ValueError: for an unknown data set or an `image_dims` it is not
@@ -351,4 +441,4 @@ def train_batches(config, start_step: int,
         jax.process_index()]
   return tfds_batches(name, config.data_dir or None, rows.stop - rows.start,
                       config.image_dims[0], config.random_crop,
-                      seed=config.seed + start_step, split=split)
+                      seed=config.seed, split=split, start_step=start_step)

@@ -1,10 +1,18 @@
-"""Data: Fashion-MNIST IDX files, stateless batches, TFDS preprocessing."""
+"""Data: Fashion-MNIST IDX files, stateless batches, TFDS preprocessing,
+and exactly resumable TFDS streams on small real TFDS files."""
+
+import itertools
+import time
 
 import numpy as np
 import pytest
 
 from hatebm_jax import data
-from conftest import DATA_DIR, tiny_config
+from conftest import DATA_DIR, load_config, tiny_config
+
+TFDS_EXAMPLES = 300  # per split of the on-disk fixture; not a multiple of B
+TFDS_SHARDS = 7
+TFDS_BATCH = 32
 
 
 def test_fashion_mnist_slice_is_read_and_padded():
@@ -90,3 +98,123 @@ def test_imagenet_training_crop_keeps_scale():
 def test_missing_tfds_dataset_is_a_clear_error(tmp_path):
   with pytest.raises(FileNotFoundError, match="'cifar10' is not prepared"):
     next(data.tfds_batches('cifar10', str(tmp_path), 4, 32, False, 0))
+
+
+def test_imagenet_crop_is_seeded_by_position():
+  """The training crop is a window of the resized image drawn by a stateless
+  op: a function of (seed, position), varying with both."""
+  tf = pytest.importorskip('tensorflow')
+  image = np.random.default_rng(0).integers(0, 256, (256, 384, 3), np.uint8)
+  resized = tf.image.resize(data.to_float(image), (128, 192), 'bilinear',
+                            antialias=True).numpy()
+  crop = data._tfds_preprocess('imagenet2012', 128, True, seed=3)
+  crops = [crop({'image': image}, p).numpy() for p in range(8)]
+  for p, out in enumerate(crops):
+    np.testing.assert_array_equal(crop({'image': image}, p).numpy(), out)
+    assert any(np.allclose(out, resized[:, o:o + 128], atol=1e-5)
+               for o in range(65))
+  assert len({out.tobytes() for out in crops}) > 1
+  other = data._tfds_preprocess('imagenet2012', 128, True, seed=4)
+  assert any(not np.array_equal(other({'image': image}, p).numpy(), out)
+             for p, out in enumerate(crops))
+
+
+@pytest.fixture(scope='module')
+def tfds_dir(tmp_path_factory):
+  """A TFDS data_dir with 'cifar10' and 'imagenet2012' train splits of
+  TFDS_EXAMPLES examples in TFDS_SHARDS TFRecord files each."""
+  pytest.importorskip('tensorflow_datasets')
+  import tfds_fixture  # pylint: disable=g-import-not-at-top
+  path = str(tmp_path_factory.mktemp('tfds'))
+  start = time.time()
+  tfds_fixture.prepare(path, TFDS_EXAMPLES, TFDS_SHARDS)
+  print(f'TFDS fixture written in {time.time() - start:.1f} s')
+  return path
+
+
+def _tfds_stream(name, data_dir, start_step, steps, seed=5, **kwargs):
+  """Batches start_step .. start_step + steps - 1 of `data.tfds_batches`."""
+  size = data.IMAGE_DIMS[name][0]
+  batches = data.tfds_batches(name, data_dir, TFDS_BATCH, size,
+                              name == 'imagenet2012', seed,
+                              start_step=start_step, **kwargs)
+  return list(itertools.islice(batches, steps))
+
+
+@pytest.mark.parametrize('buffer', [data.SHUFFLE_BUFFER, 16])
+@pytest.mark.parametrize('name,steps,starts', [
+    # Epochs end within steps 9, 18 (positions 300, 600): 8 and 18 cross
+    # a boundary, 21 starts inside epoch 2; 11 starts inside epoch 1.
+    ('cifar10', 25, (8, 18, 21)),
+    ('imagenet2012', 13, (9, 11))])
+def test_tfds_resume_equals_straight(tfds_dir, monkeypatch, buffer, name,
+                                     steps, starts):
+  """Opened at step t, the stream yields bit for bit the batches t, t+1, ...
+  of a stream opened at 0, with the official shuffle buffer (a full shuffle
+  of this small split) and a small one (order set by the file order)."""
+  monkeypatch.setattr(data, 'SHUFFLE_BUFFER', buffer)
+  start = time.time()
+  straight = _tfds_stream(name, tfds_dir, 0, steps)
+  for t0 in starts:
+    resumed = _tfds_stream(name, tfds_dir, t0, steps - t0)
+    for t, batch in enumerate(resumed, t0):
+      np.testing.assert_array_equal(batch, straight[t], err_msg=f'step {t}')
+  size = data.IMAGE_DIMS[name][0]
+  assert straight[0].shape == (TFDS_BATCH, size, size, 3)
+  assert straight[0].dtype == np.float32
+  assert min(b.min() for b in straight) >= -1.0 - 1e-5
+  assert max(b.max() for b in straight) <= 1.0 + 1e-5
+  print(f'{name}: {steps} + {sum(steps - t for t in starts)} batches in '
+        f'{time.time() - start:.1f} s')
+
+
+@pytest.mark.parametrize('buffer', [data.SHUFFLE_BUFFER, 16])
+def test_tfds_stream_is_a_seeded_shuffle(tfds_dir, monkeypatch, buffer):
+  """Each epoch is a permutation of the split, different per epoch and per
+  seed, the same for the same seed; even splits partition the split."""
+  import tfds_fixture  # pylint: disable=g-import-not-at-top
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(data, 'SHUFFLE_BUFFER', buffer)
+  n = TFDS_EXAMPLES
+  steps = -(-2 * n // TFDS_BATCH)  # two epochs
+  stream = _tfds_stream('cifar10', tfds_dir, 0, steps)
+  index = tfds_fixture.index_of(np.concatenate(stream))
+  for epoch in (index[:n], index[n:2 * n]):
+    np.testing.assert_array_equal(np.sort(epoch), np.arange(n))
+  assert not np.array_equal(index[:n], np.arange(n))
+  assert not np.array_equal(index[:n], index[n:2 * n])
+  again = _tfds_stream('cifar10', tfds_dir, 0, steps)
+  for a, b in zip(stream, again):
+    np.testing.assert_array_equal(a, b)
+  other = _tfds_stream('cifar10', tfds_dir, 0, steps, seed=6)
+  other_index = tfds_fixture.index_of(np.concatenate(other))
+  np.testing.assert_array_equal(np.sort(other_index[:n]), np.arange(n))
+  assert not np.array_equal(other_index[:n], index[:n])
+  # The split of each of 2 processes: disjoint halves, each shuffled whole.
+  halves = [tfds_fixture.index_of(np.concatenate(_tfds_stream(
+      'cifar10', tfds_dir, 0, n // 2 // TFDS_BATCH + 1, split=split)))[:n // 2]
+            for split in tfds.even_splits('train', n=2)]
+  np.testing.assert_array_equal(np.sort(np.concatenate(halves)), np.arange(n))
+
+
+def test_tfds_stream_checks_its_arguments(tfds_dir):
+  with pytest.raises(ValueError, match='start_step=-1'):
+    next(data.tfds_batches('cifar10', tfds_dir, 4, 32, False, 0,
+                           start_step=-1))
+  with pytest.raises(ValueError, match=f'holds {TFDS_EXAMPLES} examples'):
+    next(data.tfds_batches('cifar10', tfds_dir, TFDS_EXAMPLES + 1, 32, False,
+                           0))
+
+
+def test_train_batches_resume_tfds(tfds_dir):
+  """What the training loop calls: a cifar10 config resumed at step t."""
+  config = load_config('cifar10_synth')
+  config.data_dir = tfds_dir
+  config.batch_size = TFDS_BATCH
+  straight = list(itertools.islice(data.train_batches(config, 0), 12))
+  resumed = list(itertools.islice(data.train_batches(config, 8), 4))
+  for t, batch in enumerate(resumed, 8):
+    np.testing.assert_array_equal(batch, straight[t])
+  np.testing.assert_array_equal(straight[0], _tfds_stream(
+      'cifar10', tfds_dir, 0, 1, seed=config.seed)[0])
+  assert straight[0].shape == (TFDS_BATCH, 32, 32, 3)

@@ -207,6 +207,27 @@ def test_generator_stages_resume_bitwise(tmp_path, name, sizes):
     np.testing.assert_array_equal(as_array(u), as_array(v))
 
 
+def test_joint_resume_bitwise(generator_runs, tmp_path):
+  """A refine run of 4 steps equals 2 steps, stopped, and 2 more."""
+  from hatebm_jax import sampling  # pylint: disable=g-import-not-at-top
+  config = stage_config('fashion_mnist_refine', ebm_ngf=8, batch_size=8,
+                        mcmc_steps=2, gen_ngf=16, num_training_steps=4,
+                        checkpoint_freq=100,
+                        gen_weights=str(generator_runs / 'sngan'))
+  train.train_and_evaluate(config, str(tmp_path / 'straight'))
+  config.num_training_steps = 2
+  train.train_and_evaluate(config, str(tmp_path / 'resumed'))
+  config.num_training_steps = 4
+  train.train_and_evaluate(config, str(tmp_path / 'resumed'))
+  a, b = (sampling.load_run(str(tmp_path / d)) for d in ('straight',
+                                                        'resumed'))
+  assert a.step == b.step == 4
+  leaves_a, leaves_b = jax.tree.leaves(a.state), jax.tree.leaves(b.state)
+  assert len(leaves_a) == len(leaves_b) > 10
+  for u, v in zip(leaves_a, leaves_b):
+    np.testing.assert_array_equal(u, v)
+
+
 @pytest.mark.parametrize('source_run,sources,sampler_key', [
     ('sngan', 'generator,ddls', 'num_steps'), ('ae', 'generator', None)])
 def test_evaluation_of_generator_runs(generator_runs, tmp_path, source_run,
