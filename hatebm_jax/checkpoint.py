@@ -6,6 +6,7 @@ each checkpoint to a temporary folder and renames it when complete, so an
 interrupted save is never restored; saving is asynchronous.
 """
 
+import contextlib
 from typing import Any, Optional
 
 from etils import epath
@@ -17,16 +18,19 @@ import orbax.checkpoint as ocp
 class Checkpointer:
   """Saves and restores training states under `<workdir>/checkpoints`."""
 
-  def __init__(self, workdir: str, max_to_keep: int = 3):
-    """Opens (and creates) the checkpoint folder.
+  def __init__(self, workdir: str, max_to_keep: int = 3,
+               read_only: bool = False):
+    """Opens the checkpoint folder (creating it unless `read_only`).
 
     Args:
       workdir: the run's folder, a local path or gs://.
       max_to_keep: number of most recent checkpoints kept.
+      read_only: only read (sampling, a joint run's pretrained generator):
+        nothing is created, saved or deleted.
     """
     self.directory = epath.Path(workdir) / 'checkpoints'
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=max_to_keep, create=True,
+        max_to_keep=max_to_keep, create=not read_only,
         enable_async_checkpointing=True)
     self._manager = ocp.CheckpointManager(
         self.directory, options=options,
@@ -54,11 +58,19 @@ class Checkpointer:
   def structure_mismatches(self, abstract_state: Any, step: int) -> list[str]:
     """Entries whose path, shape or dtype differ between the checkpoint at
     `step` and `abstract_state` (a pytree of arrays or ShapeDtypeStructs),
-    as 'path: checkpoint ..., config ...' lines; [] when they fit."""
-    saved = _flat_shapes(self._manager.item_metadata(step)['state'])
+    as 'path: checkpoint float32[3, 3, 1, 8], config float32[3, 3, 1, 16]'
+    lines ('missing' for an absent entry); [] when they fit.
+
+    Raises:
+      IOError: when the checkpoint's metadata cannot be read.
+    """
+    with self._reading(step):
+      saved = _flat_shapes(self._manager.item_metadata(step)['state'])
     wanted = _flat_shapes(abstract_state)
     lines = []
-    for path in sorted(set(saved) | set(wanted)):
+    # In the state's order (networks before optimiser states), then entries
+    # only the checkpoint has.
+    for path in list(wanted) + [p for p in saved if p not in wanted]:
       a, b = saved.get(path, 'missing'), wanted.get(path, 'missing')
       if a != b:
         lines.append(f'{path}: checkpoint {a}, config {b}')
@@ -84,6 +96,7 @@ class Checkpointer:
 
     Raises:
       FileNotFoundError: when there is no checkpoint to restore.
+      IOError: when it cannot be read (naming the older checkpoints).
     """
     step = self.latest_step() if step is None else step
     if step is None:
@@ -95,26 +108,34 @@ class Checkpointer:
         lambda a: a if getattr(a, 'sharding', None) is not None else
         jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device),
         abstract_state)
-    try:
+    with self._reading(step):
       restored = self._manager.restore(step, args=ocp.args.Composite(
           state=ocp.args.StandardRestore(abstract_state)))
+    return restored.state
+
+  @contextlib.contextmanager
+  def _reading(self, step: int):
+    """Turns any failure to read checkpoint `step` into an IOError that
+    names the checkpoint and the older ones to fall back on."""
+    try:
+      yield
     except Exception as e:  # pylint: disable=broad-except
       older = [s for s in self.all_steps() if s < step]
       raise IOError(
           f'Checkpoint {self.directory / str(step)} cannot be read '
-          f'({type(e).__name__}: {e}). ' + (
+          f'({type(e).__name__}: {str(e)[:500]}). ' + (
               f'Older checkpoints: steps {older}: move the broken folder '
               'out of the way to resume from the newest of them.' if older
               else 'There is no older checkpoint.')) from e
-    return restored.state
 
   def restore_config(self, step: Optional[int] = None) -> dict:
     """The config saved with a checkpoint, as a dict."""
     step = self.latest_step() if step is None else step
     if step is None:
       raise FileNotFoundError(f'No checkpoint in {self.directory}.')
-    return self._manager.restore(step, args=ocp.args.Composite(
-        config=ocp.args.JsonRestore())).config
+    with self._reading(step):
+      return self._manager.restore(step, args=ocp.args.Composite(
+          config=ocp.args.JsonRestore())).config
 
   def wait(self) -> None:
     """Blocks until pending asynchronous saves are complete."""

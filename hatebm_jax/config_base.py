@@ -6,6 +6,7 @@ official release (shared/reference/official_code_facts.md §9.1). The
 defaults here are the official CIFAR-10 synthesis settings.
 """
 
+import difflib
 import importlib.util
 import json
 import math
@@ -171,6 +172,16 @@ def validate(config: ml_collections.ConfigDict) -> None:
   def need(ok, key, allowed):
     if not ok:
       raise ValueError(f'config.{key}={config[key]!r} is invalid: {allowed}.')
+
+  # Config files and the command line give locked configs (a typo in a
+  # --config.<key> flag fails there); this catches configs built in Python.
+  known = get_base_config()
+  for key in config:
+    if key not in known:
+      close = difflib.get_close_matches(key, list(known), n=1)
+      raise ValueError(f'config.{key} is not a known key' + (
+          f' (did you mean {close[0]}?)' if close else '') +
+          '; the keys are those of hatebm_jax/config_base.py.')
 
   need(config.mode in MODES, 'mode', f'choose one of {MODES}')
   need(config.data_type in data.IMAGE_DIMS, 'data_type',

@@ -64,7 +64,7 @@ def load_generator(config: ml_collections.ConfigDict,
     ValueError: when that run is not an sngan/autoencoder run or its
       generator differs from this config's (listing the keys).
   """
-  ckpt = checkpoint.Checkpointer(config.gen_weights)
+  ckpt = checkpoint.Checkpointer(config.gen_weights, read_only=True)
   try:
     step = ckpt.latest_step()
     if step is None:

@@ -46,7 +46,7 @@ def load_run(workdir: str, step: Optional[int] = None, **overrides) -> Run:
     ValueError: for invalid overrides (`config_base.validate`), before any
       compute.
   """
-  ckpt = checkpoint.Checkpointer(workdir)
+  ckpt = checkpoint.Checkpointer(workdir, read_only=True)
   try:
     step = ckpt.latest_step() if step is None else step
     if step is None:

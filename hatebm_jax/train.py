@@ -239,7 +239,11 @@ def _train(config, workdir, mesh, checkpointer):
     error = _mismatch_error(workdir, latest, checkpointer, abstract, config)
     if error:
       raise error
-  # Open the data before any compute, so a missing data set fails at once.
+  # A new joint run reads its pretrained generator first, and the data
+  # before any compute: a missing path or data set fails at once.
+  generator = None
+  if latest is None:
+    generator = modes.init_args(model, config, mesh=mesh)
   images_per_step = getattr(model, 'images_per_step', config.batch_size)
   batches = data.train_batches(config, latest or 0, images_per_step, mesh)
   key = jax.random.PRNGKey(config.seed)
@@ -250,9 +254,10 @@ def _train(config, workdir, mesh, checkpointer):
     if step:
       state = checkpointer.restore(
           parallel.with_shardings(abstract, shardings), step)
-    else:  # joint runs load the pretrained generator here
+    else:
       state = jax.jit(model.init, out_shardings=shardings)(
-          key, *modes.init_args(model, config, mesh=mesh))
+          key, *(generator if generator is not None else
+                 modes.init_args(model, config, mesh=mesh)))
     if rollbacks and rollbacks[-1]['restored_step'] == step:
       state = state.replace(rng=jax.random.fold_in(
           state.rng, ROLLBACK_SALT + len(rollbacks)))

@@ -1,6 +1,7 @@
 """Shared fixtures: the committed Fashion-MNIST slice and tiny configs."""
 
 import os
+import sys
 
 import tempfile
 
@@ -52,6 +53,21 @@ def tiny_config(**overrides):
   for key, value in {**TINY, **overrides}.items():
     c[key] = value
   return c
+
+
+# The same run through the entry point: fashion_mnist_synth with TINY as
+# flags, metrics logged every step, no grids or checkpoints on the way.
+TINY_FLAGS = [
+    f'--config.{k}={v if isinstance(v, str) else repr(v)}' for k, v in
+    {**TINY, 'info_freq': 1, 'plot_freq': 1000, 'checkpoint_freq': 1000}.items()
+    if k != 'num_training_steps']
+
+
+def main_command(workdir, *flags):
+  """argv of `python -m hatebm_jax.main` on the tiny config (+ flags)."""
+  return [sys.executable, '-m', 'hatebm_jax.main',
+          f'--config={os.path.join(CONFIG_DIR, "fashion_mnist_synth.py")}',
+          f'--workdir={workdir}', *TINY_FLAGS, *flags]
 
 
 @pytest.fixture

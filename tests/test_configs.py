@@ -125,6 +125,21 @@ def test_official_hyperparameters(name):
     ('state_dims', (0,), r'state_dims=\(0,\)'),
     ('ebm_lr_info', (1e-4, 0), r'ebm_lr_info=\(0.0001, 0\) .* pairs'),
     ('gen_lr_info', ((1e-4, 10),), 'gen_lr_info=.* starting at update 0'),
+    ('mcmc_temp', 0.0, r'mcmc_temp=0.0 is invalid: must be finite and > 0'),
+    ('mcmc_steps', -3, r'mcmc_steps=-3 is invalid: must be an integer >= 1'),
+    ('batch_size', 0, r'batch_size=0 is invalid: must be an integer >= 1'),
+    ('persistent_size', 7, r'persistent_size=7 is invalid: the replay bank '
+     r'must hold at least one batch \(batch_size=8\)'),
+    ('image_dims', (64, 64, 1), r'image_dims=\(64, 64, 1\) is invalid: '
+     r'fashion_mnist is trained at \(32, 32, 1\)'),
+    ('state_dims', (4, 4), r"state_dims=\(4, 4\) is invalid: 'gen_sngan' "
+     r'takes a latent vector \[nz\]'),
+    ('on_divergence', 'ignore', r"on_divergence='ignore' is invalid: choose "
+     r"one of \('stop', 'rollback'\)"),
+    ('rollback_lr_factor', 2.0, r'rollback_lr_factor=2.0 is invalid: must be '
+     r'in \(0, 1\]'),
+    ('max_rollbacks', -1, 'max_rollbacks=-1 is invalid'),
+    ('divergence_max_energy', 0.0, 'divergence_max_energy=0.0 is invalid'),
 ])
 def test_bad_values_name_the_key(key, value, message):
   with pytest.raises(ValueError, match=message):
@@ -143,3 +158,37 @@ def test_unknown_keys_are_errors():
   config.lock()
   with pytest.raises(AttributeError):
     config.mcmc_step = 3  # typo of mcmc_steps
+
+
+@pytest.mark.parametrize('key,value,message', [
+    ('epsilon_latent', 0.0, 'epsilon_latent=0.0 is invalid: must be finite '
+     'and > 0'),
+    ('gen_weights', '', "gen_weights='' is invalid: a joint run needs the "
+     'workdir of a trained sngan or autoencoder run'),
+])
+def test_joint_values_name_the_key(key, value, message):
+  config = load_config('fashion_mnist_refine')
+  config.gen_weights = '/runs/sngan'
+  config[key] = value
+  with pytest.raises(ValueError, match=message):
+    config_base.validate(config)
+
+
+def test_sngan_step_size_and_decoder_latents_are_checked():
+  config = load_config('fashion_mnist_sngan')
+  config.ddls_epsilon = -0.1
+  with pytest.raises(ValueError, match='ddls_epsilon=-0.1 is invalid'):
+    config_base.validate(config)
+  config = load_config('fashion_mnist_ae')
+  config.state_dims = (8, 8, 1)
+  with pytest.raises(ValueError, match=r"state_dims=\(8, 8, 1\) is invalid: "
+                     r"'gen_decoder' takes latents \(16, 16, 1\)"):
+    config_base.validate(config)
+
+
+def test_unknown_key_of_a_config_built_in_python():
+  config = tiny_config()  # unlocked, as in a notebook
+  config.mcmc_step = 3
+  with pytest.raises(ValueError, match=r'config.mcmc_step is not a known key '
+                     r'\(did you mean mcmc_steps\?\)'):
+    config_base.validate(config)

@@ -1,6 +1,8 @@
 """Issue-4 pieces: autoencoder nets, spectral norm, SN-GAN and DDLS, joint
 training over a frozen generator, and loading that generator."""
 
+import os
+
 from flax import nnx
 import jax
 import jax.numpy as jnp
@@ -169,6 +171,16 @@ def test_generator_loading_errors(generator_runs, tmp_path):
                        gen_weights=str(generator_runs / 'sngan'))
   with pytest.raises(ValueError, match='gen_type'):
     modes.load_generator(retro)
+
+
+def test_missing_generator_path_fails_before_any_compute(tmp_path):
+  missing = tmp_path / 'no_such_run'
+  config = stage_config('fashion_mnist_refine', gen_weights=str(missing))
+  with pytest.raises(FileNotFoundError, match=f"gen_weights='{missing}' "
+                     'holds no checkpoint. Train the generator first'):
+    train.train_and_evaluate(config, str(tmp_path / 'refine'))
+  assert not missing.exists()  # nothing created at the bad path
+  assert not os.listdir(tmp_path / 'refine' / 'checkpoints')
 
 
 def test_joint_config_checks():

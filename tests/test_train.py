@@ -13,13 +13,7 @@ import pytest
 from hatebm_jax import checkpoint
 from hatebm_jax import synthesis
 from hatebm_jax import train
-from conftest import CONFIG_DIR, ROOT, TINY, tiny_config
-
-TINY_FLAGS = [
-    f'--config.{k}={v if isinstance(v, str) else repr(v)}' for k, v in
-    {**TINY, 'info_freq': 1, 'plot_freq': 1000, 'checkpoint_freq': 1000}.items()
-    if k != 'num_training_steps']
-
+from conftest import ROOT, main_command, tiny_config
 
 def _restore(workdir, config):
   model = synthesis.SynthesisModel.from_config(config)
@@ -81,16 +75,10 @@ def test_non_finite_metric_stops_with_step_and_quantity(tmp_path,
     train.train_and_evaluate(tiny_config(), str(tmp_path))
 
 
-def _main(workdir, *flags):
-  return [sys.executable, '-m', 'hatebm_jax.main',
-          f'--config={os.path.join(CONFIG_DIR, "fashion_mnist_synth.py")}',
-          f'--workdir={workdir}', *TINY_FLAGS, *flags]
-
-
 def test_entry_point_ctrl_c_saves_and_rerun_continues(tmp_path):
   """SIGINT mid-run saves the current step; rerunning reaches the end."""
   env = dict(os.environ, PYTHONUNBUFFERED='1')
-  proc = subprocess.Popen(_main(tmp_path, '--config.num_training_steps=100000'),
+  proc = subprocess.Popen(main_command(tmp_path, '--config.num_training_steps=100000'),
                           cwd=ROOT, env=env, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True)
   lines = []
@@ -106,7 +94,7 @@ def test_entry_point_ctrl_c_saves_and_rerun_continues(tmp_path):
   assert 'Stopped by SIGINT' in log
   step, _, _ = _restore(tmp_path, tiny_config())
   assert 3 <= step < 100000
-  rerun = subprocess.run(_main(tmp_path, f'--config.num_training_steps={step + 2}'),
+  rerun = subprocess.run(main_command(tmp_path, f'--config.num_training_steps={step + 2}'),
                          cwd=ROOT, env=env, capture_output=True, text=True,
                          timeout=300)
   assert rerun.returncode == 0, rerun.stderr
@@ -115,12 +103,12 @@ def test_entry_point_ctrl_c_saves_and_rerun_continues(tmp_path):
 
 
 def test_entry_point_rejects_bad_values_before_compute(tmp_path):
-  result = subprocess.run(_main(tmp_path, '--config.mcmc_steps=0'), cwd=ROOT,
+  result = subprocess.run(main_command(tmp_path, '--config.mcmc_steps=0'), cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
   assert result.returncode != 0
   assert 'config.mcmc_steps=0 is invalid' in result.stderr
   assert not (tmp_path / 'checkpoints').exists()
-  result = subprocess.run(_main(tmp_path, '--config.mcmc_stepz=3'), cwd=ROOT,
+  result = subprocess.run(main_command(tmp_path, '--config.mcmc_stepz=3'), cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
   assert result.returncode != 0 and 'mcmc_stepz' in result.stderr
 
@@ -131,6 +119,28 @@ def test_resume_with_other_shapes_names_the_keys(tmp_path):
     train.train_and_evaluate(tiny_config(ebm_ngf=16), str(tmp_path))
   # The run's checkpoints are untouched.
   assert sorted(os.listdir(tmp_path / 'checkpoints')) == ['2']
+
+
+def test_checkpoint_of_another_structure_lists_the_entries(tmp_path):
+  """A checkpoint whose arrays do not fit (here: its saved config claims
+  ebm_ngf=16, its arrays are 8 wide) is an error listing the entries; the
+  workdir is left as it was, never overwritten by a new initialisation."""
+  import json  # pylint: disable=g-import-not-at-top
+  train.train_and_evaluate(tiny_config(num_training_steps=2), str(tmp_path))
+  saved = tmp_path / 'checkpoints' / '2' / 'config' / 'metadata'
+  config_json = json.loads(saved.read_text())
+  config_json['ebm_ngf'] = 16
+  saved.write_text(json.dumps(config_json))
+  before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob('*')}
+  with pytest.raises(ValueError) as error:
+    train.train_and_evaluate(tiny_config(ebm_ngf=16), str(tmp_path))
+  message = str(error.value)
+  assert 'Config keys that differ' not in message
+  assert 'State entries that differ (' in message
+  assert ('hat_params/block1/conv1/kernel: checkpoint float32[3, 3, 1, 8], '
+          'config float32[3, 3, 1, 16]') in message
+  assert 'nothing was changed in it' in message
+  assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob('*')} == before
 
 
 def test_fcd_is_logged_during_training(tmp_path):
