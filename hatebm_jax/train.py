@@ -167,7 +167,7 @@ def _mismatch_error(workdir, latest, checkpointer, abstract, config):
   return ValueError(
       f'{workdir} holds checkpoints (latest: step {latest}) of a run whose '
       'state does not fit this config; nothing was changed in it.\n'
-      + (f'Config keys that differ:\n  ' + '\n  '.join(lines) + '\n'
+      + ('Config keys that differ:\n  ' + '\n  '.join(lines) + '\n'
          if lines else '')
       + (f'State entries that differ ({len(entries)}):\n  ' +
          '\n  '.join(shown) + '\n' if entries else '')
