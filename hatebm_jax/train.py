@@ -225,8 +225,10 @@ def _train(config, workdir, mesh, checkpointer):
   rollbacks = _read_rollbacks(workdir)
   run_config = config
   if rollbacks:  # learning rates lowered by earlier rollbacks stay lowered
-    run_config = config_base.scale_learning_rates(
-        config, config.rollback_lr_factor ** len(rollbacks))
+    factor = config.rollback_lr_factor ** len(rollbacks)
+    run_config = config_base.scale_learning_rates(config, factor)
+    logging.info('%d earlier rollbacks (%s): learning rates x%g.',
+                 len(rollbacks), workdir / ROLLBACK_FILE, factor)
   model = modes.build_model(run_config)
   latest = checkpointer.latest_step()
   if jax.process_count() > 1:  # every process resumes from the same step
@@ -259,8 +261,8 @@ def _train(config, workdir, mesh, checkpointer):
           key, *(generator if generator is not None else
                  modes.init_args(model, config, mesh=mesh)))
     if rollbacks and rollbacks[-1]['restored_step'] == step:
-      state = state.replace(rng=jax.random.fold_in(
-          state.rng, ROLLBACK_SALT + len(rollbacks)))
+      state = state.replace(rng=jax.device_put(jax.random.fold_in(
+          state.rng, ROLLBACK_SALT + len(rollbacks)), shardings.rng))
     return state
 
   state = load(latest or 0)

@@ -85,7 +85,8 @@ def test_exploding_energy_is_a_divergence(tmp_path):
     train.train_and_evaluate(config, str(tmp_path))
 
 
-def test_rollback_restores_lowers_lr_and_finishes(tmp_path, monkeypatch):
+def test_rollback_restores_lowers_lr_and_finishes(tmp_path, monkeypatch,
+                                                 caplog):
   monkeypatch.setattr(train.data, 'train_batches',
                       _poisoned({5}, poison_once=True))
   config = tiny_config(num_training_steps=8, info_freq=10, checkpoint_freq=4,
@@ -98,6 +99,13 @@ def test_rollback_restores_lowers_lr_and_finishes(tmp_path, monkeypatch):
           for r in record] == [(6, 4, 0.5)]
   assert 'hat_grad_norm=nan' in record[0]['problems'][0]
   assert sorted(os.listdir(tmp_path / 'checkpoints')) == ['4', '8']
+  # A restarted run keeps the lowered learning rates.
+  with caplog.at_level('INFO'):
+    config.num_training_steps = 9
+    train.train_and_evaluate(config, str(tmp_path))
+  assert '1 earlier rollbacks' in caplog.text
+  assert 'learning rates x0.5' in caplog.text
+  config.num_training_steps = 8
   # Same data and step count as a run without trouble, but fresh Langevin
   # randomness and halved learning rates after step 4: other parameters.
   monkeypatch.undo()
@@ -105,19 +113,20 @@ def test_rollback_restores_lowers_lr_and_finishes(tmp_path, monkeypatch):
   train.train_and_evaluate(tiny_config(num_training_steps=8, info_freq=10,
                                        checkpoint_freq=4), str(straight))
   a = _final(straight, config)
-  b = _final(tmp_path, config)
+  b = _final(tmp_path, config, step=8)
   assert int(a.step) == int(b.step) == 8
   assert not np.array_equal(a.rng, b.rng)
   assert not all(np.array_equal(x, y) for x, y in zip(
       jax.tree.leaves(a.hat_params), jax.tree.leaves(b.hat_params)))
 
 
-def _final(workdir, config):
+def _final(workdir, config, step=None):
   from hatebm_jax import checkpoint  # pylint: disable=g-import-not-at-top
   model = synthesis.SynthesisModel.from_config(config)
   ckpt = checkpoint.Checkpointer(str(workdir))
   try:
-    return ckpt.restore(jax.eval_shape(model.init, jax.random.PRNGKey(0)))
+    return ckpt.restore(jax.eval_shape(model.init, jax.random.PRNGKey(0)),
+                        step)
   finally:
     ckpt.close()
 
