@@ -333,11 +333,14 @@ def _train(config, workdir, mesh, checkpointer):
           jax.block_until_ready(metrics)
         step += 1
         stop.poll(step, checkpointer)
+        # Read once: a signal arriving later in this iteration is handled
+        # in the next one (never a stop without its checkpoint).
+        stopping = stop.requested
         report(step)
         log_now = (step % config.info_freq == 0 or step == num_steps or
                    step == start + 1)
         save_now = (step % config.checkpoint_freq == 0 or step == num_steps
-                    or stop.requested)
+                    or stopping)
         if log_now or save_now:
           failure = diverged()
           if failure:
@@ -401,10 +404,10 @@ def _train(config, workdir, mesh, checkpointer):
                        scores['kid'], config.fcd_num_samples)
         if save_now:
           checkpointer.save(step, state, config)
-        if stop.requested:
+        if stopping:
           logging.warning('Stopped by %s at step %d; checkpoint saved in %s. '
                           'Rerun the same command to continue.',
-                          stop.requested, step, checkpointer.directory)
+                          stopping, step, checkpointer.directory)
           break
     logging.info('Trained steps %d-%d in %.1f s.', start, step,
                  time.time() - t_start)

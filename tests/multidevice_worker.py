@@ -185,9 +185,11 @@ def main(out):
       batch = jax.ShapeDtypeStruct((8, 32, 32, 1), np.float32,
                                    sharding=parallel.batch_sharding(mesh))
       with jax.set_mesh(mesh):
+        health = train.init_health(runner.model, runner.config,
+                                   runner.abstract, mesh)[0]
         hlo = step_fn.lower(parallel.with_shardings(runner.abstract,
                                                     shardings),
-                            batch).compile().as_text()
+                            batch, health).compile().as_text()
       results['hlo'] = {
           'collectives': collectives(hlo),
           'bank_local_shapes': [[a.shape[0] // 8] + list(a.shape[1:])

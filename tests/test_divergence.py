@@ -71,7 +71,11 @@ def test_stops_at_the_step_where_values_go_bad(tmp_path, monkeypatch):
   with pytest.raises(FloatingPointError) as error:
     train.train_and_evaluate(config, str(tmp_path))
   message = str(error.value)
-  assert message.startswith('Training diverged at step 6: hat_grad_norm=nan')
+  # Which metrics turn NaN first depends on how XLA compiled the step
+  # (NaN through max/clip): the gradient norm always does.
+  assert message.startswith('Training diverged at step 6: ')
+  assert 'hat_grad_norm=nan' in message
+  assert 'hat_params holds non-finite values' in message
   assert f'Last good checkpoint: step 4 in {tmp_path}/checkpoints' in message
   assert 'on_divergence=rollback' in message
   assert sorted(os.listdir(tmp_path / 'checkpoints')) == ['4']
@@ -97,7 +101,7 @@ def test_rollback_restores_lowers_lr_and_finishes(tmp_path, monkeypatch,
   record = json.loads((tmp_path / 'rollbacks.json').read_text())
   assert [(r['detected_at'], r['restored_step'], r['lr_factor'])
           for r in record] == [(6, 4, 0.5)]
-  assert 'hat_grad_norm=nan' in record[0]['problems'][0]
+  assert 'hat_grad_norm=nan' in record[0]['problems']
   assert sorted(os.listdir(tmp_path / 'checkpoints')) == ['4', '8']
   # A restarted run keeps the lowered learning rates.
   with caplog.at_level('INFO'):
