@@ -66,6 +66,8 @@ class Checkpointer:
     """
     with self._reading(step):
       saved = _flat_shapes(self._manager.item_metadata(step)['state'])
+      if not saved:
+        raise ValueError('its state metadata is missing')
     wanted = _flat_shapes(abstract_state)
     lines = []
     # In the state's order (networks before optimiser states), then entries

@@ -117,6 +117,7 @@ def get_base_config() -> ml_collections.ConfigDict:
 
 MODES = ('synthesis', 'joint', 'sngan', 'autoencoder')
 ON_DIVERGENCE = ('stop', 'rollback')
+MAX_PLOT = 1024  # images in one PNG grid
 LR_KEYS = ('ebm_lr_info', 'gen_lr_info', 'inf_lr_info')
 
 # Keys that fix the shapes or structure of the training state: a checkpoint
@@ -184,6 +185,13 @@ def validate(config: ml_collections.ConfigDict) -> None:
           '; the keys are those of hatebm_jax/config_base.py.')
 
   need(config.mode in MODES, 'mode', f'choose one of {MODES}')
+  need(config.ebm_type == 'ebm_sngan', 'ebm_type',
+       "the only hat network is 'ebm_sngan'")
+  need(isinstance(config.seed, int) and config.seed >= 0, 'seed',
+       'must be an integer >= 0')
+  for key in ('image_dims', 'state_dims'):
+    need(all(isinstance(d, int) and not isinstance(d, bool) and d >= 1
+             for d in config[key]), key, 'must be a tuple of integers >= 1')
   need(config.data_type in data.IMAGE_DIMS, 'data_type',
        f'choose one of {sorted(data.IMAGE_DIMS)}')
   need(len(config.image_dims) == 3 and config.image_dims[0] in (32, 64, 128)
@@ -194,8 +202,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
        f'{data.IMAGE_DIMS[config.data_type]}')
   for key in ('num_training_steps', 'batch_size', 'mcmc_steps', 'info_freq',
               'plot_freq', 'checkpoint_freq', 'max_to_keep', 'num_plot'):
-    need(isinstance(config[key], int) and config[key] >= 1, key,
-         'must be an integer >= 1')
+    need(isinstance(config[key], int) and not isinstance(config[key], bool)
+         and config[key] >= 1, key, 'must be an integer >= 1')
+  need(config.num_plot <= MAX_PLOT, 'num_plot',
+       f'a grid shows at most {MAX_PLOT} images')
   for key in ('mcmc_temp', 'epsilon', 'gen_factor', 'max_langevin_norm_res',
               'max_grad_norm', 'gen_loss_factor_coop'):
     need(0 < config[key] < math.inf, key, 'must be finite and > 0')

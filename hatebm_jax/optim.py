@@ -6,9 +6,11 @@ learning rate given as `[[lr, start_update], ...]` (`ebm_lr_info`,
 network (`clip_ebm_grad`, `max_grad_norm`). Source: facts §4.4.
 """
 
+import math
 from typing import Optional, Sequence
 
 import jax.numpy as jnp
+
 import optax
 
 
@@ -35,8 +37,9 @@ def lr_schedule(lr_info: Sequence[Sequence[float]]) -> optax.Schedule:
   if starts != sorted(set(starts)):
     raise ValueError(f'learning-rate info {lr_info!r}: start updates must '
                      'increase strictly.')
-  if any(lr <= 0 for lr, _ in pairs):
-    raise ValueError(f'learning-rate info {lr_info!r}: rates must be > 0.')
+  if not all(0 < lr < math.inf for lr, _ in pairs):
+    raise ValueError(f'learning-rate info {lr_info!r}: rates must be finite '
+                     'and > 0.')
   # optax multiplies the running rate by the given scale at each boundary.
   boundaries = {start: lr / prev_lr
                 for (prev_lr, _), (lr, start) in zip(pairs, pairs[1:])}

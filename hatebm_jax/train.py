@@ -9,6 +9,7 @@ where non-finite or exploding values appear (`hatebm_jax.divergence`).
 
 import itertools
 import json
+import os
 import signal
 import threading
 import time
@@ -150,8 +151,30 @@ ROLLBACK_SALT = 0x5EED  # rollback n continues with fold_in(rng, SALT + n)
 
 
 def _read_rollbacks(workdir: epath.Path) -> list[dict]:
+  """The rollbacks recorded in `<workdir>/rollbacks.json` ([] if none).
+
+  Raises:
+    ValueError: when the file is not a list of rollback records.
+  """
   path = workdir / ROLLBACK_FILE
-  return json.loads(path.read_text()) if path.exists() else []
+  if not path.exists():
+    return []
+  try:
+    record = json.loads(path.read_text())
+    if not all('lr_factor' in r and 'restored_step' in r for r in record):
+      raise ValueError('entries without lr_factor / restored_step')
+  except (ValueError, TypeError) as e:
+    raise ValueError(f'{path} is damaged ({e}); it lists the rollbacks of '
+                     'this run: fix or delete it (deleting restores the '
+                     'learning rates of the config).') from e
+  return record
+
+
+def _write_rollbacks(workdir: epath.Path, rollbacks: list[dict]) -> None:
+  """Writes the record atomically (a temporary file, then a rename)."""
+  temporary = workdir / (ROLLBACK_FILE + '.tmp')
+  temporary.write_text(json.dumps(rollbacks, indent=1))
+  temporary.replace(workdir / ROLLBACK_FILE)
 
 
 def _mismatch_error(workdir, latest, checkpointer, abstract, config):
@@ -172,6 +195,27 @@ def _mismatch_error(workdir, latest, checkpointer, abstract, config):
       + (f'State entries that differ ({len(entries)}):\n  ' +
          '\n  '.join(shown) + '\n' if entries else '')
       + 'Use a new --workdir, or the values the run was started with.')
+
+
+def _checked_workdir(workdir: str) -> epath.Path:
+  """The workdir as an absolute path (local) or gs:// path, created.
+
+  Raises:
+    ValueError: for an empty path, or a workdir or checkpoints folder that
+      is a file.
+  """
+  if not str(workdir).strip():
+    raise ValueError(f'--workdir={workdir!r} is empty: give a folder (local '
+                     'or gs://) for checkpoints, events and grids.')
+  path = epath.Path(workdir)
+  if '://' not in str(workdir):
+    path = epath.Path(os.path.abspath(workdir))  # Orbax needs absolute paths
+  for folder in (path, path / 'checkpoints'):
+    if folder.exists() and not folder.is_dir():
+      raise ValueError(f'{folder} is a file, not a folder: --workdir must be '
+                       'a folder (new, or of an earlier run).')
+  path.mkdir(parents=True, exist_ok=True)
+  return path
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict,
@@ -211,8 +255,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   config_base.validate(config)
   mesh = parallel.make_mesh(config.num_devices)
   parallel.check_divisible('batch_size', config.batch_size, mesh)
-  workdir = epath.Path(workdir)
-  workdir.mkdir(parents=True, exist_ok=True)
+  workdir = _checked_workdir(workdir)
   checkpointer = checkpoint.Checkpointer(str(workdir), config.max_to_keep)
   try:
     return _train(config, workdir, mesh, checkpointer)
@@ -225,7 +268,7 @@ def _train(config, workdir, mesh, checkpointer):
   rollbacks = _read_rollbacks(workdir)
   run_config = config
   if rollbacks:  # learning rates lowered by earlier rollbacks stay lowered
-    factor = config.rollback_lr_factor ** len(rollbacks)
+    factor = rollbacks[-1]['lr_factor']
     run_config = config_base.scale_learning_rates(config, factor)
     logging.info('%d earlier rollbacks (%s): learning rates x%g.',
                  len(rollbacks), workdir / ROLLBACK_FILE, factor)
@@ -356,22 +399,24 @@ def _train(config, workdir, mesh, checkpointer):
                       f'{len(rollbacks)} rollbacks were made '
                       f'(max_rollbacks={config.max_rollbacks}).'
                       if config.on_divergence == 'rollback' else
-                      'Set --config.on_divergence=rollback to restart '
-                      'from it automatically with fresh randomness.'))
+                      'With --config.on_divergence=rollback the run would '
+                      'restart from there with fresh randomness.') +
+                  ' Rerunning as is repeats this run exactly: change the '
+                  'config (e.g. lower the learning rates) or raise '
+                  'max_rollbacks.')
             # Roll back: last good checkpoint, fresh randomness, lower lr.
             rollbacks.append({
                 'detected_at': failure.step, 'problems': failure.problems,
                 'restored_step': good or 0,
-                'lr_factor': config.rollback_lr_factor ** (len(rollbacks) + 1)
-            })
+                'lr_factor': config.rollback_lr_factor * (
+                    rollbacks[-1]['lr_factor'] if rollbacks else 1.0)})
             logging.warning('Training diverged at %s. Rollback %d of %d: '
                             'back to step %d with fresh randomness, learning '
                             'rates x%g.', failure, len(rollbacks),
                             config.max_rollbacks, good or 0,
                             rollbacks[-1]['lr_factor'])
             if is_lead:
-              (workdir / ROLLBACK_FILE).write_text(
-                  json.dumps(rollbacks, indent=1))
+              _write_rollbacks(workdir, rollbacks)
             writer.write_scalars(step, {'rollbacks': len(rollbacks)})
             model = modes.build_model(config_base.scale_learning_rates(
                 config, rollbacks[-1]['lr_factor']))

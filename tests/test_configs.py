@@ -140,6 +140,14 @@ def test_official_hyperparameters(name):
      r'in \(0, 1\]'),
     ('max_rollbacks', -1, 'max_rollbacks=-1 is invalid'),
     ('divergence_max_energy', 0.0, 'divergence_max_energy=0.0 is invalid'),
+    ('seed', -1, 'seed=-1 is invalid: must be an integer >= 0'),
+    ('state_dims', (16.5,), r'state_dims=\(16.5,\) is invalid: must be a '
+     'tuple of integers >= 1'),
+    ('num_plot', 100_000, 'num_plot=100000 is invalid: a grid shows at most '
+     '1024 images'),
+    ('ebm_lr_info', ((float('inf'), 0),), 'rates must be finite and > 0'),
+    ('ebm_type', 'foo', "ebm_type='foo' is invalid: the only hat network is "
+     "'ebm_sngan'"),
 ])
 def test_bad_values_name_the_key(key, value, message):
   with pytest.raises(ValueError, match=message):

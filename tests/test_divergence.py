@@ -104,12 +104,12 @@ def test_rollback_restores_lowers_lr_and_finishes(tmp_path, monkeypatch,
   assert 'hat_grad_norm=nan' in record[0]['problems']
   assert sorted(os.listdir(tmp_path / 'checkpoints')) == ['4', '8']
   # A restarted run keeps the lowered learning rates.
-  with caplog.at_level('INFO'):
-    config.num_training_steps = 9
-    train.train_and_evaluate(config, str(tmp_path))
+  with caplog.at_level('INFO'):  # (even without the flag)
+    train.train_and_evaluate(tiny_config(num_training_steps=9, info_freq=10,
+                                         checkpoint_freq=4, plot_freq=100),
+                             str(tmp_path))
   assert '1 earlier rollbacks' in caplog.text
   assert 'learning rates x0.5' in caplog.text
-  config.num_training_steps = 8
   # Same data and step count as a run without trouble, but fresh Langevin
   # randomness and halved learning rates after step 4: other parameters.
   monkeypatch.undo()

@@ -142,6 +142,31 @@ def test_checkpoint_of_another_structure_lists_the_entries(tmp_path):
   assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob('*')} == before
 
 
+def test_relative_workdir_and_workdirs_that_are_files(tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)  # Orbax needs absolute paths: made absolute
+  train.train_and_evaluate(tiny_config(num_training_steps=4), 'runs/rel')
+  assert sorted(os.listdir(tmp_path / 'runs' / 'rel' / 'checkpoints')) == [
+      '2', '4']
+  (tmp_path / 'afile').write_text('')
+  with pytest.raises(ValueError, match=f'{tmp_path}/afile is a file, not a '
+                     'folder: --workdir must be a folder'):
+    train.train_and_evaluate(tiny_config(), 'afile')
+  (tmp_path / 'w').mkdir()
+  (tmp_path / 'w' / 'checkpoints').write_text('')
+  with pytest.raises(ValueError, match='w/checkpoints is a file'):
+    train.train_and_evaluate(tiny_config(), str(tmp_path / 'w'))
+  with pytest.raises(ValueError, match="--workdir='' is empty"):
+    train.train_and_evaluate(tiny_config(), '')
+
+
+def test_checkpoint_without_metadata_is_unreadable_not_a_mismatch(tmp_path):
+  train.train_and_evaluate(tiny_config(), str(tmp_path))  # checkpoints 2, 4
+  (tmp_path / 'checkpoints' / '4' / 'state' / '_METADATA').unlink()
+  with pytest.raises(IOError, match=r'checkpoints/4 cannot be read .*Older '
+                     r'checkpoints: steps \[2\]'):
+    train.train_and_evaluate(tiny_config(num_training_steps=6), str(tmp_path))
+
+
 def test_fcd_is_logged_during_training(tmp_path):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   train.train_and_evaluate(tiny_config(fcd_freq=2, fcd_num_samples=150),
