@@ -65,6 +65,10 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.clip_langevin_grad_res = True
   c.max_langevin_norm_res = 2.5  # per-image bound on the drift step
   c.langevin_unroll = -1       # scan unroll: -1 auto (CPU full, else 1), 0 full
+  # Arithmetic of the hat network, generator and encoder: 'float32', or
+  # 'bfloat16' on GPU/TPU (parameters, Adam states, the Langevin state y and
+  # z, energies, drift norms and losses stay float32; see docs/performance.md).
+  c.compute_dtype = 'float32'
   c.update_latents = False     # joint sampler: Langevin on z too (facts §3)
   c.epsilon_latent = 5e-3      # ε_z of the latent steps
 
@@ -116,6 +120,7 @@ def get_base_config() -> ml_collections.ConfigDict:
 
 
 MODES = ('synthesis', 'joint', 'sngan', 'autoencoder')
+COMPUTE_DTYPES = ('float32', 'bfloat16')
 ON_DIVERGENCE = ('stop', 'rollback')
 MAX_PLOT = 1024  # images in one PNG grid
 LR_KEYS = ('ebm_lr_info', 'gen_lr_info', 'inf_lr_info')
@@ -281,6 +286,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
        'num_devices', 'must be an integer >= 0 (0 = all devices)')
   need(isinstance(config.langevin_unroll, int) and config.langevin_unroll >= -1,
        'langevin_unroll', '-1 (auto), 0 (fully unrolled) or a positive int')
+  need(config.compute_dtype != 'float16', 'compute_dtype',
+       "float16 overflows: energies divided by T = 1e-8 exceed its range "
+       "(65504); use 'bfloat16', which has float32's range")
+  need(config.compute_dtype in COMPUTE_DTYPES, 'compute_dtype',
+       f'choose one of {COMPUTE_DTYPES}')
   need(config.divergence_max_energy > 0, 'divergence_max_energy',
        'must be > 0 (inf: check finiteness only)')
   need(config.on_divergence in ON_DIVERGENCE, 'on_divergence',

@@ -11,6 +11,7 @@ import dataclasses
 from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
 from flax import nnx
 import ml_collections
 
@@ -34,23 +35,50 @@ class FunctionalNet:
     name: a readable name for logs.
     build: `nnx.Rngs -> module`, the constructor it was made from (e.g. to
       derive a training-mode graph definition).
+    compute_dtype: dtype of the arithmetic inside the network (None or
+      float32: as stored). With bfloat16, `apply` casts the float32
+      parameters, frozen statistics and input to bfloat16 and the output
+      back to float32: parameters, their gradients and everything outside
+      the network stay float32 (mixed precision; the hat network computes
+      its final linear energy head in float32, see `HatNetwork`).
   """
   graphdef: nnx.GraphDef
   init: Callable[[jax.Array], tuple[Params, Params]]
   name: str
   build: Callable[[nnx.Rngs], nnx.Module] | None = None
+  compute_dtype: Any = None
 
   def apply(self, params: Params, frozen: Params, x: jax.Array) -> jax.Array:
-    """Runs the network: `nnx.merge` of the pytrees, then a forward pass."""
-    return nnx.merge(self.graphdef, params, frozen)(x)
+    """Runs the network: `nnx.merge` of the pytrees, then a forward pass.
+
+    Args:
+      params, frozen: float32 pytrees of `init`.
+      x: the input batch, float32.
+
+    Returns:
+      The output batch, float32 whatever `compute_dtype` is.
+    """
+    dtype = self.compute_dtype
+    if dtype is None or dtype == jnp.float32:
+      return nnx.merge(self.graphdef, params, frozen)(x)
+    cast = lambda t: jax.tree.map(
+        lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating)
+        else a, t)
+    out = nnx.merge(self.graphdef, cast(params), cast(frozen))(x.astype(dtype))
+    return out.astype(jnp.float32)
+
+
+def compute_dtype(config: ml_collections.ConfigDict) -> Any:
+  """`config.compute_dtype` ('float32' or 'bfloat16') as a jnp dtype."""
+  return jnp.dtype(config.get('compute_dtype', 'float32'))
 
 
 def functionalize(build: Callable[[nnx.Rngs], nnx.Module],
-                  name: str) -> FunctionalNet:
+                  name: str, dtype: Any = None) -> FunctionalNet:
   """Turns an NNX module constructor into a `FunctionalNet`.
 
   The graph definition comes from an abstract (shape-only) build, so no
-  weights are materialised here.
+  weights are materialised here. `dtype` is the `compute_dtype`.
   """
   abstract = nnx.eval_shape(lambda: build(nnx.Rngs(0)))
   graphdef, _, _ = nnx.split(abstract, nnx.Param, ...)
@@ -59,7 +87,10 @@ def functionalize(build: Callable[[nnx.Rngs], nnx.Module],
     _, params, frozen = nnx.split(build(nnx.Rngs(key)), nnx.Param, ...)
     return nnx.to_pure_dict(params), nnx.to_pure_dict(frozen)
 
-  return FunctionalNet(graphdef=graphdef, init=init, name=name, build=build)
+  if dtype is not None and jnp.dtype(dtype) != jnp.float32:
+    name = f'{name}, {jnp.dtype(dtype).name} compute'
+  return FunctionalNet(graphdef=graphdef, init=init, name=name, build=build,
+                       compute_dtype=dtype)
 
 
 def create_hat_network(config: ml_collections.ConfigDict) -> FunctionalNet:
@@ -74,7 +105,8 @@ def create_hat_network(config: ml_collections.ConfigDict) -> FunctionalNet:
   size, _, channels = config.image_dims
   return functionalize(
       lambda rngs: HatNetwork(size, channels, config.ebm_ngf, rngs),
-      f'hat network {size}x{size}x{channels}, ngf {config.ebm_ngf}')
+      f'hat network {size}x{size}x{channels}, ngf {config.ebm_ngf}',
+      compute_dtype(config))
 
 
 def create_generator(config: ml_collections.ConfigDict) -> FunctionalNet:
@@ -99,7 +131,8 @@ def create_generator(config: ml_collections.ConfigDict) -> FunctionalNet:
     return functionalize(
         lambda rngs: Decoder(channels, config.gen_ngf, config.gen_factor,
                              rngs),
-        f'decoder 16x16x1 -> 32x32x{channels}, ngf {config.gen_ngf}')
+        f'decoder 16x16x1 -> 32x32x{channels}, ngf {config.gen_ngf}',
+        compute_dtype(config))
   if config.gen_type != 'gen_sngan':
     raise ValueError(f"gen_type={config.gen_type!r} is unknown; choose "
                      "'gen_sngan' or 'gen_decoder'.")
@@ -110,7 +143,8 @@ def create_generator(config: ml_collections.ConfigDict) -> FunctionalNet:
       lambda rngs: SNGANGenerator(size, channels, config.gen_ngf,
                                   config.state_dims[0], config.gen_factor,
                                   rngs),
-      f'SN-GAN generator {size}x{size}x{channels}, ngf {config.gen_ngf}')
+      f'SN-GAN generator {size}x{size}x{channels}, ngf {config.gen_ngf}',
+      compute_dtype(config))
 
 
 def create_encoder(config: ml_collections.ConfigDict) -> FunctionalNet:
@@ -127,4 +161,4 @@ def create_encoder(config: ml_collections.ConfigDict) -> FunctionalNet:
                      'takes 32x32 images.')
   return functionalize(lambda rngs: Encoder(channels, config.inf_ngf, rngs),
                        f'encoder 32x32x{channels} -> 16x16x1, ngf '
-                       f'{config.inf_ngf}')
+                       f'{config.inf_ngf}', compute_dtype(config))

@@ -148,10 +148,12 @@ class HatNetwork(nnx.Module):
         is evaluated on unclipped G(z) + y too (facts §8 #14).
 
     Returns:
-      Energies [B], float32 (same dtype as x). Lower is more probable.
+      Energies [B], float32. Lower is more probable. With a bfloat16 input
+      (compute_dtype) the blocks run in bfloat16 and the pooled features,
+      the linear head and the energies in float32.
     """
     h = x
     for i in range(self.num_blocks):
       h = getattr(self, f'block{i + 1}')(h)
-    h = jnp.mean(jax.nn.relu(h), axis=(1, 2))
+    h = jnp.mean(jax.nn.relu(h).astype(jnp.float32), axis=(1, 2))
     return self.head(h)[:, 0]
