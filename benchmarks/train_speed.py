@@ -1,132 +1,213 @@
-r"""Time per training iteration and per Langevin step of synthesis configs.
+r"""Seconds and FLOPs of one full training iteration, for every mode.
 
-  python benchmarks/train_speed.py                      # both configs below
-  python benchmarks/train_speed.py --configs=fashion_mnist_synth --repeats=20
+  python benchmarks/train_speed.py                         # quick-start configs
+  python benchmarks/train_speed.py --configs=cifar10_synth \
+      --settings=32x10,64x20,128x50 --repeats=1            # vs the official code
+  python benchmarks/train_speed.py --configs=fashion_mnist_synth --loop
 
-For each config: the compiled synthesis training step (Langevin chain, hat
-update, generator update with the replay bank) and the K-step chain alone,
-timed after one warm-up call, and the step as the training loop runs it
-(`train.jit_train_step`: one-device mesh, donated state, divergence guard),
-to show what the guard costs; prints a table and writes JSON. The replay
-bank is shrunk to two batches (`--bank_batches`) so that start-up does not
-spend minutes filling it; its size does not change the cost of a step.
-FLOP counts are those of the facts sheet (§7.2): per image, a hat forward
-costs F_H and a Langevin step about 2 F_H.
+For each config (and each batch x K setting, default the config's own) it
+builds the model of the config's mode (synthesis, joint, autoencoder,
+SN-GAN), compiles `model.train_step` once, times it (median of --repeats
+calls after the first), and reads its FLOPs from XLA's cost analysis.
+The Langevin loops are fully unrolled on CPU, so the count is exact there;
+elsewhere the same program is compiled unrolled once for the count. For the
+Hat EBM modes it also measures F_H and F_G (one forward pass of the hat
+network and of the generator, per image, cost analysis) and prints the
+iteration's FLOPs per image beside the minimal count of the facts sheet
+(§7.2): synthesis 4 F_G + (2K+6) F_H (G(z) once per chain), joint
+(2K+2) F_G + (4K+6) F_H (one G forward per Langevin step). The replay bank
+is shrunk to two batches (--bank_batches): its size does not change the
+cost of a step, only the minutes spent filling it. Joint configs run over a
+randomly initialised generator (its weights do not change the cost).
+With --loop it also times the step as the training loop runs it
+(`train.jit_train_step`: mesh, donated state, divergence guard).
 """
 
 import argparse
-import json
-import os
-import platform
-import sys
-import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
-from hatebm_jax import xla_flags  # pylint: disable=g-import-not-at-top
-
-xla_flags.apply()  # the same XLA:CPU setting as hatebm_jax.main
+import common  # pylint: disable=g-bad-import-order  (sets XLA flags first)
 
 import jax  # pylint: disable=g-import-not-at-top
-import numpy as np  # pylint: disable=g-import-not-at-top
+import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
 
-from hatebm_jax import config_base  # pylint: disable=g-import-not-at-top
+from hatebm_jax import joint  # pylint: disable=g-import-not-at-top
+from hatebm_jax import modes  # pylint: disable=g-import-not-at-top
 from hatebm_jax import parallel  # pylint: disable=g-import-not-at-top
 from hatebm_jax import synthesis  # pylint: disable=g-import-not-at-top
 from hatebm_jax import train  # pylint: disable=g-import-not-at-top
 
-
-def _time(fn, repeats):
-  jax.block_until_ready(fn())  # compile and warm up
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(fn())
-    times.append(time.perf_counter() - start)
-  return float(np.median(times))
+# The official TF2 release on this project's CPU machine, seconds per
+# iteration (shared/reference/platform_notes.md).
+OFFICIAL_S = {('cifar10_synth', 32, 10): 15.2, ('cifar10_synth', 64, 20): 51.8,
+              ('cifar10_synth', 128, 50): 234.0}
+DEFAULT_CONFIGS = ('fashion_mnist_synth,fashion_mnist_refine,'
+                   'fashion_mnist_ae,fashion_mnist_sngan')
 
 
-def _time_loop_step(model, config, batch, repeats):
-  """Median seconds of the training loop's own step (guard included); the
-  state is donated, so each call continues from the previous one."""
+def _config(name, batch, steps, bank_batches, unroll=None):
+  # Joint runs are timed over a random generator (_init); the key only has
+  # to be set for validation, and other modes ignore it.
+  overrides = {'gen_weights': '(not read: random generator)'}
+  if batch:
+    overrides['batch_size'] = batch
+  if steps:
+    overrides['mcmc_steps'] = steps
+  if unroll is not None:
+    overrides['langevin_unroll'] = unroll
+  config = common.load_config(name, **overrides)
+  with config.unlocked():
+    config.persistent_size = bank_batches * config.batch_size
+  return config
+
+
+def _init(model, config):
+  key = jax.random.PRNGKey(config.seed)
+  if isinstance(model, joint.JointModel):
+    return jax.jit(model.init)(key, *jax.jit(model.gen.init)(
+        jax.random.PRNGKey(1)))
+  return jax.jit(model.init)(key)
+
+
+def _forward_flops(model, state, config):
+  """(F_H, F_G) per image from the cost analysis (None where absent)."""
+  b = config.batch_size
+  x = jnp.zeros((b,) + tuple(config.image_dims))
+  z = jnp.zeros((b,) + tuple(model.latent_shape))
+  f_h = f_g = None
+  if hasattr(model, 'energy'):
+    f_h = common.flops(jax.jit(model.energy).lower(
+        state.hat_params, x).compile()) / b
+  f_g = common.flops(jax.jit(model.generate).lower(
+      state.gen_params, state.gen_frozen, z).compile()) / b
+  return f_h, f_g
+
+
+def _minimal(model, config, f_h, f_g):
+  """The facts sheet's minimal FLOPs per image (§7.2), or None."""
+  k = config.mcmc_steps
+  if isinstance(model, synthesis.SynthesisModel):
+    return 4 * f_g + (2 * k + 6) * f_h, f'4 F_G + {2 * k + 6} F_H'
+  if isinstance(model, joint.JointModel):
+    return ((2 * k + 2) * f_g + (4 * k + 6) * f_h,
+            f'{2 * k + 2} F_G + {4 * k + 6} F_H')
+  return None, ''
+
+
+def _loop_step_time(model, config, state, batch, repeats):
+  """Median seconds of `train.jit_train_step` (the state is donated, so
+  each call continues from the previous one)."""
   mesh = parallel.make_mesh(1)
   abstract = train.abstract_state(model, config)
   shardings = parallel.state_shardings(abstract, mesh)
   step = train.jit_train_step(model, mesh, shardings,
                               config.divergence_max_energy)
-  carry = [jax.jit(model.init, out_shardings=shardings)(
-      jax.random.PRNGKey(0)), train.init_health(model, config, abstract,
-                                                mesh)[0]]
+  carry = [jax.device_put(state, shardings),
+           train.init_health(model, config, abstract, mesh)[0]]
 
   def call():
     with jax.set_mesh(mesh):
       carry[0], metrics, carry[1] = step(carry[0], batch, carry[1])
     return metrics
 
-  return _time(call, repeats)
+  return common.time_call(call, repeats)[1]
 
 
-def benchmark(name, repeats, bank_batches):
-  config = config_base.load_config_file(
-      os.path.join(ROOT, 'configs', 'x'), name)
-  config.persistent_size = bank_batches * config.batch_size
-  model = synthesis.SynthesisModel.from_config(config)
-  state = jax.jit(model.init)(jax.random.PRNGKey(0))
-  batch = jax.random.uniform(jax.random.PRNGKey(1), (config.batch_size,) +
-                             tuple(config.image_dims), minval=-1.0)
-  step = jax.jit(model.train_step)
-  z = jax.random.normal(jax.random.PRNGKey(2),
-                        (config.batch_size,) + model.latent_shape)
-  chain = jax.jit(model.sample)
-  start = time.perf_counter()
-  jax.block_until_ready(step(state, batch))
-  compile_s = time.perf_counter() - start
-  t_iter = _time(lambda: step(state, batch)[1], repeats)
-  t_chain = _time(lambda: chain(state.hat_params, state.gen_params,
-                                state.gen_frozen, z, jax.random.PRNGKey(3))[1],
-                  repeats)
-  t_loop = _time_loop_step(model, config, batch, repeats)
-  k, b = config.mcmc_steps, config.batch_size
-  return {
-      'config': name, 'batch_size': b, 'mcmc_steps': k,
-      'langevin_unroll': str(model.sampler.unroll),
-      'first_call_s': compile_s, 'iteration_s': t_iter,
-      'loop_iteration_s': t_loop, 'guard_overhead': t_loop / t_iter - 1,
-      'chain_s': t_chain, 'langevin_step_s': t_chain / k,
-      'image_steps_per_s': b * k / t_chain,
-      'iterations_per_hour': 3600.0 / t_iter,
+def benchmark(name, batch, steps, repeats, bank_batches, loop, peak):
+  """One row: one training iteration of configs/<name>.py."""
+  config = _config(name, batch, steps, bank_batches)
+  model = modes.build_model(config)
+  state = _init(model, config)
+  images = getattr(model, 'images_per_step', config.batch_size)
+  data = jax.random.uniform(jax.random.PRNGKey(1), (images,) +
+                            tuple(config.image_dims), minval=-1.0)
+  step = jax.jit(model.train_step).lower(state, data).compile()
+  first, seconds = common.time_call(lambda: step(state, data)[1], repeats)
+  if jax.default_backend() == 'cpu' or config.mode in ('autoencoder',):
+    flops = common.flops(step)
+  else:  # count on the fully unrolled program (rolled loops count once)
+    unrolled = modes.build_model(_config(name, batch, steps, bank_batches, 0))
+    flops = common.flops(jax.jit(unrolled.train_step).lower(
+        state, data).compile())
+  f_h, f_g = _forward_flops(model, state, config)
+  minimal, formula = _minimal(model, config, f_h, f_g)
+  b, k = config.batch_size, config.mcmc_steps
+  official = OFFICIAL_S.get((name, b, k))
+  row = {
+      'config': name, 'mode': config.mode, 'batch': b,
+      'mcmc_steps': k if config.mode in ('synthesis', 'joint') else None,
+      'unroll': str(getattr(getattr(model, 'sampler', None), 'unroll', '')),
+      'first_call_s': first, 'iteration_s': seconds,
+      'iteration_tflop': flops / 1e12,
+      'gflop_per_image': flops / b / 1e9,
+      'f_h_gflop': f_h and f_h / 1e9, 'f_g_gflop': f_g / 1e9,
+      'minimal_gflop_per_image': minimal and minimal / 1e9,
+      'minimal_formula': formula,
+      'within_minimal': None if minimal is None else flops / b <= minimal,
+      'gflops_per_s': flops / seconds / 1e9,
+      'fraction_of_matmul_peak': flops / seconds / 1e9 / peak,
+      'official_s': official,
+      'speedup_vs_official': official and official / seconds,
   }
+  if loop:
+    row['loop_iteration_s'] = _loop_step_time(model, config, state, data,
+                                              repeats)
+    row['guard_overhead'] = row['loop_iteration_s'] / seconds - 1
+  return row
+
+
+def _settings(text):
+  if not text:
+    return [(0, 0)]
+  out = []
+  for item in text.split(','):
+    b, _, k = item.partition('x')
+    out.append((int(b), int(k)))
+  return out
 
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--configs', default='fashion_mnist_synth,cifar10_synth')
-  parser.add_argument('--repeats', type=int, default=5)
+  parser.add_argument('--configs', default=DEFAULT_CONFIGS)
+  parser.add_argument('--settings', default='',
+                      help='BxK pairs, e.g. 32x10,64x20,128x50 (default: '
+                      "each config's own batch_size and mcmc_steps)")
+  parser.add_argument('--repeats', type=int, default=3)
   parser.add_argument('--bank_batches', type=int, default=2)
+  parser.add_argument('--loop', action='store_true',
+                      help='also time the training loop\'s own step')
   parser.add_argument('--json', default='benchmarks/train_speed.json')
   args = parser.parse_args()
-  machine = (f'{platform.processor() or platform.machine()}, '
-             f'{os.cpu_count()} CPUs, jax {jax.__version__}, '
-             f'{jax.devices()[0].device_kind}')
-  print(f'# {machine}')
-  header = ('config', 'B', 'K', 'unroll', 'first call s', 's/iteration',
-            's/iteration in the loop (guard)', 's/Langevin step',
-            'image-steps/s')
-  print(' | '.join(header))
+  info = common.machine()
+  print(common.describe(info), flush=True)
+  peak = common.matmul_peak()
+  print(f"# jnp.dot float32 peak: {peak['gflops']:.1f} GFLOP/s", flush=True)
+  header = ('config', 'mode', 'B', 'K', 'first call s', 's / iteration',
+            'TFLOP / iteration (XLA)', 'GFLOP / image (minimal: formula)',
+            'GFLOP/s (of peak)', 'official s (speed-up)')
+  print(' | '.join(header), flush=True)
   rows = []
   for name in args.configs.split(','):
-    r = benchmark(name, args.repeats, args.bank_batches)
-    rows.append(r)
-    print(' | '.join([r['config'], str(r['batch_size']), str(r['mcmc_steps']),
-                      r['langevin_unroll'], f"{r['first_call_s']:.1f}",
-                      f"{r['iteration_s']:.3f}",
-                      f"{r['loop_iteration_s']:.3f} ({r['guard_overhead']:+.1%})",
-                      f"{r['langevin_step_s']:.4f}",
-                      f"{r['image_steps_per_s']:.1f}"]), flush=True)
-  with open(args.json, 'w') as f:
-    json.dump({'machine': machine, 'results': rows}, f, indent=1)
-  print(f'# wrote {args.json}')
+    for batch, steps in _settings(args.settings):
+      r = benchmark(name, batch, steps, args.repeats, args.bank_batches,
+                    args.loop, peak['gflops'])
+      rows.append(r)
+      minimal = ('' if r['minimal_gflop_per_image'] is None else
+                 f" ({r['minimal_gflop_per_image']:.1f}: "
+                 f"{r['minimal_formula']})")
+      official = ('' if r['official_s'] is None else
+                  f"{r['official_s']:.1f} ({r['speedup_vs_official']:.2f}x)")
+      loop = ('' if 'loop_iteration_s' not in r else
+              f" [loop {r['loop_iteration_s']:.3f}, "
+              f"{r['guard_overhead']:+.1%}]")
+      print(' | '.join(str(c) for c in (
+          r['config'], r['mode'], r['batch'], r['mcmc_steps'] or '',
+          f"{r['first_call_s']:.1f}", f"{r['iteration_s']:.3f}{loop}",
+          f"{r['iteration_tflop']:.3f}",
+          f"{r['gflop_per_image']:.1f}{minimal}",
+          f"{r['gflops_per_s']:.0f} ({r['fraction_of_matmul_peak']:.0%})",
+          official)), flush=True)
+  common.write_json(args.json, {'machine': info, 'matmul_peak': peak,
+                                'results': rows})
 
 
 if __name__ == '__main__':

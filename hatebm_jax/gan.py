@@ -271,7 +271,7 @@ class SNGANModel:
     def step(z, step_key):
       z = z - 0.5 * eps ** 2 * grad(z)
       if config.use_noise:
-        z = z + eps * parallel.per_example_normal(step_key, z.shape)
+        z = z + eps * langevin.chain_noise(step_key, z)
       return z, None
 
     z, _ = jax.lax.scan(step, z0, jax.random.split(key, config.num_steps),

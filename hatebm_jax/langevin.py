@@ -137,6 +137,31 @@ class LangevinConfig:
     return cls(**fields)
 
 
+def chain_noise(step_key: jax.Array, x: jax.Array) -> jax.Array:
+  """The N(0, I) draw of one Langevin step for the chain state `x` [B, ...].
+
+  `parallel.per_example_normal(step_key, x.shape)`, drawn so that it can
+  only be computed once `x` is: row i's index gets isnan(x[i, first
+  element]) added, which is 0 in every finite state (so the draws are
+  exactly those of `step_key`) and keeps the dependency within the row (no
+  communication when the batch is split over devices). Without this data
+  dependency XLA computes parts of every step's draw before the chain
+  starts (the keys are all known then) and holds them: an unrolled chain's
+  memory grew by two noise-sized buffers per step
+  (tests/test_performance.py).
+
+  Args:
+    step_key: uint32 [2] PRNG key of the step.
+    x: the state the noise is added to (y [B, S, S, C] or z [B, ...]).
+
+  Returns:
+    Standard normal noise, x's shape and dtype.
+  """
+  nan_first = jnp.isnan(x.reshape(x.shape[0], -1)[:, 0]).astype(jnp.int32)
+  return parallel.per_example_normal(step_key, x.shape, x.dtype,
+                                     offset=nan_first)
+
+
 def per_image_norm(x: jax.Array) -> jax.Array:
   """L2 norm over all but the leading axis: [B, ...] -> [B]."""
   return jnp.sqrt(jnp.sum(jnp.square(x), axis=tuple(range(1, x.ndim))))
@@ -176,8 +201,7 @@ def _residual_step(grad_h: jax.Array, y: jax.Array, step_key: jax.Array,
     clipped = jnp.zeros(norm.shape, bool)
   y = y - drift
   if config.use_noise:
-    y = y + config.step_size * parallel.per_example_normal(
-        step_key, y.shape, y.dtype)
+    y = y + config.step_size * chain_noise(step_key, y)
   return y, norm.mean(), clipped.mean()
 
 
@@ -272,8 +296,7 @@ def joint_langevin(energy_fn: EnergyFn,
     drift = latent_coefficient * grad_z
     z = z - drift
     if config.use_noise:
-      z = z + config.latent_step_size * parallel.per_example_normal(
-          step_key, z.shape, z.dtype)
+      z = z + config.latent_step_size * chain_noise(step_key, z)
     return z, per_image_norm(drift).mean()
 
   def residual_step(y, x_gen, step_key):
