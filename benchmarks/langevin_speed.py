@@ -8,8 +8,10 @@ For each hat network of the paper (facts §7.1: 32 px ngf 256 = CIFAR-10,
 64 px ngf 1024 = CelebA, 128 px ngf 1024 = ImageNet, 128 px ngf 2048 = the
 scaled ImageNet net) it compiles and times
 
-  * one Langevin step y <- y - clip((eps^2/2T) grad H(G(z) + y)) + eps xi
-    (`langevin.residual_langevin` with K = 1), and
+  * one Langevin step y <- y - clip((eps^2/2T) grad H(G(z) + y)) + eps xi,
+    timed as half of a 2-step chain (`langevin.residual_langevin`; a
+    1-step program compiled alone runs 3x slower on XLA:CPU, which lays
+    out its transposed kernels differently: docs/performance.md), and
   * the K-step chain as training runs it (the `langevin_unroll` of the
     config: fully unrolled on CPU, rolled elsewhere),
 
@@ -65,16 +67,17 @@ def benchmark(network, batch, steps, dtype, unroll, repeats, peaks):
   y0 = jnp.zeros(shape)
   key = jax.random.PRNGKey(2)
   sampler = model.sampler
-  one = dataclasses.replace(sampler, num_steps=1, unroll=True)
+  two = dataclasses.replace(sampler, num_steps=2, unroll=True)
   args = (model, hat_params, x_gen, y0, key)
 
-  step_c = _chain.lower(*args, one).compile()
+  step_c = _chain.lower(*args, two).compile()
   chain_c = _chain.lower(*args, sampler).compile()
-  step_flops = common.flops(step_c)
+  step_flops = common.flops(step_c) / 2
   u = steps if sampler.unroll is True else sampler.unroll
   chain_flops = common.loop_flops(common.flops(chain_c), u * step_flops,
                                   steps // u)
   _, t_step = common.time_call(lambda: step_c(*args[1:]), repeats)
+  t_step /= 2
   first, t_chain = common.time_call(lambda: chain_c(*args[1:]),
                                     max(1, repeats // 2))
   peak = peaks[dtype]['gflops']

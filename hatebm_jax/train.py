@@ -273,6 +273,10 @@ def _train(config, workdir, mesh, checkpointer):
     logging.info('%d earlier rollbacks (%s): learning rates x%g.',
                  len(rollbacks), workdir / ROLLBACK_FILE, factor)
   model = modes.build_model(run_config)
+  if config.compute_dtype == 'bfloat16' and jax.default_backend() == 'cpu':
+    logging.warning('compute_dtype=bfloat16 on CPU: XLA:CPU has no fast '
+                    'bfloat16 convolutions, so this runs slower than '
+                    'float32 (docs/performance.md).')
   latest = checkpointer.latest_step()
   if jax.process_count() > 1:  # every process resumes from the same step
     latest = int(multihost_utils.broadcast_one_to_all(
