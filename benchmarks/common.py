@@ -6,10 +6,11 @@ benchmarks measure what training runs.
 
 FLOPs come from XLA's cost analysis of the compiled program
 (`compiled.cost_analysis()['flops']`, 2 per multiply-add). XLA counts the
-body of a while loop once, whatever its trip count: `loop_flops` corrects
-for that. Peak memory comes from XLA's buffer assignment
-(`compiled.memory_analysis()`), which is what the program needs on any
-backend, and on GPU/TPU also from the allocator's high-water mark.
+body of a while loop once, whatever its trip count: the scripts count
+programs without loops (fully unrolled) or multiply a step's count. Peak memory comes from XLA's buffer assignment
+(`compiled.memory_analysis()`) for the backend it runs on (another
+compiler fuses, and so allocates, differently), and on GPU/TPU also from
+the allocator's high-water mark.
 """
 
 import json
@@ -51,7 +52,12 @@ def describe(info: dict) -> str:
 
 
 def load_config(name: str, **overrides):
-  """configs/<name>.py with `overrides` applied and validated."""
+  """configs/<name>.py with `overrides` applied and validated.
+
+  Raises:
+    FileNotFoundError: no such config file.
+    ValueError: an invalid value (`config_base.validate`).
+  """
   config = config_base.load_config_file(os.path.join(ROOT, 'configs', 'x'),
                                         name)
   with config.unlocked():
@@ -59,6 +65,41 @@ def load_config(name: str, **overrides):
       config[key] = value
   config_base.validate(config)
   return config
+
+
+def checked_config(parser, name: str, modes=None, **overrides):
+  """`load_config`, turning a missing file, a mode not in `modes` or an
+  invalid value into `parser.error` (a usage message, exit code 2)."""
+  try:
+    config = config_base.load_config_file(
+        os.path.join(ROOT, 'configs', 'x'), name)
+  except FileNotFoundError:
+    known = sorted(f[:-3] for f in os.listdir(os.path.join(ROOT, 'configs'))
+                   if f.endswith('.py'))
+    parser.error(f'config {name!r} does not exist; configs/ has {known}.')
+  if modes and config.mode not in modes:
+    parser.error(f'{name} is a {config.mode!r} config; this benchmark '
+                 f'takes {modes} configs.')
+  try:
+    return load_config(name, **overrides)
+  except ValueError as e:
+    parser.error(f'{name}: {e}')
+
+
+def parse_ints(parser, flag: str, text: str, minimum: int) -> list[int]:
+  """Comma-separated integers >= minimum, or `parser.error`."""
+  try:
+    values = [int(t) for t in text.split(',')]
+  except ValueError:
+    parser.error(f'--{flag}={text!r}: give comma-separated integers.')
+  if any(v < minimum for v in values):
+    parser.error(f'--{flag}={text!r}: every value must be >= {minimum}.')
+  return values
+
+
+def json_path(name: str) -> str:
+  """The default JSON output: benchmarks/<name> in this checkout."""
+  return os.path.join(ROOT, 'benchmarks', name)
 
 
 def time_call(fn, repeats: int) -> tuple[float, float]:
@@ -85,20 +126,6 @@ def flops(compiled) -> float:
   if isinstance(analysis, (list, tuple)):  # older jax: one dict per device
     analysis = analysis[0]
   return float(analysis.get('flops', 0.0))
-
-
-def loop_flops(outside: float, body: float, trips: int) -> float:
-  """FLOPs of a program with one while loop, corrected for XLA's count.
-
-  Args:
-    outside: cost analysis of the program (the body counted once in it).
-    body: cost analysis of one trip of the loop body, compiled alone.
-    trips: the loop's trip count (K / unroll for a rolled Langevin scan).
-
-  Returns:
-    outside + (trips - 1) * body.
-  """
-  return outside + (trips - 1) * body
 
 
 def memory(compiled) -> dict:
@@ -154,17 +181,34 @@ def matmul_peak(dtype=jnp.float32, sizes=None, repeats: int = 5) -> dict:
   return {'gflops': best[0], 'size': best[1], 'dtype': jnp.dtype(dtype).name}
 
 
-def table(header, rows) -> str:
-  """A Markdown table."""
-  lines = [' | '.join(header), ' | '.join('---' for _ in header)]
-  lines += [' | '.join(str(c) for c in row) for row in rows]
-  return '\n'.join(lines)
+def print_header(header) -> None:
+  """Prints the head of a Markdown table (rows follow with `print_row`)."""
+  print_row(header)
+  print_row(['---'] * len(header))
 
 
-def write_json(path: str, payload: dict) -> None:
-  """Writes the results (and the machine) as JSON; prints where."""
+def print_row(cells) -> None:
+  """Prints one Markdown table row."""
+  print('| ' + ' | '.join(str(c) for c in cells) + ' |', flush=True)
+
+
+def unroll_name(unroll) -> str:
+  """'full' for a fully unrolled scan, else the unroll factor."""
+  return 'full' if unroll is True else str(unroll)
+
+
+def write_json(path: str, payload: dict, quiet: bool = False) -> None:
+  """Writes the results (and the machine) as JSON, creating the folder.
+
+  The scripts call it after every row, so an interrupted run keeps what it
+  measured.
+  """
   if not path:
     return
-  with open(path, 'w') as f:
+  folder = os.path.dirname(os.path.abspath(path))
+  os.makedirs(folder, exist_ok=True)
+  with open(path + '.tmp', 'w') as f:
     json.dump(payload, f, indent=1)
-  print(f'# wrote {path}', flush=True)
+  os.replace(path + '.tmp', path)
+  if not quiet:
+    print(f'# wrote {path}', flush=True)

@@ -17,8 +17,8 @@ scaled ImageNet net) it compiles and times
 
 on random float32 images standing in for G(z) (the chain's cost does not
 depend on them). It prints images x steps per second, the FLOPs of a step
-from XLA's cost analysis (the chain's loop corrected: XLA counts a loop body
-once), the achieved FLOP/s, and that as a fraction of the `jnp.dot` peak it
+from XLA's cost analysis (a chain's count is K times a step's: XLA counts a
+while-loop body once, whatever its trip count), the achieved FLOP/s, and that as a fraction of the `jnp.dot` peak it
 measures first in the same dtype. Writes JSON (--json).
 """
 
@@ -54,12 +54,12 @@ def _chain(model, hat_params, x_gen, y0, key, sampler):
   return y
 
 
-def benchmark(network, batch, steps, dtype, unroll, repeats, peaks):
-  """One row: the step and the chain of `network`."""
+def benchmark(config, network, repeats, peaks):
+  """One row: the step and the chain of `network` with `config`'s batch,
+  K, compute dtype and unroll."""
   config_name, gmac = NETWORKS[network]
-  config = common.load_config(config_name, batch_size=batch,
-                              mcmc_steps=steps, compute_dtype=dtype,
-                              langevin_unroll=unroll)
+  batch, steps, dtype = (config.batch_size, config.mcmc_steps,
+                         config.compute_dtype)
   model = synthesis.SynthesisModel.from_config(config)
   hat_params, _ = jax.jit(model.hat.init)(jax.random.PRNGKey(0))
   shape = (batch,) + tuple(config.image_dims)
@@ -73,9 +73,9 @@ def benchmark(network, batch, steps, dtype, unroll, repeats, peaks):
   step_c = _chain.lower(*args, two).compile()
   chain_c = _chain.lower(*args, sampler).compile()
   step_flops = common.flops(step_c) / 2
-  u = steps if sampler.unroll is True else sampler.unroll
-  chain_flops = common.loop_flops(common.flops(chain_c), u * step_flops,
-                                  steps // u)
+  # XLA counts a while body once (and may unroll a short loop itself), so
+  # the chain's count is K steps' (its set-up is a few key splits).
+  chain_flops = steps * step_flops
   _, t_step = common.time_call(lambda: step_c(*args[1:]), repeats)
   t_step /= 2
   first, t_chain = common.time_call(lambda: chain_c(*args[1:]),
@@ -88,7 +88,7 @@ def benchmark(network, batch, steps, dtype, unroll, repeats, peaks):
       'network': network, 'config': config_name,
       'hat_params': sum(x.size for x in jax.tree.leaves(hat_params)),
       'batch': batch, 'steps': steps, 'dtype': dtype,
-      'unroll': str(sampler.unroll),
+      'unroll': common.unroll_name(sampler.unroll),
       'step_s': t_step, 'chain_s': t_chain, 'chain_first_call_s': first,
       'image_steps_per_s': batch * steps / t_chain,
       'xla_gflop_per_image_step': step_flops / batch / 1e9,
@@ -102,17 +102,13 @@ def benchmark(network, batch, steps, dtype, unroll, repeats, peaks):
   }
 
 
-def _ints(text):
-  return [int(t) for t in text.split(',')] if text else []
-
-
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--networks', default=','.join(NETWORKS))
   parser.add_argument('--batch', default='',
                       help='one batch for all networks, or one per network; '
                       'default: per network and backend (see CPU_BATCH)')
-  parser.add_argument('--steps', type=int, default=0,
+  parser.add_argument('--steps', type=int, default=None,
                       help='K of the chain (default 10 on CPU, 50 elsewhere)')
   parser.add_argument('--dtypes', default='',
                       help='compute dtypes (default float32 on CPU, '
@@ -121,56 +117,67 @@ def main():
                       help='langevin_unroll values to compare (-1 = the '
                       'backend default, 0 = fully unrolled)')
   parser.add_argument('--repeats', type=int, default=3)
-  parser.add_argument('--json', default='benchmarks/langevin_speed.json')
+  parser.add_argument('--json', default=common.json_path(
+      'langevin_speed.json'))
   args = parser.parse_args()
 
   cpu = jax.default_backend() == 'cpu'
   networks = args.networks.split(',')
   for n in networks:
     if n not in NETWORKS:
-      parser.error(f'--networks: {n!r} is not one of {list(NETWORKS)}')
-  batches = _ints(args.batch) or [
-      (CPU_BATCH if cpu else ACCELERATOR_BATCH)[n] for n in networks]
+      parser.error(f'--networks: {n!r} is not one of {list(NETWORKS)}.')
+  batches = (common.parse_ints(parser, 'batch', args.batch, 1) if args.batch
+             else [(CPU_BATCH if cpu else ACCELERATOR_BATCH)[n]
+                   for n in networks])
   if len(batches) == 1:
     batches *= len(networks)
   if len(batches) != len(networks):
     parser.error(f'--batch gives {len(batches)} values for '
                  f'{len(networks)} networks.')
-  steps = args.steps or (10 if cpu else 50)
+  steps = (10 if cpu else 50) if args.steps is None else args.steps
   dtypes = (args.dtypes or ('float32' if cpu else 'float32,bfloat16')
             ).split(',')
+  unrolls = common.parse_ints(parser, 'unroll', args.unroll, -1)
+  if args.repeats < 0:
+    parser.error(f'--repeats={args.repeats} must be >= 0.')
+  # Every setting is checked before anything is timed.
+  configs = [(network, common.checked_config(
+      parser, NETWORKS[network][0], batch_size=batch, mcmc_steps=steps,
+      compute_dtype=dtype, langevin_unroll=unroll))
+             for network, batch in zip(networks, batches)
+             for dtype in dtypes for unroll in unrolls]
+
   info = common.machine()
   print(common.describe(info), flush=True)
   peaks = {d: common.matmul_peak(jnp.dtype(d)) for d in dtypes}
   for d, p in peaks.items():
     print(f"# jnp.dot {d} peak: {p['gflops']:.1f} GFLOP/s "
           f"({p['size']}x{p['size']})", flush=True)
-
-  header = ('network', 'hat params', 'B', 'K', 'dtype', 'unroll',
-            's / step', 's / chain', 'image-steps / s',
-            'GFLOP / image-step (XLA; facts)', 'step GFLOP/s (of peak)',
-            'chain GFLOP/s (of peak)', 'chain peak GiB')
-  print(' | '.join(header), flush=True)
+  print('# step: half of a 2-step fully unrolled chain; chain: K steps with '
+        'the given unroll', flush=True)
+  common.print_header((
+      'network', 'hat params', 'B', 'K', 'dtype', 'unroll', 's / step',
+      's / chain', 'image-steps / s', 'GFLOP / image-step (XLA; facts)',
+      'step GFLOP/s (of peak)', 'chain GFLOP/s (of peak)',
+      'chain peak GiB'))
   rows = []
-  for network, batch in zip(networks, batches):
-    for dtype in dtypes:
-      for unroll in _ints(args.unroll):
-        r = benchmark(network, batch, steps, dtype, unroll, args.repeats,
-                      peaks)
-        rows.append(r)
-        print(' | '.join(str(c) for c in (
-            r['network'], f"{r['hat_params'] / 1e6:.1f}M", r['batch'],
-            r['steps'], r['dtype'], r['unroll'], f"{r['step_s']:.3f}",
-            f"{r['chain_s']:.2f}", f"{r['image_steps_per_s']:.1f}",
-            f"{r['xla_gflop_per_image_step']:.2f} "
-            f"({r['facts_gflop_per_image_step']:.2f})",
-            f"{r['step_gflops_per_s']:.0f} "
-            f"({r['step_fraction_of_matmul_peak']:.0%})",
-            f"{r['chain_gflops_per_s']:.0f} "
-            f"({r['chain_fraction_of_matmul_peak']:.0%})",
-            f"{r['chain_peak_memory_gib']:.2f}")), flush=True)
-  common.write_json(args.json, {'machine': info, 'matmul_peak': peaks,
-                                'results': rows})
+  for network, config in configs:
+    r = benchmark(config, network, args.repeats, peaks)
+    rows.append(r)
+    common.print_row((
+        r['network'], f"{r['hat_params'] / 1e6:.1f}M", r['batch'],
+        r['steps'], r['dtype'], r['unroll'], f"{r['step_s']:.3f}",
+        f"{r['chain_s']:.2f}", f"{r['image_steps_per_s']:.1f}",
+        f"{r['xla_gflop_per_image_step']:.2f} "
+        f"({r['facts_gflop_per_image_step']:.2f})",
+        f"{r['step_gflops_per_s']:.0f} "
+        f"({r['step_fraction_of_matmul_peak']:.0%})",
+        f"{r['chain_gflops_per_s']:.0f} "
+        f"({r['chain_fraction_of_matmul_peak']:.0%})",
+        f"{r['chain_peak_memory_gib']:.3g}"))
+    common.write_json(args.json, {'machine': info, 'matmul_peak': peaks,
+                                  'results': rows}, quiet=True)
+  print(f'# wrote {args.json}')
 
 
 if __name__ == '__main__':

@@ -70,31 +70,35 @@ def main():
   parser.add_argument('--bank_batches', type=int, default=2)
   parser.add_argument('--run', action='store_true',
                       help='also run one iteration per K in a fresh process')
-  parser.add_argument('--json', default='benchmarks/memory.json')
+  parser.add_argument('--json', default=common.json_path('memory.json'))
   parser.add_argument('--child_k', type=int, default=0, help=argparse.SUPPRESS)
   args = parser.parse_args()
 
   def config_for(k):
-    config = common.load_config(args.config, batch_size=args.batch,
-                                mcmc_steps=k, langevin_unroll=args.unroll)
-    with config.unlocked():
-      config.persistent_size = args.bank_batches * args.batch
-    return config
+    return common.checked_config(
+        parser, args.config, modes=('synthesis',), batch_size=args.batch,
+        mcmc_steps=k, langevin_unroll=args.unroll,
+        persistent_size=args.bank_batches * args.batch)
 
   if args.child_k:
     peak, what = run_once(config_for(args.child_k))
     print('RESULT ' + json.dumps({'peak_gib': peak, 'what': what}))
     return
+  if args.bank_batches < 1:
+    parser.error(f'--bank_batches={args.bank_batches} must be >= 1.')
+  steps = common.parse_ints(parser, 'steps', args.steps, 1)
+  for k in steps:  # every setting is checked before anything compiles
+    config_for(k)
 
   info = common.machine()
   print(common.describe(info), flush=True)
   print(f'# {args.config}, batch {args.batch}, langevin_unroll '
         f'{args.unroll}; GiB', flush=True)
-  header = ['K', 'arguments', 'outputs', 'donated', 'temporaries',
-            'XLA peak', 'vs first K'] + (['measured peak'] if args.run else [])
-  print(' | '.join(header), flush=True)
+  common.print_header(
+      ['K', 'arguments', 'outputs', 'donated', 'temporaries', 'XLA peak',
+       'vs first K'] + (['measured peak'] if args.run else []))
   rows = []
-  for k in (int(s) for s in args.steps.split(',')):
+  for k in steps:
     _, _, _, compiled, _ = compiled_step(config_for(k))
     row = {'steps': k, **common.memory(compiled)}
     if args.run:
@@ -109,14 +113,15 @@ def main():
                                                    result['what'])
     rows.append(row)
     ratio = row['peak_gib'] / rows[0]['peak_gib']
-    print(' | '.join([str(k)] + [f"{row[c]:.3f}" for c in (
+    common.print_row([str(k)] + [f"{row[c]:.4g}" for c in (
         'arguments_gib', 'outputs_gib', 'aliased_gib', 'temporaries_gib',
         'peak_gib')] + [f'{ratio:.3f}'] + (
-            [f"{row['measured_peak_gib']:.3f} ({row['measured']})"]
-            if args.run else [])), flush=True)
-  common.write_json(args.json, {'machine': info, 'config': args.config,
-                                'batch': args.batch, 'unroll': args.unroll,
-                                'results': rows})
+            [f"{row['measured_peak_gib']:.4g} ({row['measured']})"]
+            if args.run else []))
+    common.write_json(args.json, {'machine': info, 'config': args.config,
+                                  'batch': args.batch, 'unroll': args.unroll,
+                                  'results': rows}, quiet=True)
+  print(f'# wrote {args.json}')
 
 
 if __name__ == '__main__':

@@ -7,8 +7,9 @@ r"""Seconds and FLOPs of one full training iteration, for every mode.
 
 For each config (and each batch x K setting, default the config's own) it
 builds the model of the config's mode (synthesis, joint, autoencoder,
-SN-GAN), compiles `model.train_step` once, times it (median of --repeats
-calls after the first), and reads its FLOPs from XLA's cost analysis.
+SN-GAN), compiles `model.train_step` once (timed), times it (median of
+--repeats calls after a warm-up call), and reads its FLOPs from XLA's cost
+analysis.
 The Langevin loops are fully unrolled on CPU, so the count is exact there;
 elsewhere the same program is compiled unrolled once for the count. For the
 Hat EBM modes it also measures F_H and F_G (one forward pass of the hat
@@ -24,6 +25,7 @@ With --loop it also times the step as the training loop runs it
 """
 
 import argparse
+import time
 
 import common  # pylint: disable=g-bad-import-order  (sets XLA flags first)
 
@@ -44,17 +46,18 @@ DEFAULT_CONFIGS = ('fashion_mnist_synth,fashion_mnist_refine,'
                    'fashion_mnist_ae,fashion_mnist_sngan')
 
 
-def _config(name, batch, steps, bank_batches, unroll=None):
+def _config(parser, name, batch, steps, bank_batches, unroll=None):
+  """configs/<name>.py with a BxK setting (None: the config's own)."""
   # Joint runs are timed over a random generator (_init); the key only has
   # to be set for validation, and other modes ignore it.
   overrides = {'gen_weights': '(not read: random generator)'}
-  if batch:
+  if batch is not None:
     overrides['batch_size'] = batch
-  if steps:
+  if steps is not None:
     overrides['mcmc_steps'] = steps
   if unroll is not None:
     overrides['langevin_unroll'] = unroll
-  config = common.load_config(name, **overrides)
+  config = common.checked_config(parser, name, **overrides)
   with config.unlocked():
     config.persistent_size = bank_batches * config.batch_size
   return config
@@ -112,20 +115,24 @@ def _loop_step_time(model, config, state, batch, repeats):
   return common.time_call(call, repeats)[1]
 
 
-def benchmark(name, batch, steps, repeats, bank_batches, loop, peak):
+def benchmark(parser, name, batch, steps, repeats, bank_batches, loop,
+              peak):
   """One row: one training iteration of configs/<name>.py."""
-  config = _config(name, batch, steps, bank_batches)
+  config = _config(parser, name, batch, steps, bank_batches)
   model = modes.build_model(config)
   state = _init(model, config)
   images = getattr(model, 'images_per_step', config.batch_size)
   data = jax.random.uniform(jax.random.PRNGKey(1), (images,) +
                             tuple(config.image_dims), minval=-1.0)
+  start = time.perf_counter()
   step = jax.jit(model.train_step).lower(state, data).compile()
+  compile_s = time.perf_counter() - start
   first, seconds = common.time_call(lambda: step(state, data)[1], repeats)
   if jax.default_backend() == 'cpu' or config.mode in ('autoencoder',):
     flops = common.flops(step)
   else:  # count on the fully unrolled program (rolled loops count once)
-    unrolled = modes.build_model(_config(name, batch, steps, bank_batches, 0))
+    unrolled = modes.build_model(_config(parser, name, batch, steps,
+                                         bank_batches, 0))
     flops = common.flops(jax.jit(unrolled.train_step).lower(
         state, data).compile())
   f_h, f_g = _forward_flops(model, state, config)
@@ -135,8 +142,9 @@ def benchmark(name, batch, steps, repeats, bank_batches, loop, peak):
   row = {
       'config': name, 'mode': config.mode, 'batch': b,
       'mcmc_steps': k if config.mode in ('synthesis', 'joint') else None,
-      'unroll': str(getattr(getattr(model, 'sampler', None), 'unroll', '')),
-      'first_call_s': first, 'iteration_s': seconds,
+      'unroll': common.unroll_name(getattr(getattr(model, 'sampler', None),
+                                           'unroll', '')),
+      'compile_s': compile_s, 'first_call_s': first, 'iteration_s': seconds,
       'iteration_tflop': flops / 1e12,
       'gflop_per_image': flops / b / 1e9,
       'f_h_gflop': f_h and f_h / 1e9, 'f_g_gflop': f_g / 1e9,
@@ -155,12 +163,17 @@ def benchmark(name, batch, steps, repeats, bank_batches, loop, peak):
   return row
 
 
-def _settings(text):
+def _settings(parser, text):
+  """[(B, K), ...] from 'BxK,...'; [(None, None)] (the config's own) for
+  an empty text."""
   if not text:
-    return [(0, 0)]
+    return [(None, None)]
   out = []
   for item in text.split(','):
-    b, _, k = item.partition('x')
+    b, x, k = item.partition('x')
+    if not (x and b.isdigit() and k.isdigit() and int(b) and int(k)):
+      parser.error(f'--settings: {item!r} is not BxK with integers B, K >= 1 '
+                   '(e.g. 32x10).')
     out.append((int(b), int(k)))
   return out
 
@@ -175,39 +188,45 @@ def main():
   parser.add_argument('--bank_batches', type=int, default=2)
   parser.add_argument('--loop', action='store_true',
                       help='also time the training loop\'s own step')
-  parser.add_argument('--json', default='benchmarks/train_speed.json')
+  parser.add_argument('--json', default=common.json_path('train_speed.json'))
   args = parser.parse_args()
+  if args.repeats < 0 or args.bank_batches < 1:
+    parser.error('--repeats must be >= 0 and --bank_batches >= 1.')
+  runs = [(name, b, k) for name in args.configs.split(',')
+          for b, k in _settings(parser, args.settings)]
+  for name, b, k in runs:  # every setting is checked before anything runs
+    _config(parser, name, b, k, args.bank_batches)
   info = common.machine()
   print(common.describe(info), flush=True)
   peak = common.matmul_peak()
   print(f"# jnp.dot float32 peak: {peak['gflops']:.1f} GFLOP/s", flush=True)
-  header = ('config', 'mode', 'B', 'K', 'first call s', 's / iteration',
-            'TFLOP / iteration (XLA)', 'GFLOP / image (minimal: formula)',
-            'GFLOP/s (of peak)', 'official s (speed-up)')
-  print(' | '.join(header), flush=True)
+  common.print_header((
+      'config', 'mode', 'B', 'K', 'compile s', 's / iteration',
+      'TFLOP / iteration (XLA)', 'GFLOP / image (minimal: formula)',
+      'GFLOP/s (of peak)', 'official s (speed-up)'))
   rows = []
-  for name in args.configs.split(','):
-    for batch, steps in _settings(args.settings):
-      r = benchmark(name, batch, steps, args.repeats, args.bank_batches,
-                    args.loop, peak['gflops'])
-      rows.append(r)
-      minimal = ('' if r['minimal_gflop_per_image'] is None else
-                 f" ({r['minimal_gflop_per_image']:.1f}: "
-                 f"{r['minimal_formula']})")
-      official = ('' if r['official_s'] is None else
-                  f"{r['official_s']:.1f} ({r['speedup_vs_official']:.2f}x)")
-      loop = ('' if 'loop_iteration_s' not in r else
-              f" [loop {r['loop_iteration_s']:.3f}, "
-              f"{r['guard_overhead']:+.1%}]")
-      print(' | '.join(str(c) for c in (
-          r['config'], r['mode'], r['batch'], r['mcmc_steps'] or '',
-          f"{r['first_call_s']:.1f}", f"{r['iteration_s']:.3f}{loop}",
-          f"{r['iteration_tflop']:.3f}",
-          f"{r['gflop_per_image']:.1f}{minimal}",
-          f"{r['gflops_per_s']:.0f} ({r['fraction_of_matmul_peak']:.0%})",
-          official)), flush=True)
-  common.write_json(args.json, {'machine': info, 'matmul_peak': peak,
-                                'results': rows})
+  for name, batch, steps in runs:
+    r = benchmark(parser, name, batch, steps, args.repeats,
+                  args.bank_batches, args.loop, peak['gflops'])
+    rows.append(r)
+    minimal = ('' if r['minimal_gflop_per_image'] is None else
+               f" ({r['minimal_gflop_per_image']:.4g}: "
+               f"{r['minimal_formula']})")
+    official = ('' if r['official_s'] is None else
+                f"{r['official_s']:.1f} ({r['speedup_vs_official']:.2f}x)")
+    loop = ('' if 'loop_iteration_s' not in r else
+            f" [loop {r['loop_iteration_s']:.3f}, "
+            f"{r['guard_overhead']:+.1%}]")
+    common.print_row((
+        r['config'], r['mode'], r['batch'], r['mcmc_steps'] or '',
+        f"{r['compile_s']:.1f}", f"{r['iteration_s']:.3f}{loop}",
+        f"{r['iteration_tflop']:.4g}",
+        f"{r['gflop_per_image']:.4g}{minimal}",
+        f"{r['gflops_per_s']:.0f} ({r['fraction_of_matmul_peak']:.0%})",
+        official))
+    common.write_json(args.json, {'machine': info, 'matmul_peak': peak,
+                                  'results': rows}, quiet=True)
+  print(f'# wrote {args.json}')
 
 
 if __name__ == '__main__':

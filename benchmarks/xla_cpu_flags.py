@@ -104,20 +104,32 @@ def main():
   parser.add_argument('--repeats', type=int, default=3)
   parser.add_argument('--candidates', default='',
                       help='indices into the candidate list (default all)')
-  parser.add_argument('--json', default='benchmarks/xla_cpu_flags.json')
+  parser.add_argument('--json', default=os.path.join(
+      HERE, 'xla_cpu_flags.json'))
   parser.add_argument('--worker', action='store_true', help=argparse.SUPPRESS)
   args = parser.parse_args()
   if args.worker:
     worker(args.config, args.batch, args.repeats)
     return
+  sys.path.insert(0, HERE)
+  import common  # pylint: disable=g-import-not-at-top
+  common.checked_config(parser, args.config, modes=('synthesis',),
+                        batch_size=args.batch,
+                        persistent_size=2 * max(args.batch, 1))
+  if args.repeats < 0:
+    parser.error(f'--repeats={args.repeats} must be >= 0.')
   names = list(CANDIDATES)
   if args.candidates:
-    names = [names[int(i)] for i in args.candidates.split(',')]
+    indices = common.parse_ints(parser, 'candidates', args.candidates, 0)
+    if max(indices) >= len(names):
+      parser.error(f'--candidates={args.candidates!r}: indices run from 0 to '
+                   f'{len(names) - 1}: ' + ', '.join(
+                       f'{i} {n}' for i, n in enumerate(names)) + '.')
+    names = [names[i] for i in indices]
   print(f'# {args.config}, batch {args.batch}; seconds (GFLOP/s) per part; '
         'iteration = K steps + both updates + G(z)', flush=True)
-  header = ('XLA_FLAGS', *PARTS, 'iteration s')
-  print(' | '.join(header), flush=True)
-  results = {}
+  common.print_header(('XLA_FLAGS', *PARTS, 'iteration s'))
+  results, failed = {}, []
   for name in names:
     env = dict(os.environ, XLA_FLAGS=CANDIDATES[name],
                TF_CPP_MIN_LOG_LEVEL='2', HATEBM_XLA_DEFAULTS='0')
@@ -129,17 +141,22 @@ def main():
         text=True, check=False)
     lines = [l for l in proc.stdout.splitlines() if l.startswith('RESULT ')]
     if proc.returncode or not lines:
-      print(f'{name} | failed: {proc.stderr.strip().splitlines()[-1:]}')
+      last = (proc.stderr.strip().splitlines() or ['(no output)'])[-1]
+      common.print_row([f'{name} `{CANDIDATES[name]}`',
+                        f'failed (exit {proc.returncode}): {last}'])
+      failed.append(name)
       continue
     r = json.loads(lines[-1][len('RESULT '):])
     results[name] = {'xla_flags': CANDIDATES[name], **r}
-    print(' | '.join([f'{name} `{CANDIDATES[name]}`'] + [
+    common.print_row([f'{name} `{CANDIDATES[name]}`'] + [
         f"{r[p]['s']:.3f} ({r[p]['gflops']:.0f})" for p in PARTS] +
-                     [f"{r['iteration_s']:.1f}"]), flush=True)
-  with open(args.json, 'w') as f:
-    json.dump({'config': args.config, 'batch': args.batch,
-               'results': results}, f, indent=1)
+                     [f"{r['iteration_s']:.2f}"])
+    common.write_json(args.json, {
+        'machine': common.machine(), 'config': args.config,
+        'batch': args.batch, 'results': results}, quiet=True)
   print(f'# wrote {args.json}')
+  if failed:
+    sys.exit(f'{len(failed)} of {len(names)} candidates failed: {failed}')
 
 
 if __name__ == '__main__':

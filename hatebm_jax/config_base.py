@@ -287,10 +287,15 @@ def validate(config: ml_collections.ConfigDict) -> None:
   need(isinstance(config.langevin_unroll, int) and config.langevin_unroll >= -1,
        'langevin_unroll', '-1 (auto), 0 (fully unrolled) or a positive int')
   need(config.compute_dtype != 'float16', 'compute_dtype',
-       "float16 overflows: energies divided by T = 1e-8 exceed its range "
+       "float16 overflows: the hat-network gradients carry the factor 1/T "
+       f"(1/mcmc_temp = {1 / config.mcmc_temp:.3g}) beyond its range "
        "(65504); use 'bfloat16', which has float32's range")
   need(config.compute_dtype in COMPUTE_DTYPES, 'compute_dtype',
        f'choose one of {COMPUTE_DTYPES}')
+  need(config.mode != 'sngan' or config.compute_dtype == 'float32',
+       'compute_dtype', "the 'sngan' mode trains in float32 (batch and "
+       'spectral-norm statistics); bfloat16 is for the Hat EBM modes and '
+       'the autoencoder')
   need(config.divergence_max_energy > 0, 'divergence_max_energy',
        'must be > 0 (inf: check finiteness only)')
   need(config.on_divergence in ON_DIVERGENCE, 'on_divergence',
