@@ -45,6 +45,7 @@ from hatebm_jax import classifier
 from hatebm_jax import inception
 from hatebm_jax import metrics as metrics_lib
 from hatebm_jax import ood
+from hatebm_jax import pretrained
 from hatebm_jax import runtime
 from hatebm_jax import sample
 from hatebm_jax import sampling
@@ -176,8 +177,8 @@ def evaluate(workdir: str, metrics: str = 'fcd,kid,ood',
     result['ood'] = metrics_lib.ood_metrics(run, data_dir, ood_list, num_ood,
                                             batch_size, seed)
     logging.info('OOD AUROC: %s', result['ood']['auroc'])
-  path = epath.Path(output or epath.Path(workdir) / 'eval' /
-                    f'step_{run.step}' / 'metrics.json')
+  path = epath.Path(output or pretrained.eval_folder(workdir, run.step) /
+                    'metrics.json')
   path.parent.mkdir(parents=True, exist_ok=True)
   path.write_text(json.dumps(result, indent=1))
   logging.info('Wrote %s', path)

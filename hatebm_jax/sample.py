@@ -33,6 +33,7 @@ from etils import epath
 import jax
 import numpy as np
 
+from hatebm_jax import pretrained
 from hatebm_jax import runtime
 from hatebm_jax import sampling
 from hatebm_jax import visualize
@@ -41,7 +42,9 @@ FLAGS = flags.FLAGS
 PATH_POINTS = 5  # columns of the Langevin-path figure: steps 0, K/4, .., K
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Training workdir (local or '
-                               'gs://) holding checkpoints/.')
+                               'gs://) holding checkpoints/, or an exported '
+                               'model (.hatebm file: local, gs:// or '
+                               'https://).')
 _STEP = flags.DEFINE_integer('step', None, 'Checkpoint step; default latest.')
 _OUTPUT = flags.DEFINE_string('output_dir', None, 'Output folder; default '
                               '<workdir>/eval/step_<step>.')
@@ -68,12 +71,13 @@ def sample_checkpoint(workdir: str, num_samples: int, batch_size: int,
   """Samples a synthesis checkpoint and writes the outputs listed above.
 
   Args:
-    workdir: the training run's folder.
+    workdir: the training run's folder, or an exported model file.
     num_samples: N ≥ 1.
     batch_size: chains per jitted call, ≥ 1.
     seed: seed of latents, y₀ and chain noise.
     step: checkpoint step, or None for the latest.
-    output_dir: where to write; None for <workdir>/eval/step_<step>.
+    output_dir: where to write; None for <workdir>/eval/step_<step> (or
+      <name>_eval/step_<step> beside an exported <name>.hatebm).
     source: what to sample (`sampling.draw_images`); None for the model's
       own samples ('ebm' for Hat EBMs, 'generator' for SN-GAN and AE runs;
       'ddls' gives DDLS samples of an SN-GAN run).
@@ -93,8 +97,7 @@ def sample_checkpoint(workdir: str, num_samples: int, batch_size: int,
   run = sampling.load_run(workdir, step, **overrides)
   model, config, state, step = run.model, run.config, run.state, run.step
   sampler = sampling.chain_settings(model)
-  output = epath.Path(output_dir or epath.Path(workdir) / 'eval' /
-                      f'step_{step}')
+  output = epath.Path(output_dir or pretrained.eval_folder(workdir, step))
   output.mkdir(parents=True, exist_ok=True)
   source = source or model.SOURCES[0]
   images, (z, x_gen, y) = sampling.draw_images(

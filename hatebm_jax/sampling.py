@@ -35,8 +35,11 @@ def load_run(workdir: str, step: Optional[int] = None, **overrides) -> Run:
   """Restores a checkpoint of any mode and applies sampler overrides.
 
   Args:
-    workdir: the training run's folder (local or gs://).
-    step: checkpoint step, or None for the latest.
+    workdir: the training run's folder (local or gs://), or an exported
+      model (`hatebm_jax.pretrained`: a `.hatebm` file, local, gs:// or
+      https://), whose state is then the networks only.
+    step: checkpoint step, or None for the latest (None for an exported
+      model, which holds one step).
     **overrides: config values by name (e.g. `mcmc_steps`, `mcmc_temp`,
       `epsilon`, `tau_res`, `init_scale_res`, `clip_langevin_grad_res`,
       `ddls_steps`); None values keep the run's own.
@@ -46,6 +49,13 @@ def load_run(workdir: str, step: Optional[int] = None, **overrides) -> Run:
     ValueError: for invalid overrides (`config_base.validate`), before any
       compute.
   """
+  from hatebm_jax import pretrained  # pylint: disable=g-import-not-at-top
+  if pretrained.is_exported(workdir):
+    if step is not None:
+      raise ValueError(f'step={step}: an exported model ({workdir}) holds '
+                       'one step; export another step with '
+                       'python -m hatebm_jax.export --step=N.')
+    return pretrained.load(workdir, **overrides)
   ckpt = checkpoint.Checkpointer(workdir, read_only=True)
   try:
     step = ckpt.latest_step() if step is None else step

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from hatebm_jax import evaluate
+from hatebm_jax import pretrained
 from hatebm_jax import sample
 from hatebm_jax import sampling
 from hatebm_jax import train
@@ -120,3 +121,15 @@ def test_evaluate_writes_its_json_to_gcs(runs):
   written = epath.Path(remote) / 'eval' / 'step_4' / 'metrics.json'
   assert written.exists()
   assert result['samples']['ebm']['fcd'] > 0
+
+
+def test_exported_model_on_gcs_samples_like_the_checkpoint(runs):
+  """Export a gs:// run to gs://, load it from gs://: the same images as
+  sampling the training checkpoint with the same seed."""
+  _, remote = runs
+  target = f'{remote}/export/tiny.hatebm'
+  info = pretrained.export(remote, target)
+  assert info['step'] == 4 and epath.Path(target).exists()
+  model = pretrained.load_pretrained(target)
+  want = sampling.draw_images(sampling.load_run(remote), 6, 3, seed=1)
+  np.testing.assert_array_equal(model.sample(6, seed=1, batch_size=3), want)
