@@ -244,6 +244,52 @@ class Pretrained:
     return sampling.draw_images(model.run, num_samples, batch_size, seed,
                                 source)
 
+  def langevin_path(self, num_chains: int = 8, seed: int = 0,
+                    **settings) -> dict[str, np.ndarray]:
+    """Chains followed step by step (the paper's Figure 3).
+
+    Latents z ~ `init_scale_latent`·N(0, I) and y₀ = `init_scale_res`·N(0,
+    I) from `seed`; then K Langevin steps (`model.chain_segment`, one step
+    per call, so the noise differs from a one-shot chain with the same
+    seed), recording the state after each.
+
+    Args:
+      num_chains: N ≥ 1 chains.
+      seed: seed of z, y₀ and the noise.
+      **settings: sampler settings (see `with_settings`).
+
+    Returns:
+      'steps' int [K+1] (0..K); 'x_gen' G(z_k) and 'y' y_k, float32
+      [K+1, N, S, S, C] (X = x_gen + y, unclipped); 'energy' H(X_k)
+      float32 [K+1, N].
+
+    Raises:
+      ValueError: for a model without a Langevin chain on a hat network.
+    """
+    model = self.with_settings(**settings) if settings else self
+    net, config, state = model.run.model, model.config, model.run.state
+    if not (hasattr(net, 'chain_segment') and hasattr(net, 'energy')):
+      raise ValueError(f'a {config.mode!r} model has no hat-network chain.')
+    if num_chains < 1:
+      raise ValueError(f'num_chains={num_chains} must be >= 1.')
+    k_z, k_y0, k_chain = jax.random.split(jax.random.PRNGKey(seed), 3)
+    z = config.init_scale_latent * jax.random.normal(
+        k_z, (num_chains,) + tuple(net.latent_shape))
+    x_gen = net.generate(state.gen_params, state.gen_frozen, z)
+    y = config.init_scale_res * jax.random.normal(k_y0, x_gen.shape)
+    segment = jax.jit(net.chain_segment, static_argnums=4)
+    energy = jax.jit(net.energy)
+    x_gens, ys, energies = [], [], []
+    for k in range(config.mcmc_steps + 1):
+      if k:
+        z, y, x_gen = segment(state, z, y, jax.random.fold_in(k_chain, k), 1)
+      x_gens.append(np.asarray(x_gen))
+      ys.append(np.asarray(y))
+      energies.append(np.asarray(energy(state.hat_params, x_gen + y)))
+    return {'steps': np.arange(config.mcmc_steps + 1),
+            'x_gen': np.stack(x_gens), 'y': np.stack(ys),
+            'energy': np.stack(energies)}
+
   def energy(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
     """H(x) of images: lower is more probable under the model.
 

@@ -145,3 +145,19 @@ def test_shipped_fashion_mnist_model():
   assert 50 < images.mean() < 100
   assert np.median(images[:, :3, :3]) < 10  # corners (padding) stay dark
   assert np.isfinite(model.energy(images)).all()
+
+
+def test_langevin_path_follows_the_chain(run):
+  """Step k of the path is k one-step segments of the training sampler;
+  its energies are H of the recorded states."""
+  _, path, _ = run
+  model = pretrained.load_pretrained(path)
+  out = model.langevin_path(num_chains=3, seed=1, mcmc_steps=4)
+  assert out['x_gen'].shape == out['y'].shape == (5, 3, 32, 32, 1)
+  assert out['energy'].shape == (5, 3) and list(out['steps']) == [0, 1, 2,
+                                                                   3, 4]
+  np.testing.assert_allclose(out['x_gen'][0], out['x_gen'][4],  # z fixed
+                             atol=1e-6)
+  assert not np.array_equal(out['y'][0], out['y'][4])
+  want = model.energy(out['x_gen'][4] + out['y'][4])
+  np.testing.assert_allclose(out['energy'][4], want, rtol=1e-5, atol=1e-7)
