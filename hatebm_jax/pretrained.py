@@ -27,7 +27,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hatebm_jax import config_base
 from hatebm_jax import modes
 from hatebm_jax import sampling
 
@@ -166,12 +165,8 @@ def load(path: str, **overrides) -> sampling.Run:
   if payload.get('version', 0) > VERSION:
     raise ValueError(f'{path} has format version {payload["version"]}; this '
                      f'hatebm_jax reads up to {VERSION}: update it.')
-  config = modes.with_defaults(json.loads(payload['config']))
-  for key, value in overrides.items():
-    if value is not None:
-      config[key] = value
-  config_base.validate(config)
-  model = modes.build_model(config)
+  config, model = sampling.configure(json.loads(payload['config']),
+                                     **overrides)
   expected = network_fields(jax.eval_shape(
       model.init, jax.random.PRNGKey(config.seed),
       *modes.init_args(model, config, abstract=True)))
@@ -218,14 +213,9 @@ class Pretrained:
     Raises:
       ValueError: an invalid value (`config_base.validate`).
     """
-    config = self.config.copy_and_resolve_references()
-    for key, value in settings.items():
-      if value is not None:
-        config[key] = value
-    config_base.validate(config)
-    run = sampling.Run(config=config, model=modes.build_model(config),
-                       state=self.run.state, step=self.step)
-    return Pretrained(run)
+    config, model = sampling.configure(self.config.to_dict(), **settings)
+    return Pretrained(sampling.Run(config=config, model=model,
+                                   state=self.run.state, step=self.step))
 
   def sample(self, num_samples: int, seed: int = 0, batch_size: int = 64,
              source: Optional[str] = None, **settings) -> np.ndarray:
@@ -275,20 +265,15 @@ class Pretrained:
     k_z, k_y0, k_chain = jax.random.split(jax.random.PRNGKey(seed), 3)
     z = config.init_scale_latent * jax.random.normal(
         k_z, (num_chains,) + tuple(net.latent_shape))
-    x_gen = net.generate(state.gen_params, state.gen_frozen, z)
-    y = config.init_scale_res * jax.random.normal(k_y0, x_gen.shape)
-    segment = jax.jit(net.chain_segment, static_argnums=4)
-    energy = jax.jit(net.energy)
-    x_gens, ys, energies = [], [], []
-    for k in range(config.mcmc_steps + 1):
-      if k:
-        z, y, x_gen = segment(state, z, y, jax.random.fold_in(k_chain, k), 1)
-      x_gens.append(np.asarray(x_gen))
-      ys.append(np.asarray(y))
-      energies.append(np.asarray(energy(state.hat_params, x_gen + y)))
-    return {'steps': np.arange(config.mcmc_steps + 1),
-            'x_gen': np.stack(x_gens), 'y': np.stack(ys),
-            'energy': np.stack(energies)}
+    steps = list(range(config.mcmc_steps + 1))
+    path = sampling.chain_path(net, state, z, k_y0, k_chain, steps,
+                               config.init_scale_res)
+    x_gen = np.stack([x for x, _ in path])
+    y = np.stack([y for _, y in path])
+    energy = sampling.jitted(net, 'energy')
+    return {'steps': np.asarray(steps), 'x_gen': x_gen, 'y': y,
+            'energy': np.stack([np.asarray(energy(state.hat_params, x))
+                                for x in x_gen + y])}
 
   def energy(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
     """H(x) of images: lower is more probable under the model.
@@ -314,7 +299,7 @@ class Pretrained:
                        f'[N, {", ".join(map(str, shape))}].')
     if images.dtype == np.uint8:
       images = images.astype(np.float32) / 127.5 - 1.0
-    energy = jax.jit(model.energy)
+    energy = sampling.jitted(model, 'energy')
     hat = self.run.state.hat_params
     return np.concatenate([
         np.asarray(energy(hat, jnp.asarray(images[i:i + batch_size],

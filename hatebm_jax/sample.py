@@ -129,27 +129,16 @@ def sample_checkpoint(workdir: str, num_samples: int, batch_size: int,
 
 
 def _save_path(path, model, state, z, key, num_steps, init_scale_res):
-  """The paper's Figure 3: one chain shown at steps 0, K/4, ..., K.
-
-  The chain runs in PATH_POINTS − 1 segments (`model.chain_segment`), each
-  continuing from the (z, y) the previous one reached.
-  """
+  """The paper's Figure 3: one chain shown at steps 0, K/4, ..., K
+  (`sampling.chain_path`)."""
   k_y0, k_chain = jax.random.split(key)
-  x_gen = model.generate(state.gen_params, state.gen_frozen, z)
-  y = init_scale_res * jax.random.normal(k_y0, x_gen.shape)
-  segment_fn = jax.jit(model.chain_segment, static_argnums=4)
-  bounds = [round(p * num_steps / (PATH_POINTS - 1))
-            for p in range(PATH_POINTS)]
-  panels = []
-  for segment, (begin, end) in enumerate(zip([0] + bounds[:-1], bounds)):
-    if end > begin:
-      z, y, x_gen = segment_fn(state, z, y,
-                               jax.random.fold_in(k_chain, segment),
-                               end - begin)
-    x_gen_np, y_np = np.asarray(x_gen), np.asarray(y)
-    panels.append((f'step {end}', np.concatenate([
-        visualize.to_display(x_gen_np + y_np), visualize.to_display(x_gen_np),
-        visualize.to_display(5.0 * y_np)])))
+  steps = [round(p * num_steps / (PATH_POINTS - 1))
+           for p in range(PATH_POINTS)]
+  chain = sampling.chain_path(model, state, z, k_y0, k_chain, steps,
+                              init_scale_res)
+  panels = [(f'step {step}', np.concatenate([
+      visualize.to_display(x_gen + y), visualize.to_display(x_gen),
+      visualize.to_display(5.0 * y)])) for step, (x_gen, y) in zip(steps, chain)]
   visualize.save_panels(str(path), panels,
                         'rows: X, G(z), 5·y along one Langevin chain',
                         columns=len(z))

@@ -31,6 +31,29 @@ class Run:
   step: int
 
 
+def configure(config: Any, **overrides) -> tuple[Any, Any]:
+  """A stored run config with sampler overrides, validated, and its model.
+
+  Args:
+    config: a run's config (ConfigDict or dict; keys missing from older
+      runs get their defaults); not modified.
+    **overrides: config values by name; None keeps the run's own.
+
+  Returns:
+    (config, model): a new ConfigDict and `modes.build_model(config)`.
+
+  Raises:
+    ValueError: for invalid values (`config_base.validate`), before any
+      compute.
+  """
+  config = modes.with_defaults(config)
+  for key, value in overrides.items():
+    if value is not None:
+      config[key] = value
+  config_base.validate(config)
+  return config, modes.build_model(config)
+
+
 def load_run(workdir: str, step: Optional[int] = None, **overrides) -> Run:
   """Restores a checkpoint of any mode and applies sampler overrides.
 
@@ -62,12 +85,7 @@ def load_run(workdir: str, step: Optional[int] = None, **overrides) -> Run:
     if step is None:
       raise FileNotFoundError(f'No checkpoint in {ckpt.directory}: train '
                               'first with python -m hatebm_jax.main.')
-    config = modes.with_defaults(ckpt.restore_config(step))
-    for key, value in overrides.items():
-      if value is not None:
-        config[key] = value
-    config_base.validate(config)
-    model = modes.build_model(config)
+    config, model = configure(ckpt.restore_config(step), **overrides)
     state = ckpt.restore(jax.eval_shape(
         model.init, jax.random.PRNGKey(config.seed),
         *modes.init_args(model, config, abstract=True)), step)
@@ -76,7 +94,7 @@ def load_run(workdir: str, step: Optional[int] = None, **overrides) -> Run:
   return Run(config=config, model=model, state=state, step=int(step))
 
 
-_JITTED = weakref.WeakKeyDictionary()  # model -> jitted draw
+_JITTED = weakref.WeakKeyDictionary()  # model -> {method: jitted method}
 
 
 def chain_settings(model: Any) -> Optional[Any]:
@@ -85,11 +103,52 @@ def chain_settings(model: Any) -> Optional[Any]:
   return getattr(model, 'sampler', None) or getattr(model, 'ddls', None)
 
 
-def _jitted_draw(model):
-  """One compiled `model.draw` per model, reused across calls."""
-  if model not in _JITTED:
-    _JITTED[model] = jax.jit(model.draw, static_argnums=3)
-  return _JITTED[model]
+def jitted(model: Any, method: str, static_argnums: tuple[int, ...] = ()):
+  """`jax.jit(getattr(model, method))`, made once per model and method and
+  reused across calls (so its compilations are too)."""
+  methods = _JITTED.setdefault(model, {})
+  if method not in methods:
+    # Through a weak reference: the cache must not keep its key alive.
+    ref = weakref.ref(model)
+    methods[method] = jax.jit(lambda *args: getattr(ref(), method)(*args),
+                              static_argnums=static_argnums)
+  return methods[method]
+
+
+def chain_path(model: Any, state: Any, z: jax.Array, y0_key: jax.Array,
+               chain_key: jax.Array, steps: list[int],
+               init_scale_res: float) -> list[tuple[np.ndarray, np.ndarray]]:
+  """One batch of Langevin chains recorded at given steps (Figure 3).
+
+  y₀ = `init_scale_res`·N(0, I) from `y0_key`; then the chain runs from
+  steps[i−1] to steps[i] as one `model.chain_segment` with noise key
+  fold_in(chain_key, i), each segment continuing from the (z, y) the last
+  one reached. The noise therefore depends on the recording steps: a path
+  is not the one-shot chain of `draw_images` with the same keys.
+
+  Args:
+    model: a Hat EBM model with `generate` and `chain_segment` (synthesis
+      or joint).
+    state: its networks (training state or `pretrained.Networks`).
+    z: latents [N, *latent_shape], float32.
+    y0_key, chain_key: PRNG keys of y₀ and of the chain noise.
+    steps: non-decreasing Langevin step counts to record, from 0.
+    init_scale_res: standard deviation of y₀ (config `init_scale_res`).
+
+  Returns:
+    For each entry of `steps`, (G(z), y) as float32 arrays [N, S, S, C];
+    X = G(z) + y (unclipped). For joint models z moves, so G(z) does.
+  """
+  x_gen = model.generate(state.gen_params, state.gen_frozen, z)
+  y = init_scale_res * jax.random.normal(y0_key, x_gen.shape)
+  segment = jitted(model, 'chain_segment', static_argnums=(4,))
+  path = []
+  for i, (begin, end) in enumerate(zip([0] + list(steps[:-1]), steps)):
+    if end > begin:
+      z, y, x_gen = segment(state, z, y, jax.random.fold_in(chain_key, i),
+                            end - begin)
+    path.append((np.asarray(x_gen), np.asarray(y)))
+  return path
 
 
 def draw_images(run: Run, num_samples: int, batch_size: int, seed: int = 0,
@@ -132,7 +191,7 @@ def draw_images(run: Run, num_samples: int, batch_size: int, seed: int = 0,
     state = run.state
   if source == 'initial':
     state = jax.jit(model.init)(jax.random.PRNGKey(config.seed))
-  draw = _jitted_draw(model)
+  draw = jitted(model, 'draw', static_argnums=(3,))
   run_batch = lambda z, k: draw(state, z, k, source)
   key = jax.random.PRNGKey(seed)
   images, first = [], None
