@@ -177,4 +177,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(runtime.report_errors(main))

@@ -22,7 +22,10 @@ Sources of samples (each gets the sample metrics): `ebm` = X = G(z) + y after
 the Langevin chain, `generator` = G(z) alone, `initial` = G(z) of the run's
 untrained generator. Reference features of the data split are cached in
 $HATEBM_CACHE_DIR (default ~/.cache/hatebm_jax). Every number is written with
-its settings to <workdir>/eval/step_<step>/metrics.json (or --output).
+its settings to <workdir>/eval/step_<step>/metrics.json (or --output). An
+exported model (`hatebm_jax.export`) is evaluated like a workdir: pass the
+file as --workdir; its metrics go to <name>_eval/step_<step>/ beside it (in
+the current folder for a URL or a model shipped in the package).
 """
 
 import dataclasses
@@ -71,7 +74,8 @@ def evaluate(workdir: str, metrics: str = 'fcd,kid,ood',
   """Computes the requested metrics of a checkpoint and writes them as JSON.
 
   Args:
-    workdir: training run folder (local or gs://).
+    workdir: training run folder (local or gs://), or an exported model
+      (`.hatebm`: local, gs:// or https://).
     metrics: comma-separated subset of 'fcd', 'kid', 'fid', 'ood'.
     sources: comma-separated subset of the run's sources ('ebm',
       'generator', 'initial' for synthesis; 'ebm', 'generator' for joint;
@@ -90,7 +94,9 @@ def evaluate(workdir: str, metrics: str = 'fcd,kid,ood',
       (`ood.DEFAULT_OOD_SETS`).
     num_ood: images per OOD set and of the in-distribution test split.
     data_dir: data folder / TFDS data_dir; None for the run's.
-    output: JSON path; None for <workdir>/eval/step_<step>/metrics.json.
+    output: JSON path; None for <workdir>/eval/step_<step>/metrics.json
+      (`pretrained.eval_folder`: beside an exported model, or in the
+      current folder for a URL or a model shipped in the package).
     **overrides: sampler settings (see `sampling.load_run`).
 
   Returns:
@@ -205,7 +211,9 @@ _NUM_OOD = flags.DEFINE_integer('num_ood', 10_000, 'Images per OOD set.')
 _DATA_DIR = flags.DEFINE_string('data_dir', None, 'Data folder / TFDS '
                                 "data_dir; default: the run's.")
 _OUT = flags.DEFINE_string('output', None, 'JSON path; default '
-                           '<workdir>/eval/step_<step>/metrics.json.')
+                           '<workdir>/eval/step_<step>/metrics.json (for an '
+                           'exported model: see --output_dir of '
+                           'hatebm_jax.sample).')
 
 
 def main(argv):
@@ -229,4 +237,4 @@ if __name__ == '__main__':
   flags.mark_flags_as_required(['workdir'])
   flags.FLAGS.set_default('num_samples', 10_000)
   flags.FLAGS.set_default('batch_size', 500)
-  app.run(main)
+  app.run(runtime.report_errors(main))

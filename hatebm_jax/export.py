@@ -40,4 +40,4 @@ def main(argv):
 
 if __name__ == '__main__':
   flags.mark_flags_as_required(['workdir', 'output'])
-  app.run(main)
+  app.run(runtime.report_errors(main))

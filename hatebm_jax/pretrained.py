@@ -14,12 +14,20 @@ convention `<name>.hatebm`. It loads from a local path, gs:// or https://.
   images = model.sample(16, seed=0)               # uint8 [16, 32, 32, 1]
 
 Sampling an exported model gives the same images as sampling its training
-checkpoint with the same seed (tests/test_pretrained.py).
+checkpoint with the same seed and batch size (tests/test_pretrained.py).
+
+File layout (msgpack map): 'format' ('hatebm_jax.pretrained'), 'version'
+(2), 'step', 'config' (JSON of the run's config) and 'networks', a flat map
+from key paths (`jax.tree_util.keystr`, e.g. "['hat_params']['head']
+['kernel']") to arrays.
 """
 
 import json
+import os
 from typing import Any, Optional
+import urllib.parse
 import urllib.request
+import warnings
 
 from etils import epath
 import flax.serialization
@@ -31,9 +39,15 @@ from hatebm_jax import modes
 from hatebm_jax import sampling
 
 FORMAT = 'hatebm_jax.pretrained'
-VERSION = 1
+# Version 1 stored the networks as nested dicts, which cannot hold the
+# spectral-norm statistics' tuple keys; version 2 stores a flat
+# {key path: array} map (`jax.tree_util.keystr`). Both are read.
+VERSION = 2
 SUFFIX = '.hatebm'
 NETWORK_SUFFIXES = ('_params', '_frozen', '_stats')
+URL_SCHEMES = ('http://', 'https://')
+# Float images beyond ±FLOAT_IMAGE_BOUND are on another scale (0..255, ...).
+FLOAT_IMAGE_BOUND = 2.0
 
 
 @jax.tree_util.register_pytree_node_class
@@ -69,16 +83,31 @@ class Networks:
 
 
 def network_fields(state: Any) -> dict[str, Any]:
-  """The network fields of a training state (see `Networks`)."""
+  """The network fields of a training state or a `Networks`."""
+  if isinstance(state, Networks):
+    return state.fields()
   return {name: getattr(state, name) for name in sorted(vars(state))
           if name.endswith(NETWORK_SUFFIXES)}
+
+
+def flat_arrays(fields: dict[str, Any]) -> dict[str, Any]:
+  """{key path: leaf} of network fields, e.g. "['hat_params']['head']
+  ['kernel']" (`jax.tree_util.keystr`); the export file's layout."""
+  return {jax.tree_util.keystr(path): leaf for path, leaf in
+          jax.tree_util.tree_flatten_with_path(fields)[0]}
+
+
+def _non_finite(flat: dict[str, Any]) -> list[str]:
+  return [name for name, a in flat.items()
+          if np.issubdtype(np.asarray(a).dtype, np.inexact)
+          and not np.isfinite(np.asarray(a)).all()]
 
 
 def is_exported(path: str) -> bool:
   """Whether `path` names an exported model rather than a workdir: an
   http(s) URL, a name ending in `.hatebm`, or an existing file."""
   path = str(path)
-  if path.startswith(('http://', 'https://')) or path.endswith(SUFFIX):
+  if path.startswith(URL_SCHEMES) or path.endswith(SUFFIX):
     return True
   try:
     return epath.Path(path).is_file()
@@ -90,7 +119,8 @@ def export(workdir: str, output: str, step: Optional[int] = None) -> dict:
   """Writes the networks and config of a training checkpoint to `output`.
 
   Args:
-    workdir: the training run's folder (local or gs://).
+    workdir: the training run's folder (local or gs://), or an exported
+      model (re-exported as it is, e.g. to copy it to gs://).
     output: the file to write (local or gs://); written to a temporary
       name and renamed, so a reader never sees half a file.
     step: checkpoint step; None for the latest.
@@ -99,39 +129,62 @@ def export(workdir: str, output: str, step: Optional[int] = None) -> dict:
     {'output', 'step', 'mode', 'bytes', 'parameters'}.
 
   Raises:
-    FileNotFoundError: the workdir holds no checkpoint.
-    ValueError: `output` is empty or an existing folder.
+    FileNotFoundError: the workdir holds no checkpoint (of `step`).
+    ValueError: `output` is empty, a URL, an existing folder or under a
+      file; the networks hold non-finite values.
   """
   if not output:
     raise ValueError('--output is empty: give the file to write, e.g. '
                      f'/tmp/model{SUFFIX} or gs://BUCKET/model{SUFFIX}.')
+  if str(output).startswith(URL_SCHEMES):
+    raise ValueError(f'--output={output!r}: export writes a local path or '
+                     'gs://; upload the file to a web server yourself.')
   target = epath.Path(output)
   if target.is_dir():
     raise ValueError(f'--output={output!r} is a folder: give a file name, '
                      f'e.g. {output.rstrip("/")}/model{SUFFIX}.')
   run = sampling.load_run(workdir, step)
-  networks = jax.device_get(network_fields(run.state))
+  flat = flat_arrays(jax.device_get(network_fields(run.state)))
+  if not flat:
+    raise ValueError(f'{workdir} holds no networks to export.')
+  bad = _non_finite(flat)
+  if bad:
+    raise ValueError(f'{workdir} step {run.step}: {", ".join(bad[:5])} hold '
+                     'non-finite values; export an earlier step (--step).')
   payload = {'format': FORMAT, 'version': VERSION, 'step': run.step,
-             'config': json.dumps(run.config.to_dict()),
-             'networks': networks}
+             'config': json.dumps(run.config.to_dict()), 'networks': flat}
   data = flax.serialization.msgpack_serialize(payload)
-  target.parent.mkdir(parents=True, exist_ok=True)
+  try:
+    target.parent.mkdir(parents=True, exist_ok=True)
+  except (FileExistsError, NotADirectoryError) as e:
+    raise ValueError(f'--output={output!r}: a part of {target.parent} is a '
+                     'file, not a folder.') from e
   temporary = target.parent / f'.{target.name}.tmp'
   temporary.write_bytes(data)
   temporary.rename(target)
   return {'output': str(target), 'step': run.step, 'mode': run.config.mode,
-          'bytes': len(data), 'parameters': sum(
-              np.size(a) for a in jax.tree.leaves(networks))}
+          'bytes': len(data),
+          'parameters': sum(np.size(a) for a in flat.values())}
 
 
 def _read_bytes(path: str) -> bytes:
-  if path.startswith(('http://', 'https://')):
+  if not path:
+    raise ValueError('The model path is empty: give a .hatebm file, an '
+                     'https:// URL or a gs:// path.')
+  if path.startswith(URL_SCHEMES):
     try:
       with urllib.request.urlopen(path, timeout=60) as response:
         return response.read()
     except OSError as e:
       raise FileNotFoundError(f'Cannot download the model {path}: {e}') from e
   target = epath.Path(path)
+  if target.is_dir():
+    kind = ('a training workdir' if (target / 'checkpoints').exists()
+            else 'a folder')
+    raise ValueError(
+        f'{path} is {kind}, not an exported model. Export one with '
+        f'python -m hatebm_jax.export --workdir={path} --output=model{SUFFIX}'
+        ' (the sample and evaluate entry points also take a workdir).')
   if not target.exists():
     raise FileNotFoundError(
         f'No exported model at {path}. Export one from a training run with '
@@ -139,21 +192,8 @@ def _read_bytes(path: str) -> bytes:
   return target.read_bytes()
 
 
-def load(path: str, **overrides) -> sampling.Run:
-  """Loads an exported model as a `sampling.Run` (state: `Networks`).
-
-  Args:
-    path: local path, gs:// or http(s):// URL of a `.hatebm` file.
-    **overrides: sampler settings by config name (`mcmc_steps`,
-      `mcmc_temp`, `epsilon`, ...; see `sampling.load_run`); None keeps
-      the model's own.
-
-  Raises:
-    FileNotFoundError: nothing at `path`.
-    ValueError: not an exported model, a newer format, networks that do
-      not fit the stored config, or invalid overrides.
-  """
-  data = _read_bytes(str(path))
+def _parse(path: str, data: bytes) -> tuple[dict, int, dict]:
+  """(config dict, step, {key path: array}) of an export file's bytes."""
   try:
     payload = flax.serialization.msgpack_restore(data)
   except Exception as e:  # pylint: disable=broad-except
@@ -162,22 +202,67 @@ def load(path: str, **overrides) -> sampling.Run:
   if not isinstance(payload, dict) or payload.get('format') != FORMAT:
     raise ValueError(f'{path} is not an exported hatebm_jax model (no '
                      f'{FORMAT!r} header).')
-  if payload.get('version', 0) > VERSION:
-    raise ValueError(f'{path} has format version {payload["version"]}; this '
+  version = payload.get('version')
+  if isinstance(version, int) and version > VERSION:
+    raise ValueError(f'{path} has format version {version}; this '
                      f'hatebm_jax reads up to {VERSION}: update it.')
-  config, model = sampling.configure(json.loads(payload['config']),
-                                     **overrides)
+  try:
+    if version not in range(1, VERSION + 1):
+      raise ValueError(f'version {version!r}')
+    config = json.loads(payload['config'])
+    step = int(payload['step'])
+    networks = payload['networks']
+    if not isinstance(config, dict) or not isinstance(networks, dict):
+      raise TypeError('config and networks must be maps')
+    flat = flat_arrays(networks) if version == 1 else networks
+    if not all(isinstance(a, np.ndarray) for a in flat.values()):
+      raise TypeError('networks must hold arrays')
+  except (KeyError, TypeError, ValueError) as e:
+    raise ValueError(f'{path} is a damaged exported model ({e}).') from e
+  return config, step, flat
+
+
+def load(path: str, **overrides) -> sampling.Run:
+  """Loads an exported model as a `sampling.Run` (state: `Networks`).
+
+  Args:
+    path: local path, gs:// or http(s):// URL of a `.hatebm` file.
+    **overrides: sampler settings (`sampling.SAMPLER_SETTINGS`:
+      `mcmc_steps`, `mcmc_temp`, `epsilon`, ...); None keeps the model's
+      own.
+
+  Raises:
+    FileNotFoundError: nothing at `path`, or a URL that cannot be read.
+    ValueError: an empty path, a folder, not an exported model, a newer
+      format, a damaged file (missing entries, networks that do not fit the
+      stored config, non-finite values), or invalid overrides.
+  """
+  path = str(path)
+  config, step, stored = _parse(path, _read_bytes(path))
+  config, model = sampling.configure(config, **overrides)
   expected = network_fields(jax.eval_shape(
       model.init, jax.random.PRNGKey(config.seed),
       *modes.init_args(model, config, abstract=True)))
-  stored = payload['networks']
-  shapes = lambda t: jax.tree.map(lambda a: (tuple(a.shape), str(a.dtype)), t)
-  if shapes(stored) != shapes(expected):
+  paths, treedef = jax.tree_util.tree_flatten_with_path(expected)
+  wanted = {jax.tree_util.keystr(p): a for p, a in paths}
+  problems = [f'{name} missing' for name in wanted if name not in stored]
+  problems += [f'{name} unexpected' for name in stored if name not in wanted]
+  problems += [
+      f'{name} {stored[name].dtype}{list(stored[name].shape)}, expected '
+      f'{a.dtype}{list(a.shape)}' for name, a in wanted.items()
+      if name in stored and (stored[name].shape, stored[name].dtype) !=
+      (a.shape, a.dtype)]
+  if problems:
     raise ValueError(f'{path}: the stored networks do not fit the stored '
-                     'config (damaged or hand-edited file).')
-  networks = Networks(jax.tree.map(jnp.asarray, stored))
-  return sampling.Run(config=config, model=model, state=networks,
-                      step=int(payload['step']))
+                     f'config (damaged or hand-edited file): '
+                     f'{"; ".join(problems[:5])}.')
+  bad = _non_finite(stored)
+  if bad:
+    raise ValueError(f'{path}: {", ".join(bad[:5])} hold non-finite values.')
+  networks = jax.tree_util.tree_unflatten(
+      treedef, [jnp.asarray(stored[name]) for name in wanted])
+  return sampling.Run(config=config, model=model, state=Networks(networks),
+                      step=step)
 
 
 class Pretrained:
@@ -189,6 +274,7 @@ class Pretrained:
 
   def __init__(self, run: sampling.Run):
     self.run = run
+    self._variants = {}  # sampler settings -> Pretrained (compiled once)
 
   @property
   def config(self):
@@ -206,16 +292,29 @@ class Pretrained:
             f'{sizes})')
 
   def with_settings(self, **settings) -> 'Pretrained':
-    """The same networks with other sampler settings, by config name:
-    `mcmc_steps` (K), `mcmc_temp` (T), `epsilon` (ε), `tau_res`,
-    `init_scale_res`, `clip_langevin_grad_res`, `ddls_steps`, ...
+    """The same networks with other sampler settings
+    (`sampling.SAMPLER_SETTINGS`): `mcmc_steps` (K), `mcmc_temp` (T),
+    `epsilon` (ε), `tau_res`, `init_scale_res`, `clip_langevin_grad_res`,
+    `ddls_steps`, ...; None keeps this model's value.
+
+    The result is kept per setting, so calling again with the same
+    settings reuses its compiled sampler; no settings (or this model's
+    own) return this model.
 
     Raises:
-      ValueError: an invalid value (`config_base.validate`).
+      ValueError: a name that is not a sampler setting, a value of the
+        wrong type or an invalid value (`config_base.validate`).
     """
-    config, model = sampling.configure(self.config.to_dict(), **settings)
-    return Pretrained(sampling.Run(config=config, model=model,
-                                   state=self.run.state, step=self.step))
+    given = {k: v for k, v in settings.items() if v is not None}
+    if not given:
+      return self
+    key = tuple(sorted((k, repr(v)) for k, v in given.items()))
+    if key not in self._variants:
+      config, model = sampling.configure(self.config.to_dict(), **given)
+      self._variants[key] = self if config.to_dict() == self.config.to_dict(
+      ) else Pretrained(sampling.Run(config=config, model=model,
+                                     state=self.run.state, step=self.step))
+    return self._variants[key]
 
   def sample(self, num_samples: int, seed: int = 0, batch_size: int = 64,
              source: Optional[str] = None, **settings) -> np.ndarray:
@@ -223,16 +322,20 @@ class Pretrained:
 
     Args:
       num_samples: N ≥ 1.
-      seed: seed of latents, y₀ and chain noise; the same seed gives the
-        same images as `python -m hatebm_jax.sample --seed` on the
-        training checkpoint.
-      batch_size: chains per compiled call.
+      seed: seed of latents, y₀ and chain noise.
+      batch_size: chains per compiled call. The images depend on it (each
+        batch draws its latents together), and N below it still runs one
+        whole batch. The same seed and batch size give the same images as
+        `python -m hatebm_jax.sample --seed --batch_size` on the training
+        checkpoint.
       source: 'ebm' (default for Hat EBMs), 'generator' (G(z) alone), ...
       **settings: sampler settings for this call (see `with_settings`).
+
+    Raises:
+      ValueError: see `with_settings` and `sampling.draw_images`.
     """
-    model = self.with_settings(**settings) if settings else self
-    return sampling.draw_images(model.run, num_samples, batch_size, seed,
-                                source)
+    return sampling.draw_images(self.with_settings(**settings).run,
+                                num_samples, batch_size, seed, source)
 
   def langevin_path(self, num_chains: int = 8, seed: int = 0,
                     **settings) -> dict[str, np.ndarray]:
@@ -256,12 +359,13 @@ class Pretrained:
     Raises:
       ValueError: for a model without a Langevin chain on a hat network.
     """
-    model = self.with_settings(**settings) if settings else self
+    model = self.with_settings(**settings)
     net, config, state = model.run.model, model.config, model.run.state
     if not (hasattr(net, 'chain_segment') and hasattr(net, 'energy')):
       raise ValueError(f'a {config.mode!r} model has no hat-network chain.')
-    if num_chains < 1:
-      raise ValueError(f'num_chains={num_chains} must be >= 1.')
+    if (isinstance(num_chains, bool) or
+        not isinstance(num_chains, (int, np.integer)) or num_chains < 1):
+      raise ValueError(f'num_chains={num_chains!r} must be an integer >= 1.')
     k_z, k_y0, k_chain = jax.random.split(jax.random.PRNGKey(seed), 3)
     z = config.init_scale_latent * jax.random.normal(
         k_z, (num_chains,) + tuple(net.latent_shape))
@@ -279,26 +383,47 @@ class Pretrained:
     """H(x) of images: lower is more probable under the model.
 
     Args:
-      images: [N, S, S, C], uint8 (0..255) or float in [-1, 1].
-      batch_size: images per compiled call.
+      images: [N, S, S, C] with N ≥ 1: uint8 (0..255), or float in
+        [-1, 1]. Floats up to ±2 are taken (unclipped Langevin states X
+        leave [-1, 1] a little); beyond that, and other integer types, are
+        refused. Floats all within [0, 1] get a warning (map [0, 1] images
+        to [-1, 1] first: 2x − 1).
+      batch_size: images per compiled call, ≥ 1.
 
     Returns:
       float32 [N] energies.
 
     Raises:
-      ValueError: for a model without a hat network, or images of another
-        shape.
+      ValueError: for a model without a hat network, images of another
+        shape, dtype or range, non-finite values, or batch_size < 1.
     """
     model = self.run.model
     if not hasattr(model, 'energy'):
       raise ValueError(f'a {self.config.mode!r} model has no hat network.')
+    if (isinstance(batch_size, bool) or
+        not isinstance(batch_size, (int, np.integer)) or batch_size < 1):
+      raise ValueError(f'batch_size={batch_size!r} must be an integer >= 1.')
     images = np.asarray(images)
     shape = tuple(self.config.image_dims)
-    if images.ndim != 4 or images.shape[1:] != shape:
+    if images.ndim != 4 or images.shape[1:] != shape or not len(images):
       raise ValueError(f'images of shape {images.shape}; this model takes '
-                       f'[N, {", ".join(map(str, shape))}].')
+                       f'[N, {", ".join(map(str, shape))}] with N >= 1.')
     if images.dtype == np.uint8:
       images = images.astype(np.float32) / 127.5 - 1.0
+    elif np.issubdtype(images.dtype, np.floating):
+      if not np.isfinite(images).all():
+        raise ValueError('images hold non-finite values.')
+      low, high = float(images.min()), float(images.max())
+      if low < -FLOAT_IMAGE_BOUND or high > FLOAT_IMAGE_BOUND:
+        raise ValueError(f'float images in [{low:.4g}, {high:.4g}]; this '
+                         'model takes [-1, 1] (or uint8 0..255).')
+      if low >= 0.0:
+        warnings.warn(f'every pixel is in [0, 1] ([{low:.3g}, {high:.3g}]): '
+                      'the model takes [-1, 1]; map [0, 1] images with '
+                      '2x - 1.', stacklevel=2)
+    else:
+      raise ValueError(f'images of dtype {images.dtype}; give uint8 (0..255) '
+                       'or float in [-1, 1].')
     energy = sampling.jitted(model, 'energy')
     hat = self.run.state.hat_params
     return np.concatenate([
@@ -324,12 +449,19 @@ def eval_folder(source: str, step: int) -> epath.Path:
   """Default output folder of sampling and evaluation.
 
   `<workdir>/eval/step_<step>` for a training run; `<name>_eval/step_<step>`
-  beside an exported `<name>.hatebm` (in the current folder for a URL).
+  beside an exported `<name>.hatebm`, or in the current folder for a URL
+  and for the models shipped inside the package.
   """
   source = str(source)
   if not is_exported(source):
     return epath.Path(source) / 'eval' / f'step_{step}'
-  name = source.rstrip('/').rsplit('/', 1)[-1].removesuffix(SUFFIX)
-  folder = (epath.Path('.') if source.startswith(('http://', 'https://'))
-            else epath.Path(source).parent)
-  return folder / f'{name}_eval' / f'step_{step}'
+  if source.startswith(URL_SCHEMES):
+    file_name, folder = urllib.parse.urlparse(source).path, epath.Path('.')
+  else:
+    file_name, folder = source, epath.Path(source).parent
+    package = os.path.dirname(os.path.abspath(__file__))
+    if (not source.startswith('gs://') and
+        os.path.abspath(source).startswith(package + os.sep)):
+      folder = epath.Path('.')
+  name = file_name.rstrip('/').rsplit('/', 1)[-1].removesuffix(SUFFIX)
+  return folder / f'{name or "model"}_eval' / f'step_{step}'

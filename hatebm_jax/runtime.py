@@ -2,9 +2,15 @@
 
 Call `setup()` at the start of an absl `main`: it keeps the console readable
 and TensorFlow (used only for data input and event files) off accelerators.
+Wrap the `main` in `report_errors` so that errors a user can act on print
+as one line.
 """
 
+import functools
 import logging as std_logging
+import os
+import sys
+from typing import Callable
 
 _QUIET_PACKAGES = ('/orbax/', '/jax/_src/', '/clu/metric_writers/async')
 
@@ -26,3 +32,28 @@ def setup() -> None:
     tf.config.set_visible_devices([], 'GPU')
   except ImportError:
     pass
+
+
+# Errors a user can act on: invalid values (ValueError), missing, unreadable
+# or misplaced files and URLs (OSError), a diverged run (FloatingPointError).
+USER_ERRORS = (ValueError, OSError, FloatingPointError)
+
+
+def report_errors(main: Callable[[list[str]], None]
+                  ) -> Callable[[list[str]], None]:
+  """An absl `main` that prints `USER_ERRORS` as one line, `Error: <type>:
+  <message>`, on stderr and exits with status 1, without a traceback.
+
+  Set HATEBM_TRACEBACK=1 to see the traceback too.
+  """
+
+  @functools.wraps(main)
+  def wrapped(argv: list[str]) -> None:
+    try:
+      main(argv)
+    except USER_ERRORS as e:
+      if os.environ.get('HATEBM_TRACEBACK', '0') not in ('', '0'):
+        raise
+      sys.exit(f'Error: {type(e).__name__}: {e}')
+
+  return wrapped

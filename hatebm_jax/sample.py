@@ -1,4 +1,5 @@
-r"""Draw samples from a synthesis checkpoint with evaluation-time settings.
+r"""Draw samples from a checkpoint (any mode) or an exported model
+(`hatebm_jax.export`), with evaluation-time settings.
 
   python -m hatebm_jax.sample --workdir=/tmp/hatebm_fmnist --num_samples=1000 \
       [--step=2000] [--mcmc_steps=125] [--mcmc_temp=1e-3] [--epsilon=5e-4] \
@@ -47,7 +48,10 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'Training workdir (local or '
                                'https://).')
 _STEP = flags.DEFINE_integer('step', None, 'Checkpoint step; default latest.')
 _OUTPUT = flags.DEFINE_string('output_dir', None, 'Output folder; default '
-                              '<workdir>/eval/step_<step>.')
+                              '<workdir>/eval/step_<step>, or for an exported '
+                              '<name>.hatebm <name>_eval/step_<step> beside '
+                              'it (in the current folder for a URL or a '
+                              'model shipped in the package).')
 _NUM = flags.DEFINE_integer('num_samples', 64, 'Number of samples N.')
 _BATCH = flags.DEFINE_integer('batch_size', 64, 'Chains run at once.')
 _SEED = flags.DEFINE_integer('seed', 0, 'Seed of latents and chain noise.')
@@ -163,4 +167,4 @@ def main(argv):
 
 if __name__ == '__main__':
   flags.mark_flags_as_required(['workdir'])
-  app.run(main)
+  app.run(runtime.report_errors(main))

@@ -31,25 +31,49 @@ class Run:
   step: int
 
 
+# Config values a trained model may be sampled with other than its own:
+# the Langevin chains' settings and the arithmetic. Everything else (the
+# networks, the data, the mode) is fixed by the trained parameters.
+SAMPLER_SETTINGS = (
+    'mcmc_steps', 'mcmc_temp', 'epsilon', 'tau_res', 'init_scale_res',
+    'init_scale_latent', 'use_noise', 'clip_langevin_grad_res',
+    'max_langevin_norm_res', 'langevin_unroll', 'epsilon_latent',
+    'ddls_steps', 'ddls_epsilon', 'compute_dtype')
+
+
 def configure(config: Any, **overrides) -> tuple[Any, Any]:
   """A stored run config with sampler overrides, validated, and its model.
 
   Args:
     config: a run's config (ConfigDict or dict; keys missing from older
       runs get their defaults); not modified.
-    **overrides: config values by name; None keeps the run's own.
+    **overrides: values of `SAMPLER_SETTINGS` by name (Python or NumPy
+      scalars); None keeps the run's own.
 
   Returns:
     (config, model): a new ConfigDict and `modes.build_model(config)`.
 
   Raises:
-    ValueError: for invalid values (`config_base.validate`), before any
+    ValueError: for a name outside `SAMPLER_SETTINGS`, a value of the wrong
+      type or an invalid value (`config_base.validate`), before any
       compute.
   """
+  unknown = sorted(set(overrides) - set(SAMPLER_SETTINGS))
+  if unknown:
+    raise ValueError(f'{", ".join(unknown)}: not a sampler setting. A '
+                     'trained model can be sampled with other '
+                     f'{", ".join(SAMPLER_SETTINGS)}.')
   config = modes.with_defaults(config)
   for key, value in overrides.items():
-    if value is not None:
+    if value is None:
+      continue
+    if isinstance(value, np.generic):
+      value = value.item()
+    try:
       config[key] = value
+    except TypeError as e:
+      raise ValueError(f'{key}={value!r}: expected {type(config[key]).__name__}'
+                       f', not {type(value).__name__}.') from e
   config_base.validate(config)
   return config, modes.build_model(config)
 
@@ -68,7 +92,8 @@ def load_run(workdir: str, step: Optional[int] = None, **overrides) -> Run:
       `ddls_steps`); None values keep the run's own.
 
   Raises:
-    FileNotFoundError: when the workdir holds no checkpoint.
+    FileNotFoundError: when the workdir holds no checkpoint, or none of
+      `step` (the message lists the steps it holds).
     ValueError: for invalid overrides (`config_base.validate`), before any
       compute.
   """
@@ -81,10 +106,14 @@ def load_run(workdir: str, step: Optional[int] = None, **overrides) -> Run:
     return pretrained.load(workdir, **overrides)
   ckpt = checkpoint.Checkpointer(workdir, read_only=True)
   try:
-    step = ckpt.latest_step() if step is None else step
-    if step is None:
+    steps = ckpt.all_steps()
+    if not steps:
       raise FileNotFoundError(f'No checkpoint in {ckpt.directory}: train '
                               'first with python -m hatebm_jax.main.')
+    step = steps[-1] if step is None else step
+    if step not in steps:
+      raise FileNotFoundError(f'No checkpoint of step {step} in '
+                              f'{ckpt.directory}; it holds steps {steps}.')
     config, model = configure(ckpt.restore_config(step), **overrides)
     state = ckpt.restore(jax.eval_shape(
         model.init, jax.random.PRNGKey(config.seed),
@@ -177,8 +206,13 @@ def draw_images(run: Run, num_samples: int, batch_size: int, seed: int = 0,
     (facts §6.1); with `return_first`, (images, (z, x_gen, y)).
 
   Raises:
-    ValueError: for N or batch < 1 or an unknown source.
+    ValueError: for N, batch size or seed that are not integers, N or
+      batch < 1, or an unknown source.
   """
+  for name, value in (('num_samples', num_samples),
+                      ('batch_size', batch_size), ('seed', seed)):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+      raise ValueError(f'{name}={value!r} must be an integer.')
   if num_samples < 1 or batch_size < 1:
     raise ValueError(f'num_samples={num_samples} and batch_size={batch_size} '
                      'must be >= 1.')

@@ -1,7 +1,12 @@
 """notebooks/hat_ebm_demo.ipynb runs top to bottom on CPU (nbclient) and
-shows its figures."""
+shows its figures, with the model read from a URL and the sampler set in
+its parameters cell, as a user would."""
 
+import functools
+import http.server
 import os
+import re
+import threading
 
 import nbclient
 import nbformat
@@ -9,30 +14,52 @@ import nbformat
 from conftest import ROOT
 
 NOTEBOOK = os.path.join(ROOT, 'notebooks', 'hat_ebm_demo.ipynb')
+ASSETS = os.path.join(ROOT, 'hatebm_jax', 'assets')
 
 
-def test_demo_notebook_runs_and_shows_samples_and_paths(monkeypatch, tmp_path):
-  monkeypatch.setenv('HATEBM_DEMO_TRAIN_SECONDS', '30')
-  monkeypatch.setenv('HATEBM_DEMO_WORKDIR', str(tmp_path / 'run'))
+def _set_parameters(cell, **values):
+  """Sets `NAME = value` lines of the parameters cell (values as code)."""
+  for name, value in values.items():
+    cell.source, count = re.subn(rf'^{name} = .*$', f'{name} = {value}',
+                                 cell.source, flags=re.M)
+    assert count == 1, name
+
+
+def test_demo_notebook_runs_and_shows_samples_and_paths(tmp_path):
   notebook = nbformat.read(NOTEBOOK, as_version=4)
-  nbclient.NotebookClient(notebook, timeout=600, kernel_name='python3',
-                          resources={'metadata': {'path': ROOT}}).execute()
+  handler = functools.partial(http.server.SimpleHTTPRequestHandler,
+                              directory=ASSETS)
+  server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), handler)
+  threading.Thread(target=server.serve_forever, daemon=True).start()
+  url = (f'http://127.0.0.1:{server.server_address[1]}/'
+         'fashion_mnist_synth.hatebm')
+  _set_parameters(notebook.cells[1], MODEL=repr(url), MCMC_STEPS=12,
+                  MCMC_TEMP=1e-3, EPSILON=1e-3, NUM_SAMPLES=16,
+                  TRAIN_SECONDS=30, WORKDIR=repr(str(tmp_path / 'run')))
+  try:
+    nbclient.NotebookClient(notebook, timeout=600, kernel_name='python3',
+                            resources={'metadata': {'path': ROOT}}).execute()
+  finally:
+    server.shutdown()
   nbformat.write(notebook, str(tmp_path / 'executed.ipynb'))
 
   def images(cell):
     return sum('image/png' in out.get('data', {}) for out in cell.outputs)
 
+  def text(cell):
+    return ''.join(out.get('text', '') for out in cell.outputs)
+
   code = [c for c in notebook.cells if c.cell_type == 'code']
   by_source = {key: next(c for c in code if key in c.source) for key in (
-      'model.sample(NUM_SAMPLES', 'langevin_path', 'model.energy(images)',
-      "'-m', 'hatebm_jax.main'")}
+      'load_pretrained(path)', 'model.sample(NUM_SAMPLES', 'langevin_path',
+      'model.energy(images)', "'-m', 'hatebm_jax.main'")}
+  assert ('this notebook samples with: K = 12  T = 0.001  epsilon = 0.001'
+          in text(by_source['load_pretrained(path)']))
   assert images(by_source['model.sample(NUM_SAMPLES']) == 1
   assert images(by_source['langevin_path']) == 2  # paths, energy curve
   assert images(by_source['model.energy(images)']) == 1
-  text = ''.join(out.get('text', '') for out in
-                 by_source['model.energy(images)'].outputs)
-  assert 'AUROC uniform noise vs Fashion-MNIST test' in text
+  assert 'AUROC uniform noise vs Fashion-MNIST test' in text(
+      by_source['model.energy(images)'])
   training = by_source["'-m', 'hatebm_jax.main'"]
   assert images(training) == 1
-  assert 'Stopped by SIGTERM' in ''.join(out.get('text', '')
-                                         for out in training.outputs)
+  assert 'Stopped by SIGTERM' in text(training)

@@ -2,6 +2,8 @@
 
 import functools
 import http.server
+import json
+import re
 import subprocess
 import sys
 import threading
@@ -12,7 +14,9 @@ import numpy as np
 import pytest
 
 import hatebm_jax
-from conftest import ROOT, tiny_config
+from conftest import DATA_DIR, ROOT, load_config, tiny_config
+from hatebm_jax import checkpoint
+from hatebm_jax import modes
 from hatebm_jax import pretrained
 from hatebm_jax import sample
 from hatebm_jax import sampling
@@ -34,18 +38,66 @@ def test_export_holds_networks_and_config_only(run):
   with open(path, 'rb') as f:
     payload = flax.serialization.msgpack_restore(f.read())
   assert payload['format'] == pretrained.FORMAT and payload['step'] == 4
-  assert sorted(payload['networks']) == ['gen_frozen', 'gen_params',
-                                         'hat_params']
+  assert payload['version'] == pretrained.VERSION == 2
+  stored = payload['networks']
+  assert {name.split(']')[0] for name in stored} == {
+      "['gen_frozen'", "['gen_params'", "['hat_params'"}
   state = sampling.load_run(workdir).state
-  for name, tree in payload['networks'].items():
-    for a, b in zip(jax.tree.leaves(tree),
-                    jax.tree.leaves(getattr(state, name))):
-      np.testing.assert_array_equal(a, b)
-  networks = sum(np.size(a) for a in jax.tree.leaves(payload['networks']))
+  want = pretrained.flat_arrays(pretrained.network_fields(state))
+  assert stored.keys() == want.keys()
+  for name, a in want.items():
+    np.testing.assert_array_equal(stored[name], a)
+  networks = sum(np.size(a) for a in stored.values())
   assert info['parameters'] == networks
   # Adam moments (2x the parameters) and the bank are left out.
   everything = sum(np.size(a) for a in jax.tree.leaves(state))
   assert everything > 3 * networks
+
+
+def test_sngan_runs_export_their_spectral_norm_statistics(tmp_path):
+  """SN-GAN discriminator statistics have tuple keys (('kernel', 'sigma')),
+  which msgpack cannot hold as map keys: the flat layout keeps them."""
+  config = load_config('fashion_mnist_sngan')
+  for key, value in dict(data_dir=DATA_DIR, gen_ngf=16, disc_ndf=16,
+                         batch_size=8).items():
+    config[key] = value
+  model = modes.build_model(config)
+  state = jax.jit(model.init)(jax.random.PRNGKey(0))
+  ckpt = checkpoint.Checkpointer(str(tmp_path / 'run'))
+  ckpt.save(0, state, config)
+  ckpt.close()
+  path = str(tmp_path / 'sngan.hatebm')
+  pretrained.export(str(tmp_path / 'run'), path)
+  loaded = pretrained.load_pretrained(path)
+  assert sorted(loaded.run.state.fields()) == [
+      'disc_params', 'disc_stats', 'gen_frozen', 'gen_params']
+  assert any("('kernel', 'sigma')" in name for name in pretrained.flat_arrays(
+      loaded.run.state.fields()))
+  for name in loaded.run.state.fields():
+    a, b = getattr(loaded.run.state, name), getattr(state, name)
+    assert jax.tree.structure(a) == jax.tree.structure(b)
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+      np.testing.assert_array_equal(x, y)
+
+
+def test_reexport_and_version_1_files(run, tmp_path):
+  """An exported model re-exports to the same bytes (e.g. to copy it to
+  gs://); a version-1 file (nested networks) loads the same arrays."""
+  _, path, _ = run
+  again = tmp_path / 'again.hatebm'
+  pretrained.export(path, str(again))
+  assert again.read_bytes() == open(path, 'rb').read()
+  model = pretrained.load_pretrained(path)
+  old = tmp_path / 'v1.hatebm'
+  old.write_bytes(flax.serialization.msgpack_serialize({
+      'format': pretrained.FORMAT, 'version': 1, 'step': model.step,
+      'config': json.dumps(model.config.to_dict()),
+      'networks': jax.device_get(model.run.state.fields())}))
+  loaded = pretrained.load_pretrained(str(old)).run.state
+  assert len(jax.tree.leaves(loaded)) == len(jax.tree.leaves(
+      model.run.state)) > 10
+  for a, b in zip(jax.tree.leaves(loaded), jax.tree.leaves(model.run.state)):
+    np.testing.assert_array_equal(a, b)
 
 
 def test_exported_model_samples_like_the_checkpoint(run):
@@ -108,20 +160,112 @@ def test_loads_from_a_url(run):
     server.shutdown()
 
 
+def _payload(path):
+  with open(path, 'rb') as f:
+    return flax.serialization.msgpack_restore(f.read())
+
+
 def test_bad_paths_and_files(run, tmp_path):
   workdir, path, _ = run
   with pytest.raises(FileNotFoundError, match='python -m hatebm_jax.export'):
     pretrained.load_pretrained(str(tmp_path / 'none.hatebm'))
+  with pytest.raises(ValueError, match='is a training workdir, not an '
+                     'exported model. Export one with'):
+    pretrained.load_pretrained(workdir)
+  with pytest.raises(ValueError, match='The model path is empty'):
+    pretrained.load_pretrained('')
   junk = tmp_path / 'junk.hatebm'
   junk.write_bytes(b'not a model')
   with pytest.raises(ValueError, match='is not an exported hatebm_jax model'):
     pretrained.load_pretrained(str(junk))
+  damaged = {  # what a damaged or hand-edited file may hold
+      'no config': lambda p: p.pop('config'),
+      'version as text': lambda p: p.update(version='2'),
+      'config not JSON': lambda p: p.update(config='{'),
+      'networks not a map': lambda p: p.update(networks=3),
+  }
+  for name, damage in damaged.items():
+    payload = _payload(path)
+    damage(payload)
+    junk.write_bytes(flax.serialization.msgpack_serialize(payload))
+    with pytest.raises(ValueError, match='is a damaged exported model'):
+      pretrained.load_pretrained(str(junk))
+  payload = _payload(path)
+  first = sorted(payload['networks'])[0]
+  payload['networks'][first + 'x'] = payload['networks'].pop(first)
+  junk.write_bytes(flax.serialization.msgpack_serialize(payload))
+  with pytest.raises(ValueError, match=r"do not fit the stored config .*"
+                     rf"{re.escape(first)} missing; {re.escape(first)}x "
+                     'unexpected'):
+    pretrained.load_pretrained(str(junk))
+  payload = _payload(path)
+  payload['networks'][first] = np.full_like(payload['networks'][first],
+                                            np.nan)
+  junk.write_bytes(flax.serialization.msgpack_serialize(payload))
+  with pytest.raises(ValueError, match='hold non-finite values'):
+    pretrained.load_pretrained(str(junk))
   with pytest.raises(ValueError, match='holds one step'):
     sampling.load_run(path, step=2)
+  with pytest.raises(FileNotFoundError, match=r'No checkpoint of step 3 in '
+                     r'.*; it holds steps \[2, 4\]'):
+    pretrained.export(workdir, str(tmp_path / 'x.hatebm'), step=3)
   with pytest.raises(ValueError, match='is a folder'):
     pretrained.export(workdir, str(tmp_path))
+  with pytest.raises(ValueError, match='writes a local path or gs://'):
+    pretrained.export(workdir, 'https://example.org/m.hatebm')
+  with pytest.raises(ValueError, match='is a file, not a folder'):
+    pretrained.export(workdir, str(junk / 'm.hatebm'))
+
+
+def test_sampler_settings_are_checked_and_reused(run):
+  _, path, _ = run
   with pytest.raises(ValueError, match='mcmc_steps=0 is invalid'):
     pretrained.load_pretrained(path, mcmc_steps=0)
+  model = pretrained.load_pretrained(path)
+  with pytest.raises(ValueError, match='state_dims: not a sampler setting. '
+                     'A trained model can be sampled with other mcmc_steps'):
+    model.with_settings(state_dims=(64,))
+  with pytest.raises(ValueError, match='mcmc_steps=2.5: expected int, not '
+                     'float'):
+    model.sample(2, mcmc_steps=2.5)
+  for bad in ({'num_samples': 2.5}, {'num_samples': 0}, {'seed': None}):
+    with pytest.raises(ValueError, match='must be'):
+      model.sample(**{'num_samples': 2, **bad})
+  assert model.with_settings(mcmc_steps=None) is model
+  assert model.with_settings(mcmc_steps=model.config.mcmc_steps) is model
+  three = model.with_settings(mcmc_steps=np.int64(3))
+  assert three.config.mcmc_steps == 3
+  assert model.with_settings(mcmc_steps=np.int64(3)) is three
+
+
+def test_energy_refuses_images_on_another_scale(run):
+  _, path, _ = run
+  model = pretrained.load_pretrained(path)
+  images = model.sample(2, seed=0, batch_size=2)
+  for bad, message in [
+      (images.astype(np.int64), 'dtype int64; give uint8'),
+      (images.astype(np.float32),
+       r'float images in \[\d+, \d+\]; this model takes \[-1, 1\]'),
+      (np.full(images.shape, np.nan, np.float32), 'non-finite'),
+      (images[:0], 'with N >= 1')]:
+    with pytest.raises(ValueError, match=message):
+      model.energy(bad)
+  with pytest.raises(ValueError, match='batch_size=0 must be'):
+    model.energy(images, batch_size=0)
+  with pytest.warns(UserWarning, match=r'every pixel is in \[0, 1\]'):
+    model.energy(images.astype(np.float32) / 255)
+
+
+def test_output_folders_of_exported_models(tmp_path):
+  shipped = f'{ROOT}/hatebm_jax/assets/fashion_mnist_synth.hatebm'
+  assert str(pretrained.eval_folder(shipped, 5)) == (
+      'fashion_mnist_synth_eval/step_5')  # not inside the package
+  assert str(pretrained.eval_folder(
+      'https://host/models/m.hatebm?download=1', 3)) == 'm_eval/step_3'
+  assert pretrained.eval_folder(str(tmp_path / 'm.hatebm'), 3) == (
+      tmp_path / 'm_eval' / 'step_3')
+  assert pretrained.eval_folder(str(tmp_path), 3) == (
+      tmp_path / 'eval' / 'step_3')
 
 
 def test_export_entry_point(run, tmp_path):
@@ -131,6 +275,15 @@ def test_export_entry_point(run, tmp_path):
                   f'--workdir={workdir}', f'--output={out}'], check=True,
                  cwd=ROOT, capture_output=True)
   assert out.read_bytes() == open(path, 'rb').read()
+  # A user's error is one line, without a traceback.
+  bad = subprocess.run([sys.executable, '-m', 'hatebm_jax.export',
+                        f'--workdir={workdir}', f'--output={tmp_path}'],
+                       cwd=ROOT, capture_output=True, text=True)
+  assert bad.returncode == 1
+  assert bad.stderr.strip().splitlines()[-1] == (
+      f"Error: ValueError: --output='{tmp_path}' is a folder: give a file "
+      f'name, e.g. {tmp_path}/model.hatebm.')
+  assert 'Traceback' not in bad.stderr
 
 
 def test_shipped_fashion_mnist_model():
