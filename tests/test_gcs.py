@@ -125,11 +125,12 @@ def test_evaluate_writes_its_json_to_gcs(runs):
 
 def test_exported_model_on_gcs_samples_like_the_checkpoint(runs):
   """Export a gs:// run to gs://, load it from gs://: the same images as
-  sampling the training checkpoint with the same seed."""
-  _, remote = runs
+  sampling the training checkpoint with the same seed (the local run's,
+  equal to the gs:// run's bit for bit: test_training_and_resuming_on_gcs)."""
+  local, remote = runs
   target = f'{remote}/export/tiny.hatebm'
   info = pretrained.export(remote, target)
   assert info['step'] == 4 and epath.Path(target).exists()
   model = pretrained.load_pretrained(target)
-  want = sampling.draw_images(sampling.load_run(remote), 6, 3, seed=1)
+  want = sampling.draw_images(sampling.load_run(local), 6, 3, seed=1)
   np.testing.assert_array_equal(model.sample(6, seed=1, batch_size=3), want)

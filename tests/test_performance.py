@@ -97,11 +97,11 @@ BATCH_BYTES = 8 * 32 * 32 * 1 * 4  # one batch of residuals y
 
 def test_chain_memory_does_not_grow_with_k():
   """The fully unrolled chain (the CPU default) keeps nothing per step:
-  from K = 3 to K = 24 the temporaries of a synthesis iteration grow by
+  from K = 3 to K = 12 the temporaries of a synthesis iteration grow by
   less than one batch of images in all (storing y_k, or drawing each
-  step's noise ahead, costs 21 batches or more)."""
+  step's noise ahead, costs 9 batches or more)."""
   small, _ = _synthesis_step_memory(3)
-  large, _ = _synthesis_step_memory(24)
+  large, _ = _synthesis_step_memory(12)
   assert large - small < BATCH_BYTES, (small, large)
 
 
@@ -126,7 +126,7 @@ def test_joint_chain_memory_does_not_grow_with_k():
         jax.ShapeDtypeStruct((8, 16), jnp.float32)).compile(
         ).memory_analysis().temp_size_in_bytes
 
-  small, large = temporaries(3), temporaries(24)
+  small, large = temporaries(3), temporaries(12)
   assert large - small < BATCH_BYTES, (small, large)
 
 

@@ -22,6 +22,7 @@ from hatebm_jax import train
 from conftest import ROOT, main_command, tiny_config
 
 ENV = dict(os.environ, PYTHONUNBUFFERED='1')
+STEPS = 12  # length of the runs compared with an uninterrupted one
 
 
 def _state(workdir):
@@ -85,11 +86,12 @@ def test_sigterm_saves_exits_cleanly_and_resumes_exactly(tmp_path, straight):
   assert (f'Stopped by SIGTERM at step {step}; checkpoint saved in '
           f'{tmp_path}/checkpoints. Rerun the same command to continue.'
           in log)
-  log = _run(tmp_path, step + 2)
+  end = max(STEPS, step + 2)  # STEPS: the straight run the kill test uses
+  log = _run(tmp_path, end)
   assert f'Resumed from {tmp_path}/checkpoints at step {step}' in log
   final_step, state = _state(tmp_path)
-  assert final_step == step + 2
-  _assert_same_state(state, straight(step + 2)[1])
+  assert final_step == end
+  _assert_same_state(state, straight(end)[1])
 
 
 def _temporary(directory):
@@ -102,7 +104,7 @@ def test_kill_9_while_saving_never_leaves_a_used_checkpoint(tmp_path,
   """SIGKILL while a checkpoint is half written (a save every step): the
   rerun resumes from the newest complete checkpoint and ends exactly where
   an uninterrupted run ends."""
-  steps = 12
+  steps = STEPS
   workdir = tmp_path / 'run'
   for _ in range(5):  # until the kill lands in the middle of a save
     shutil.rmtree(workdir, ignore_errors=True)

@@ -75,7 +75,8 @@ def test_non_finite_metric_stops_with_step_and_quantity(tmp_path,
 
 
 def test_entry_point_ctrl_c_saves_and_rerun_continues(tmp_path):
-  """SIGINT mid-run saves the current step; rerunning reaches the end."""
+  """SIGINT mid-run saves the current step; rerunning continues from it
+  (tests/test_preemption.py: SIGTERM, and bitwise equality)."""
   env = dict(os.environ, PYTHONUNBUFFERED='1')
   proc = subprocess.Popen(main_command(tmp_path, '--config.num_training_steps=100000'),
                           cwd=ROOT, env=env, stdout=subprocess.PIPE,
@@ -93,12 +94,12 @@ def test_entry_point_ctrl_c_saves_and_rerun_continues(tmp_path):
   assert 'Stopped by SIGINT' in log
   step, _, _ = _restore(tmp_path, tiny_config())
   assert 3 <= step < 100000
-  rerun = subprocess.run(main_command(tmp_path, f'--config.num_training_steps={step + 2}'),
+  rerun = subprocess.run(main_command(tmp_path, f'--config.num_training_steps={step + 1}'),
                          cwd=ROOT, env=env, capture_output=True, text=True,
                          timeout=300)
   assert rerun.returncode == 0, rerun.stderr
   assert 'Resumed from' in rerun.stderr and f'at step {step}' in rerun.stderr
-  assert _restore(tmp_path, tiny_config())[0] == step + 2
+  assert _restore(tmp_path, tiny_config())[0] == step + 1
 
 
 def test_entry_point_rejects_bad_values_before_compute(tmp_path):
