@@ -363,9 +363,7 @@ class Pretrained:
     net, config, state = model.run.model, model.config, model.run.state
     if not (hasattr(net, 'chain_segment') and hasattr(net, 'energy')):
       raise ValueError(f'a {config.mode!r} model has no hat-network chain.')
-    if (isinstance(num_chains, bool) or
-        not isinstance(num_chains, (int, np.integer)) or num_chains < 1):
-      raise ValueError(f'num_chains={num_chains!r} must be an integer >= 1.')
+    sampling.check_integer('num_chains', num_chains, minimum=1)
     k_z, k_y0, k_chain = jax.random.split(jax.random.PRNGKey(seed), 3)
     z = config.init_scale_latent * jax.random.normal(
         k_z, (num_chains,) + tuple(net.latent_shape))
@@ -400,9 +398,7 @@ class Pretrained:
     model = self.run.model
     if not hasattr(model, 'energy'):
       raise ValueError(f'a {self.config.mode!r} model has no hat network.')
-    if (isinstance(batch_size, bool) or
-        not isinstance(batch_size, (int, np.integer)) or batch_size < 1):
-      raise ValueError(f'batch_size={batch_size!r} must be an integer >= 1.')
+    sampling.check_integer('batch_size', batch_size, minimum=1)
     images = np.asarray(images)
     shape = tuple(self.config.image_dims)
     if images.ndim != 4 or images.shape[1:] != shape or not len(images):

@@ -180,6 +180,15 @@ def chain_path(model: Any, state: Any, z: jax.Array, y0_key: jax.Array,
   return path
 
 
+def check_integer(name: str, value: Any, minimum: Optional[int] = None):
+  """Raises ValueError naming `name` unless `value` is a Python or NumPy
+  integer (not a bool) of at least `minimum`."""
+  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or (
+      minimum is not None and value < minimum):
+    at_least = f' >= {minimum}' if minimum is not None else ''
+    raise ValueError(f'{name}={value!r} must be an integer{at_least}.')
+
+
 def draw_images(run: Run, num_samples: int, batch_size: int, seed: int = 0,
                 source: Optional[str] = None, state=None,
                 return_first: bool = False):
@@ -209,13 +218,9 @@ def draw_images(run: Run, num_samples: int, batch_size: int, seed: int = 0,
     ValueError: for N, batch size or seed that are not integers, N or
       batch < 1, or an unknown source.
   """
-  for name, value in (('num_samples', num_samples),
-                      ('batch_size', batch_size), ('seed', seed)):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-      raise ValueError(f'{name}={value!r} must be an integer.')
-  if num_samples < 1 or batch_size < 1:
-    raise ValueError(f'num_samples={num_samples} and batch_size={batch_size} '
-                     'must be >= 1.')
+  check_integer('num_samples', num_samples, minimum=1)
+  check_integer('batch_size', batch_size, minimum=1)
+  check_integer('seed', seed)
   model, config = run.model, run.config
   source = source or model.SOURCES[0]
   if source not in model.SOURCES:
