@@ -106,7 +106,7 @@ def _non_finite(flat: dict[str, Any]) -> list[str]:
 def is_exported(path: str) -> bool:
   """Whether `path` names an exported model rather than a workdir: an
   http(s) URL, a name ending in `.hatebm`, or an existing file."""
-  path = str(path)
+  path = _local(str(path))
   if path.startswith(URL_SCHEMES) or path.endswith(SUFFIX):
     return True
   try:
@@ -122,7 +122,8 @@ def export(workdir: str, output: str, step: Optional[int] = None) -> dict:
     workdir: the training run's folder (local or gs://), or an exported
       model (re-exported as it is, e.g. to copy it to gs://).
     output: the file to write (local or gs://); written to a temporary
-      name and renamed, so a reader never sees half a file.
+      name and renamed over any existing file, so a reader never sees half
+      a file.
     step: checkpoint step; None for the latest.
 
   Returns:
@@ -160,14 +161,24 @@ def export(workdir: str, output: str, step: Optional[int] = None) -> dict:
     raise ValueError(f'--output={output!r}: a part of {target.parent} is a '
                      'file, not a folder.') from e
   temporary = target.parent / f'.{target.name}.tmp'
-  temporary.write_bytes(data)
-  temporary.rename(target)
+  try:
+    temporary.write_bytes(data)
+    temporary.replace(target)  # an existing file is overwritten
+  finally:
+    if temporary.exists():
+      temporary.unlink()
   return {'output': str(target), 'step': run.step, 'mode': run.config.mode,
           'bytes': len(data),
           'parameters': sum(np.size(a) for a in flat.values())}
 
 
+def _local(path: str) -> str:
+  """`path` with a file:// prefix removed."""
+  return path[len('file://'):] if path.startswith('file://') else path
+
+
 def _read_bytes(path: str) -> bytes:
+  path = _local(path)
   if not path:
     raise ValueError('The model path is empty: give a .hatebm file, an '
                      'https:// URL or a gs:// path.')
@@ -179,12 +190,16 @@ def _read_bytes(path: str) -> bytes:
       raise FileNotFoundError(f'Cannot download the model {path}: {e}') from e
   target = epath.Path(path)
   if target.is_dir():
-    kind = ('a training workdir' if (target / 'checkpoints').exists()
-            else 'a folder')
+    workdir, kind = path, 'a folder'
+    if (target / 'checkpoints').exists():
+      kind = 'a training workdir'
+    elif target.name == 'checkpoints':
+      workdir, kind = str(target.parent), 'a checkpoints folder'
     raise ValueError(
         f'{path} is {kind}, not an exported model. Export one with '
-        f'python -m hatebm_jax.export --workdir={path} --output=model{SUFFIX}'
-        ' (the sample and evaluate entry points also take a workdir).')
+        f'python -m hatebm_jax.export --workdir={workdir} '
+        f'--output=model{SUFFIX} (the sample and evaluate entry points also '
+        'take a workdir).')
   if not target.exists():
     raise FileNotFoundError(
         f'No exported model at {path}. Export one from a training run with '
@@ -203,6 +218,8 @@ def _parse(path: str, data: bytes) -> tuple[dict, int, dict]:
     raise ValueError(f'{path} is not an exported hatebm_jax model (no '
                      f'{FORMAT!r} header).')
   version = payload.get('version')
+  if isinstance(version, bool):
+    version = None
   if isinstance(version, int) and version > VERSION:
     raise ValueError(f'{path} has format version {version}; this '
                      f'hatebm_jax reads up to {VERSION}: update it.')
@@ -210,10 +227,12 @@ def _parse(path: str, data: bytes) -> tuple[dict, int, dict]:
     if version not in range(1, VERSION + 1):
       raise ValueError(f'version {version!r}')
     config = json.loads(payload['config'])
-    step = int(payload['step'])
+    step = payload['step']
     networks = payload['networks']
     if not isinstance(config, dict) or not isinstance(networks, dict):
       raise TypeError('config and networks must be maps')
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+      raise TypeError(f'step {step!r}')
     flat = flat_arrays(networks) if version == 1 else networks
     if not all(isinstance(a, np.ndarray) for a in flat.values()):
       raise TypeError('networks must hold arrays')
@@ -239,7 +258,13 @@ def load(path: str, **overrides) -> sampling.Run:
   """
   path = str(path)
   config, step, stored = _parse(path, _read_bytes(path))
-  config, model = sampling.configure(config, **overrides)
+  try:
+    config, model = sampling.configure(config)
+  except ValueError as e:
+    raise ValueError(f'{path}: its config does not fit this hatebm_jax (a '
+                     f'newer version, or a damaged file): {e}') from e
+  if any(v is not None for v in overrides.values()):
+    config, model = sampling.configure(config.to_dict(), **overrides)
   expected = network_fields(jax.eval_shape(
       model.init, jax.random.PRNGKey(config.seed),
       *modes.init_args(model, config, abstract=True)))
@@ -305,15 +330,15 @@ class Pretrained:
       ValueError: a name that is not a sampler setting, a value of the
         wrong type or an invalid value (`config_base.validate`).
     """
-    given = {k: v for k, v in settings.items() if v is not None}
-    if not given:
+    if all(v is None for v in settings.values()):
       return self
-    key = tuple(sorted((k, repr(v)) for k, v in given.items()))
+    config, model = sampling.configure(self.config.to_dict(), **settings)
+    key = tuple(config[k] for k in sampling.SAMPLER_SETTINGS)
+    if key == tuple(self.config[k] for k in sampling.SAMPLER_SETTINGS):
+      return self
     if key not in self._variants:
-      config, model = sampling.configure(self.config.to_dict(), **given)
-      self._variants[key] = self if config.to_dict() == self.config.to_dict(
-      ) else Pretrained(sampling.Run(config=config, model=model,
-                                     state=self.run.state, step=self.step))
+      self._variants[key] = Pretrained(sampling.Run(
+          config=config, model=model, state=self.run.state, step=self.step))
     return self._variants[key]
 
   def sample(self, num_samples: int, seed: int = 0, batch_size: int = 64,
@@ -406,14 +431,15 @@ class Pretrained:
                        f'[N, {", ".join(map(str, shape))}] with N >= 1.')
     if images.dtype == np.uint8:
       images = images.astype(np.float32) / 127.5 - 1.0
-    elif np.issubdtype(images.dtype, np.floating):
+    elif jnp.issubdtype(images.dtype, jnp.floating):  # bfloat16 included
+      images = images.astype(np.float32)
       if not np.isfinite(images).all():
         raise ValueError('images hold non-finite values.')
       low, high = float(images.min()), float(images.max())
       if low < -FLOAT_IMAGE_BOUND or high > FLOAT_IMAGE_BOUND:
         raise ValueError(f'float images in [{low:.4g}, {high:.4g}]; this '
                          'model takes [-1, 1] (or uint8 0..255).')
-      if low >= 0.0:
+      if low >= 0.0 and high > 0.0:  # not all-zero: mid-grey is valid
         warnings.warn(f'every pixel is in [0, 1] ([{low:.3g}, {high:.3g}]): '
                       'the model takes [-1, 1]; map [0, 1] images with '
                       '2x - 1.', stacklevel=2)

@@ -57,3 +57,19 @@ def report_errors(main: Callable[[list[str]], None]
       sys.exit(f'Error: {type(e).__name__}: {e}')
 
   return wrapped
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing (`flags_parser` of `app.run`) that also reports
+  errors of config overrides (`--config.mcmc_stepz=3`: ml_collections
+  raises them while parsing) as one line, and exits with status 1."""
+  from absl import app  # pylint: disable=g-import-not-at-top
+  try:
+    return app.parse_flags_with_usage(argv)
+  except (AttributeError, KeyError, TypeError, ValueError) as e:
+    if os.environ.get('HATEBM_TRACEBACK', '0') not in ('', '0'):
+      raise
+    message = e  # ml_collections wraps a KeyError in an AttributeError
+    while isinstance(message, (AttributeError, KeyError)) and message.args:
+      message = message.args[0]
+    sys.exit(f'FATAL Flags parsing error: {" ".join(str(message).split())}')

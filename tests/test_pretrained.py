@@ -7,9 +7,11 @@ import re
 import subprocess
 import sys
 import threading
+import warnings
 
 import flax.serialization
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -85,8 +87,10 @@ def test_reexport_and_version_1_files(run, tmp_path):
   gs://); a version-1 file (nested networks) loads the same arrays."""
   _, path, _ = run
   again = tmp_path / 'again.hatebm'
-  pretrained.export(path, str(again))
-  assert again.read_bytes() == open(path, 'rb').read()
+  for _ in range(2):  # the second time over the existing file
+    pretrained.export(path, str(again))
+    assert again.read_bytes() == open(path, 'rb').read()
+  assert sorted(p.name for p in tmp_path.iterdir()) == ['again.hatebm']
   model = pretrained.load_pretrained(path)
   old = tmp_path / 'v1.hatebm'
   old.write_bytes(flax.serialization.msgpack_serialize({
@@ -172,8 +176,13 @@ def test_bad_paths_and_files(run, tmp_path):
   with pytest.raises(ValueError, match='is a training workdir, not an '
                      'exported model. Export one with'):
     pretrained.load_pretrained(workdir)
+  with pytest.raises(ValueError, match='is a checkpoints folder, not an '
+                     f'exported model. Export one with python -m hatebm_jax'
+                     f'.export --workdir={workdir} '):
+    pretrained.load_pretrained(f'{workdir}/checkpoints')
   with pytest.raises(ValueError, match='The model path is empty'):
     pretrained.load_pretrained('')
+  assert pretrained.load_pretrained('file://' + path).step == 4
   junk = tmp_path / 'junk.hatebm'
   junk.write_bytes(b'not a model')
   with pytest.raises(ValueError, match='is not an exported hatebm_jax model'):
@@ -181,6 +190,8 @@ def test_bad_paths_and_files(run, tmp_path):
   damaged = {  # what a damaged or hand-edited file may hold
       'no config': lambda p: p.pop('config'),
       'version as text': lambda p: p.update(version='2'),
+      'version as a bool': lambda p: p.update(version=True),
+      'fractional step': lambda p: p.update(step=2.5),
       'config not JSON': lambda p: p.update(config='{'),
       'networks not a map': lambda p: p.update(networks=3),
   }
@@ -190,6 +201,13 @@ def test_bad_paths_and_files(run, tmp_path):
     junk.write_bytes(flax.serialization.msgpack_serialize(payload))
     with pytest.raises(ValueError, match='is a damaged exported model'):
       pretrained.load_pretrained(str(junk))
+  payload = _payload(path)
+  payload['config'] = json.dumps({**json.loads(payload['config']),
+                                  'a_newer_key': 1})
+  junk.write_bytes(flax.serialization.msgpack_serialize(payload))
+  with pytest.raises(ValueError, match='its config does not fit this '
+                     'hatebm_jax .*a_newer_key'):
+    pretrained.load_pretrained(str(junk))
   payload = _payload(path)
   first = sorted(payload['networks'])[0]
   payload['networks'][first + 'x'] = payload['networks'].pop(first)
@@ -235,7 +253,9 @@ def test_sampler_settings_are_checked_and_reused(run):
   assert model.with_settings(mcmc_steps=model.config.mcmc_steps) is model
   three = model.with_settings(mcmc_steps=np.int64(3))
   assert three.config.mcmc_steps == 3
-  assert model.with_settings(mcmc_steps=np.int64(3)) is three
+  assert model.with_settings(mcmc_steps=3) is three  # compiled once
+  hot = model.with_settings(mcmc_temp=1)
+  assert model.with_settings(mcmc_temp=np.float32(1.0)) is hot
 
 
 def test_energy_refuses_images_on_another_scale(run):
@@ -254,6 +274,13 @@ def test_energy_refuses_images_on_another_scale(run):
     model.energy(images, batch_size=0)
   with pytest.warns(UserWarning, match=r'every pixel is in \[0, 1\]'):
     model.energy(images.astype(np.float32) / 255)
+  x = images.astype(np.float32) / 127.5 - 1
+  np.testing.assert_allclose(  # bfloat16 is a float type too
+      model.energy(jnp.asarray(x, jnp.bfloat16)),
+      model.energy(np.asarray(jnp.asarray(x, jnp.bfloat16), np.float32)))
+  with warnings.catch_warnings():
+    warnings.simplefilter('error')
+    model.energy(np.zeros_like(x))  # mid-grey: no [0, 1] warning
 
 
 def test_output_folders_of_exported_models(tmp_path):

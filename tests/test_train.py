@@ -111,6 +111,7 @@ def test_entry_point_rejects_bad_values_before_compute(tmp_path):
   result = subprocess.run(main_command(tmp_path, '--config.mcmc_stepz=3'), cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
   assert result.returncode != 0 and 'mcmc_stepz' in result.stderr
+  assert 'Traceback' not in result.stderr  # one line: runtime.parse_flags
 
 
 def test_resume_with_other_shapes_names_the_keys(tmp_path):
