@@ -259,12 +259,11 @@ def load(path: str, **overrides) -> sampling.Run:
   path = str(path)
   config, step, stored = _parse(path, _read_bytes(path))
   try:
-    config, model = sampling.configure(config)
+    config = sampling.override(config)
   except ValueError as e:
     raise ValueError(f'{path}: its config does not fit this hatebm_jax (a '
                      f'newer version, or a damaged file): {e}') from e
-  if any(v is not None for v in overrides.values()):
-    config, model = sampling.configure(config.to_dict(), **overrides)
+  config, model = sampling.configure(config.to_dict(), **overrides)
   expected = network_fields(jax.eval_shape(
       model.init, jax.random.PRNGKey(config.seed),
       *modes.init_args(model, config, abstract=True)))
@@ -332,13 +331,14 @@ class Pretrained:
     """
     if all(v is None for v in settings.values()):
       return self
-    config, model = sampling.configure(self.config.to_dict(), **settings)
+    config = sampling.override(self.config.to_dict(), **settings)
     key = tuple(config[k] for k in sampling.SAMPLER_SETTINGS)
     if key == tuple(self.config[k] for k in sampling.SAMPLER_SETTINGS):
       return self
-    if key not in self._variants:
+    if key not in self._variants:  # the model is built (and compiled) once
       self._variants[key] = Pretrained(sampling.Run(
-          config=config, model=model, state=self.run.state, step=self.step))
+          config=config, model=modes.build_model(config),
+          state=self.run.state, step=self.step))
     return self._variants[key]
 
   def sample(self, num_samples: int, seed: int = 0, batch_size: int = 64,
