@@ -22,7 +22,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
-from hatebm_jax import xla_flags  # pylint: disable=g-import-not-at-top
+from hatebm_jax.infra import xla_flags  # pylint: disable=g-import-not-at-top
 
 xla_flags.apply()
 

@@ -31,8 +31,8 @@ import common  # pylint: disable=g-bad-import-order  (sets XLA flags first)
 import jax  # pylint: disable=g-import-not-at-top
 import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
 
-from hatebm_jax import langevin  # pylint: disable=g-import-not-at-top
-from hatebm_jax import synthesis  # pylint: disable=g-import-not-at-top
+from hatebm_jax.hat_ebm import langevin  # pylint: disable=g-import-not-at-top
+from hatebm_jax.modes import synthesis  # pylint: disable=g-import-not-at-top
 
 # name: (config, hat-network forward GMAC per image, facts §7.1)
 NETWORKS = {
@@ -60,7 +60,7 @@ def benchmark(config, network, repeats, peaks):
   config_name, gmac = NETWORKS[network]
   batch, steps, dtype = (config.batch_size, config.mcmc_steps,
                          config.compute_dtype)
-  model = synthesis.SynthesisModel.from_config(config)
+  model = synthesis.SynthesisMode.from_config(config)
   hat_params, _ = jax.jit(model.hat.init)(jax.random.PRNGKey(0))
   shape = (batch,) + tuple(config.image_dims)
   x_gen = jax.random.uniform(jax.random.PRNGKey(1), shape, minval=-1.0)

@@ -25,24 +25,20 @@ import common  # pylint: disable=g-bad-import-order  (sets XLA flags first)
 
 import jax  # pylint: disable=g-import-not-at-top
 
-from hatebm_jax import parallel  # pylint: disable=g-import-not-at-top
-from hatebm_jax import synthesis  # pylint: disable=g-import-not-at-top
+from hatebm_jax.infra import parallel
 from hatebm_jax import train  # pylint: disable=g-import-not-at-top
 
 
 def compiled_step(config):
   """(model, compiled loop step, its arguments' shapes) of `config`."""
-  model = synthesis.SynthesisModel.from_config(config)
   mesh = parallel.make_mesh(1)
-  abstract = train.abstract_state(model, config)
-  shardings = parallel.state_shardings(abstract, mesh)
-  step = train.jit_train_step(model, mesh, shardings)
-  health = train.init_health(model, config, abstract, mesh)[0]
+  program = train.Program.build(config, mesh)
+  health = program.fresh_health(mesh)
   images = jax.ShapeDtypeStruct(
       (config.batch_size,) + tuple(config.image_dims), 'float32')
   with jax.set_mesh(mesh):
-    compiled = step.lower(abstract, images, health).compile()
-  return model, mesh, shardings, compiled, health
+    compiled = program.step.lower(program.abstract, images, health).compile()
+  return program.mode, mesh, program.shardings, compiled, health
 
 
 def run_once(config):

@@ -32,10 +32,10 @@ import common  # pylint: disable=g-bad-import-order  (sets XLA flags first)
 import jax  # pylint: disable=g-import-not-at-top
 import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
 
-from hatebm_jax import joint  # pylint: disable=g-import-not-at-top
+from hatebm_jax.modes import joint  # pylint: disable=g-import-not-at-top
 from hatebm_jax import modes  # pylint: disable=g-import-not-at-top
-from hatebm_jax import parallel  # pylint: disable=g-import-not-at-top
-from hatebm_jax import synthesis  # pylint: disable=g-import-not-at-top
+from hatebm_jax.infra import parallel
+from hatebm_jax.modes import synthesis  # pylint: disable=g-import-not-at-top
 from hatebm_jax import train  # pylint: disable=g-import-not-at-top
 
 # The official TF2 release on this project's CPU machine, seconds per
@@ -65,7 +65,7 @@ def _config(parser, name, batch, steps, bank_batches, unroll=None):
 
 def _init(model, config):
   key = jax.random.PRNGKey(config.seed)
-  if isinstance(model, joint.JointModel):
+  if isinstance(model, joint.JointMode):
     return jax.jit(model.init)(key, *jax.jit(model.gen.init)(
         jax.random.PRNGKey(1)))
   return jax.jit(model.init)(key)
@@ -88,28 +88,25 @@ def _forward_flops(model, state, config):
 def _minimal(model, config, f_h, f_g):
   """The facts sheet's minimal FLOPs per image (§7.2), or None."""
   k = config.mcmc_steps
-  if isinstance(model, synthesis.SynthesisModel):
+  if isinstance(model, synthesis.SynthesisMode):
     return 4 * f_g + (2 * k + 6) * f_h, f'4 F_G + {2 * k + 6} F_H'
-  if isinstance(model, joint.JointModel):
+  if isinstance(model, joint.JointMode):
     return ((2 * k + 2) * f_g + (4 * k + 6) * f_h,
             f'{2 * k + 2} F_G + {4 * k + 6} F_H')
   return None, ''
 
 
-def _loop_step_time(model, config, state, batch, repeats):
-  """Median seconds of `train.jit_train_step` (the state is donated, so
-  each call continues from the previous one)."""
+def _loop_step_time(config, state, batch, repeats):
+  """Median seconds of the training loop's step (`train.Program`: the state
+  is donated, so each call continues from the previous one)."""
   mesh = parallel.make_mesh(1)
-  abstract = train.abstract_state(model, config)
-  shardings = parallel.state_shardings(abstract, mesh)
-  step = train.jit_train_step(model, mesh, shardings,
-                              config.divergence_max_energy)
-  carry = [jax.device_put(state, shardings),
-           train.init_health(model, config, abstract, mesh)[0]]
+  program = train.Program.build(config, mesh)
+  carry = [jax.device_put(state, program.shardings),
+           program.fresh_health(mesh)]
 
   def call():
     with jax.set_mesh(mesh):
-      carry[0], metrics, carry[1] = step(carry[0], batch, carry[1])
+      carry[0], metrics, carry[1] = program.step(carry[0], batch, carry[1])
     return metrics
 
   return common.time_call(call, repeats)[1]
@@ -119,9 +116,9 @@ def benchmark(parser, name, batch, steps, repeats, bank_batches, loop,
               peak):
   """One row: one training iteration of configs/<name>.py."""
   config = _config(parser, name, batch, steps, bank_batches)
-  model = modes.build_model(config)
+  model = modes.build(config)
   state = _init(model, config)
-  images = getattr(model, 'images_per_step', config.batch_size)
+  images = model.images_per_step
   data = jax.random.uniform(jax.random.PRNGKey(1), (images,) +
                             tuple(config.image_dims), minval=-1.0)
   start = time.perf_counter()
@@ -131,7 +128,7 @@ def benchmark(parser, name, batch, steps, repeats, bank_batches, loop,
   if jax.default_backend() == 'cpu' or config.mode in ('autoencoder',):
     flops = common.flops(step)
   else:  # count on the fully unrolled program (rolled loops count once)
-    unrolled = modes.build_model(_config(parser, name, batch, steps,
+    unrolled = modes.build(_config(parser, name, batch, steps,
                                          bank_batches, 0))
     flops = common.flops(jax.jit(unrolled.train_step).lower(
         state, data).compile())
@@ -157,7 +154,7 @@ def benchmark(parser, name, batch, steps, repeats, bank_batches, loop,
       'speedup_vs_official': official and official / seconds,
   }
   if loop:
-    row['loop_iteration_s'] = _loop_step_time(model, config, state, data,
+    row['loop_iteration_s'] = _loop_step_time(config, state, data,
                                               repeats)
     row['guard_overhead'] = row['loop_iteration_s'] / seconds - 1
   return row

@@ -44,15 +44,16 @@ def worker(config_name, batch, repeats):
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import optax  # pylint: disable=g-import-not-at-top
   from hatebm_jax import config_base  # pylint: disable=g-import-not-at-top
-  from hatebm_jax import langevin  # pylint: disable=g-import-not-at-top
-  from hatebm_jax import synthesis  # pylint: disable=g-import-not-at-top
+  from hatebm_jax.hat_ebm import langevin  # pylint: disable=g-import-not-at-top
+  from hatebm_jax.hat_ebm import loss  # pylint: disable=g-import-not-at-top
+  from hatebm_jax.modes import synthesis  # pylint: disable=g-import-not-at-top
   sys.path.insert(0, HERE)
   import common  # pylint: disable=g-import-not-at-top
 
   config = config_base.load_config_file(
       os.path.join(os.path.dirname(HERE), 'configs', 'x'), config_name)
   config.batch_size, config.persistent_size = batch, 2 * batch
-  m = synthesis.SynthesisModel.from_config(config)
+  m = synthesis.SynthesisMode.from_config(config)
   st = jax.jit(m.init)(jax.random.PRNGKey(0))
   shape = (batch,) + tuple(config.image_dims)
   x = jax.random.uniform(jax.random.PRNGKey(1), shape, minval=-1.0)
@@ -66,7 +67,7 @@ def worker(config_name, batch, repeats):
                                       jax.random.PRNGKey(3), two)[0]
 
   def hat_update(st, x):
-    return synthesis.hat_update(m.hat_opt, m.energy, st.hat_params,
+    return loss.hat_update(m.hat_opt, m.energy, st.hat_params,
                                 st.hat_opt_state, x, x[::-1],
                                 m.sampler.temperature)
 

@@ -56,10 +56,9 @@ from ml_collections import config_flags
 import numpy as np
 
 from hatebm_jax import config_base
-from hatebm_jax import modes
-from hatebm_jax import parallel
-from hatebm_jax import runtime
 from hatebm_jax import train
+from hatebm_jax.infra import parallel
+from hatebm_jax.infra import runtime
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Experiment config file.',
@@ -113,21 +112,17 @@ def compile_report(config: ml_collections.ConfigDict,
       config.langevin_unroll = 1  # the accelerator setting
   mesh = parallel.make_mesh(num_devices)
   parallel.check_divisible('batch_size', config.batch_size, mesh)
-  model = modes.build_model(config)
-  abstract = train.abstract_state(model, config)
-  shardings = parallel.state_shardings(abstract, mesh)
-  images = getattr(model, 'images_per_step', config.batch_size)
+  program = train.Program.build(config, mesh)
+  abstract, shardings = program.abstract, program.shardings
+  images = program.mode.images_per_step
   batch = jax.ShapeDtypeStruct((images,) + tuple(config.image_dims),
                                np.float32,
                                sharding=parallel.batch_sharding(mesh))
   start = time.time()
   with jax.set_mesh(mesh):
-    health = jax.eval_shape(lambda: train.init_health(
-        model, config, abstract, mesh)[0])
-    compiled = train.jit_train_step(
-        model, mesh, shardings, config.divergence_max_energy).lower(
-            parallel.with_shardings(abstract, shardings), batch,
-            health).compile()
+    health = jax.eval_shape(lambda: program.fresh_health(mesh))
+    compiled = program.step.lower(
+        parallel.with_shardings(abstract, shardings), batch, health).compile()
   seconds = time.time() - start
   memory = compiled.memory_analysis()
   cost = compiled.cost_analysis()

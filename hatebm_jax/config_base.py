@@ -2,15 +2,23 @@
 
 Experiment files in the top-level `configs/` folder start from
 `get_base_config()` and override what differs. Keys keep the names of the
-official release (shared/reference/official_code_facts.md §9.1). The
-defaults here are the official CIFAR-10 synthesis settings.
+official release (docs/official_release.md §9.1). The defaults here are
+the official CIFAR-10 synthesis settings.
+
+Every rule on a config value is written here once, with its message:
+`validate` checks a whole config, and the dataclasses that hold runtime
+settings (`LangevinConfig`, `DDLSConfig`, the networks' builders) call
+`check` on their values, so an impossible value gets the same message
+wherever it is caught.
 """
 
 import difflib
 import importlib.util
 import json
 import math
+import numbers
 import os
+from typing import Any, Callable
 
 import ml_collections
 
@@ -123,7 +131,6 @@ MODES = ('synthesis', 'joint', 'sngan', 'autoencoder')
 COMPUTE_DTYPES = ('float32', 'bfloat16')
 ON_DIVERGENCE = ('stop', 'rollback')
 MAX_PLOT = 1024  # images in one PNG grid
-LR_KEYS = ('ebm_lr_info', 'gen_lr_info', 'inf_lr_info')
 
 # Keys that fix the shapes or structure of the training state: a checkpoint
 # made with other values cannot be restored into this config.
@@ -145,15 +152,112 @@ def state_mismatches(saved: dict, config: ml_collections.ConfigDict
           for key in STATE_KEYS if saved.get(key) != current[key]]
 
 
-def scale_learning_rates(config: ml_collections.ConfigDict,
-                         factor: float) -> ml_collections.ConfigDict:
-  """A copy of `config` with every learning rate multiplied by `factor`
-  (the [lr, start] pairs of LR_KEYS and the SN-GAN's gan_lr)."""
-  config = ml_collections.ConfigDict(config.to_dict())
-  for key in LR_KEYS:
-    config[key] = tuple((lr * factor, start) for lr, start in config[key])
-  config.gan_lr = config.gan_lr * factor
+def from_saved(saved: Any) -> ml_collections.ConfigDict:
+  """A config stored with a run (a dict from JSON, or a ConfigDict), with
+  keys added since filled in from the defaults and JSON lists turned back
+  into tuples; not validated, and `saved` is not modified."""
+  saved = dict(saved.to_dict() if isinstance(saved, ml_collections.ConfigDict)
+               else saved)
+  for key in ('image_dims', 'state_dims'):
+    if key in saved:
+      saved[key] = tuple(saved[key])
+  config = ml_collections.ConfigDict(saved)
+  for key, value in get_base_config().items():
+    if key not in config:
+      config[key] = value
   return config
+
+
+def _integer(value: Any, minimum: int) -> bool:
+  return (isinstance(value, int) and not isinstance(value, bool) and
+          value >= minimum)
+
+
+def _positive(value: Any) -> bool:
+  return isinstance(value, numbers.Real) and 0 < value < math.inf
+
+
+def _non_negative(value: Any) -> bool:
+  return isinstance(value, numbers.Real) and 0 <= value < math.inf
+
+
+POSITIVE_INT = (lambda v: _integer(v, 1), 'must be an integer >= 1')
+POSITIVE = (_positive, 'must be finite and > 0')
+NON_NEGATIVE = (_non_negative, 'must be finite and >= 0')
+GEN_TYPES = ('gen_sngan', 'gen_decoder')
+# Rules on one value: key -> (predicate, what is allowed). `validate`
+# applies them (some only in the modes that read the key); `check` lets a
+# settings dataclass apply the same rule with the same message.
+RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    'mode': (lambda v: v in MODES, f'choose one of {MODES}'),
+    'ebm_type': (lambda v: v == 'ebm_sngan',
+                 "the only hat network is 'ebm_sngan'"),
+    'gen_type': (lambda v: v in GEN_TYPES, "choose 'gen_sngan' or "
+                 "'gen_decoder'"),
+    'inf_type': (lambda v: v == 'inf_encoder',
+                 "the only encoder is 'inf_encoder'"),
+    'seed': (lambda v: _integer(v, 0), 'must be an integer >= 0'),
+    'mcmc_steps': POSITIVE_INT, 'n_dis': POSITIVE_INT,
+    'ddls_steps': POSITIVE_INT, 'disc_ndf': POSITIVE_INT,
+    'inf_ngf': (lambda v: _integer(v, 1), 'must be a positive integer'),
+    'mcmc_temp': POSITIVE, 'epsilon': POSITIVE, 'epsilon_latent': POSITIVE,
+    'ddls_epsilon': POSITIVE, 'gan_lr': POSITIVE, 'gen_factor': POSITIVE,
+    'max_langevin_norm_res': POSITIVE, 'max_grad_norm': POSITIVE,
+    'gen_loss_factor_coop': POSITIVE, 'loss_factor': POSITIVE,
+    'tau_res': NON_NEGATIVE, 'data_epsilon': NON_NEGATIVE,
+    'init_scale_res': NON_NEGATIVE, 'init_scale_latent': NON_NEGATIVE,
+    'update_latents': (bool, 'a joint run moves z: set it True'),
+}
+for _key in ('num_training_steps', 'batch_size', 'info_freq', 'plot_freq',
+             'checkpoint_freq', 'max_to_keep', 'num_plot'):
+  RULES[_key] = POSITIVE_INT
+
+
+def invalid(key: str, value: Any, allowed: str) -> ValueError:
+  """The error of every config rule: `config.<key>=<value> is invalid:
+  <allowed>.`"""
+  return ValueError(f'config.{key}={value!r} is invalid: {allowed}.')
+
+
+def check(key: str, value: Any) -> None:
+  """Applies the rule of `key` (`RULES`) to `value`.
+
+  Raises:
+    ValueError: `invalid(key, value, allowed)` when the rule fails.
+  """
+  ok, allowed = RULES[key]
+  if not ok(value):
+    raise invalid(key, value, allowed)
+
+
+def check_generator(gen_type: str, state_dims: tuple, image_size: int
+                    ) -> None:
+  """The latent shape and image size a generator type takes.
+
+  Raises:
+    ValueError: for a `gen_type` outside GEN_TYPES, or `state_dims` (or
+      the image size) it cannot take.
+  """
+  check('gen_type', gen_type)
+  if gen_type == 'gen_sngan':
+    if not (len(state_dims) == 1 and state_dims[0] >= 1):
+      raise invalid('state_dims', tuple(state_dims),
+                    "'gen_sngan' takes a latent vector [nz], nz >= 1")
+  elif tuple(state_dims) != (16, 16, 1) or image_size != 32:
+    raise invalid('state_dims', tuple(state_dims), "'gen_decoder' takes "
+                  'latents (16, 16, 1) and makes 32x32 images')
+
+
+def check_bank(persistent_size: int, batch_size: int) -> None:
+  """The replay bank holds at least one batch of pairs.
+
+  Raises:
+    ValueError: when `persistent_size` < `batch_size`.
+  """
+  if not persistent_size >= batch_size:
+    raise invalid('persistent_size', persistent_size,
+                  f'the replay bank must hold at least one batch '
+                  f'(batch_size={batch_size})')
 
 
 def load_config_file(next_to: str, name: str) -> ml_collections.ConfigDict:
@@ -177,7 +281,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   """
   def need(ok, key, allowed):
     if not ok:
-      raise ValueError(f'config.{key}={config[key]!r} is invalid: {allowed}.')
+      raise invalid(key, config[key], allowed)
 
   # Config files and the command line give locked configs (a typo in a
   # --config.<key> flag fails there); this catches configs built in Python.
@@ -189,11 +293,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
           f' (did you mean {close[0]}?)' if close else '') +
           '; the keys are those of hatebm_jax/config_base.py.')
 
-  need(config.mode in MODES, 'mode', f'choose one of {MODES}')
-  need(config.ebm_type == 'ebm_sngan', 'ebm_type',
-       "the only hat network is 'ebm_sngan'")
-  need(isinstance(config.seed, int) and config.seed >= 0, 'seed',
-       'must be an integer >= 0')
+  for key in ('mode', 'ebm_type', 'seed'):
+    check(key, config[key])
   for key in ('image_dims', 'state_dims'):
     need(all(isinstance(d, int) and not isinstance(d, bool) and d >= 1
              for d in config[key]), key, 'must be a tuple of integers >= 1')
@@ -207,63 +308,45 @@ def validate(config: ml_collections.ConfigDict) -> None:
        f'{data.IMAGE_DIMS[config.data_type]}')
   for key in ('num_training_steps', 'batch_size', 'mcmc_steps', 'info_freq',
               'plot_freq', 'checkpoint_freq', 'max_to_keep', 'num_plot'):
-    need(isinstance(config[key], int) and not isinstance(config[key], bool)
-         and config[key] >= 1, key, 'must be an integer >= 1')
+    check(key, config[key])
   need(config.num_plot <= MAX_PLOT, 'num_plot',
        f'a grid shows at most {MAX_PLOT} images')
   for key in ('mcmc_temp', 'epsilon', 'gen_factor', 'max_langevin_norm_res',
-              'max_grad_norm', 'gen_loss_factor_coop'):
-    need(0 < config[key] < math.inf, key, 'must be finite and > 0')
-  for key in ('data_epsilon', 'tau_res', 'init_scale_res',
-              'init_scale_latent'):
-    need(0 <= config[key] < math.inf, key, 'must be finite and >= 0')
+              'max_grad_norm', 'gen_loss_factor_coop', 'data_epsilon',
+              'tau_res', 'init_scale_res', 'init_scale_latent'):
+    check(key, config[key])
   size = config.image_dims[0]
   for key in ('ebm_ngf', 'gen_ngf'):
     need(isinstance(config[key], int) and config[key] >= 1 and
          (size == 32 or config[key] % 16 == 0), key,
          'must be a positive integer' + ('' if size == 32 else
                                          f', a multiple of 16 at {size}px'))
-  need(config.gen_type in ('gen_sngan', 'gen_decoder'), 'gen_type',
-       "choose 'gen_sngan' or 'gen_decoder'")
-  if config.gen_type == 'gen_sngan':
-    need(len(config.state_dims) == 1 and config.state_dims[0] >= 1,
-         'state_dims', "'gen_sngan' takes a latent vector [nz], nz >= 1")
-  else:
-    need(tuple(config.state_dims) == (16, 16, 1) and size == 32,
-         'state_dims', "'gen_decoder' takes latents (16, 16, 1) and makes "
-         '32x32 images')
+  check_generator(config.gen_type, config.state_dims, size)
   if config.mode in ('synthesis', 'sngan'):
     need(config.gen_type == 'gen_sngan', 'gen_type',
          f"mode {config.mode!r} trains a 'gen_sngan' generator")
   if config.mode == 'autoencoder':
     need(config.gen_type == 'gen_decoder', 'gen_type',
          "mode 'autoencoder' trains the decoder 'gen_decoder'")
-    need(isinstance(config.inf_ngf, int) and config.inf_ngf >= 1, 'inf_ngf',
-         'must be a positive integer')
-    need(0 < config.loss_factor < math.inf, 'loss_factor',
-         'must be finite and > 0')
+    for key in ('inf_type', 'inf_ngf', 'loss_factor'):
+      check(key, config[key])
     try:
       optim.lr_schedule(config.inf_lr_info)
     except (TypeError, ValueError) as e:
       raise ValueError(f'config.inf_lr_info={config.inf_lr_info!r} is '
                        f'invalid: {e}') from e
   if config.mode == 'joint':
-    need(config.update_latents, 'update_latents',
-         'a joint run moves z: set it True')
+    check('update_latents', config.update_latents)
     need(bool(config.gen_weights), 'gen_weights',
          'a joint run needs the workdir of a trained sngan or autoencoder '
          'run (its generator / decoder is refined)')
   if config.update_latents:
-    need(0 < config.epsilon_latent < math.inf, 'epsilon_latent',
-         'must be finite and > 0')
+    check('epsilon_latent', config.epsilon_latent)
   if config.mode == 'sngan':
     need(size == 32 or config.disc_ndf % 16 == 0, 'disc_ndf',
          f'must be a multiple of 16 at {size}px')
-    for key in ('n_dis', 'disc_ndf', 'ddls_steps'):
-      need(isinstance(config[key], int) and config[key] >= 1, key,
-           'must be an integer >= 1')
-    for key in ('gan_lr', 'ddls_epsilon'):
-      need(0 < config[key] < math.inf, key, 'must be finite and > 0')
+    for key in ('n_dis', 'disc_ndf', 'ddls_steps', 'gan_lr', 'ddls_epsilon'):
+      check(key, config[key])
     for key in ('gan_beta1', 'gan_beta2'):
       need(0 <= config[key] < 1, key, 'must be in [0, 1)')
   for key in ('ebm_lr_info', 'gen_lr_info'):
@@ -271,10 +354,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
       optim.lr_schedule(config[key])
     except (TypeError, ValueError) as e:
       raise ValueError(f'config.{key}={config[key]!r} is invalid: {e}') from e
-  need(config.mode != 'synthesis' or
-       config.persistent_size >= config.batch_size, 'persistent_size',
-       f'the replay bank must hold at least one batch '
-       f'(batch_size={config.batch_size})')
+  if config.mode == 'synthesis':
+    check_bank(config.persistent_size, config.batch_size)
   need(isinstance(config.fcd_freq, int) and config.fcd_freq >= 0, 'fcd_freq',
        'must be an integer >= 0 (0 = no FCD during training)')
   need(config.fcd_freq == 0 or config.data_type == 'fashion_mnist',

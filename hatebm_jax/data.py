@@ -24,7 +24,7 @@ from typing import Iterator, Optional
 import jax
 import numpy as np
 
-from hatebm_jax import parallel
+from hatebm_jax.infra import parallel
 
 FASHION_MNIST_DIRS = ('/usr/share/datasets/fashion-mnist',)
 FASHION_MNIST_FILES = {

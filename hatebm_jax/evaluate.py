@@ -10,13 +10,13 @@ r"""One entry point for every evaluation number of a run.
 
 Metrics:
   fcd  Fréchet Classifier Distance on the 128 features of the Fashion-MNIST
-       LeNet (`hatebm_jax.classifier`); Fashion-MNIST runs only. Not FID.
+       LeNet (`hatebm_jax.evaluation.classifier`); Fashion-MNIST runs only. Not FID.
   kid  KID (Bińkowski et al. 2018) on the same LeNet features.
-  fid  FID on pytorch-fid's Inception-v3 pool_3 (`hatebm_jax.inception`,
+  fid  FID on pytorch-fid's Inception-v3 pool_3 (`hatebm_jax.evaluation.inception`,
        weights from --inception_weights); also reports KID on those features
        as kid_inception.
   ood  AUROC of H(x) separating the test split (in-distribution) from each
-       OOD set (`hatebm_jax.ood`).
+       OOD set (`hatebm_jax.evaluation.ood`).
 
 Sources of samples (each gets the sample metrics): `ebm` = X = G(z) + y after
 the Langevin chain, `generator` = G(z) alone, `initial` = G(z) of the run's
@@ -35,7 +35,7 @@ import time
 from typing import Optional, Sequence
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
-from hatebm_jax import xla_flags  # pylint: disable=g-import-not-at-top
+from hatebm_jax.infra import xla_flags  # pylint: disable=g-import-not-at-top
 
 xla_flags.apply()  # before JAX starts
 
@@ -44,14 +44,15 @@ from absl import flags
 from absl import logging
 from etils import epath
 
-from hatebm_jax import classifier
-from hatebm_jax import inception
-from hatebm_jax import metrics as metrics_lib
-from hatebm_jax import ood
-from hatebm_jax import pretrained
-from hatebm_jax import runtime
-from hatebm_jax import sample
-from hatebm_jax import sampling
+from hatebm_jax import cli
+from hatebm_jax.evaluation import classifier
+from hatebm_jax.evaluation import inception
+from hatebm_jax.evaluation import metrics as metrics_lib
+from hatebm_jax.evaluation import ood
+from hatebm_jax.infra import runtime
+from hatebm_jax.serving import draw
+from hatebm_jax.serving import run as run_lib
+from hatebm_jax.serving import storage
 
 METRICS = ('fcd', 'kid', 'fid', 'ood')
 def _parse_list(value: str, allowed: Sequence[str], what: str) -> list[str]:
@@ -95,9 +96,9 @@ def evaluate(workdir: str, metrics: str = 'fcd,kid,ood',
     num_ood: images per OOD set and of the in-distribution test split.
     data_dir: data folder / TFDS data_dir; None for the run's.
     output: JSON path; None for <workdir>/eval/step_<step>/metrics.json
-      (`pretrained.eval_folder`: beside an exported model, or in the
+      (`serving.storage.eval_folder`: beside an exported model, or in the
       current folder for a URL or a model shipped in the package).
-    **overrides: sampler settings (see `sampling.load_run`).
+    **overrides: sampler settings (see `serving.run.load_run`).
 
   Returns:
     The dict written to the JSON file.
@@ -112,11 +113,11 @@ def evaluate(workdir: str, metrics: str = 'fcd,kid,ood',
                       ('num_reference', num_reference), ('num_ood', num_ood)]:
     if value < 2:
       raise ValueError(f'{name}={value} must be >= 2.')
-  run = sampling.load_run(workdir, step, **overrides)
-  config = run.config
-  source_list = (_parse_list(sources, run.model.SOURCES, 'sources')
-                 if sources else [run.model.SOURCES[0]])
-  if 'ood' in metric_list and not hasattr(run.model, 'energy'):
+  run = run_lib.load_run(workdir, step, **overrides)
+  config, capabilities = run.config, run.mode.capabilities
+  source_list = (_parse_list(sources, capabilities.sources, 'sources')
+                 if sources else [capabilities.sources[0]])
+  if 'ood' in metric_list and not capabilities.energy:
     raise ValueError(f'ood scores images by the hat network H(x); a '
                      f'{config.mode!r} run has none (use a synthesis or joint '
                      'run).')
@@ -136,7 +137,7 @@ def evaluate(workdir: str, metrics: str = 'fcd,kid,ood',
                 else list(ood.DEFAULT_OOD_SETS.get(config.data_type,
                                                    ood.CONTROLS)))
 
-  sampler = sampling.chain_settings(run.model)
+  sampler = run.mode.chain_settings
   result = {
       'workdir': str(workdir), 'step': run.step, 'seed': seed,
       'num_samples': num_samples, 'data_type': config.data_type,
@@ -161,7 +162,7 @@ def evaluate(workdir: str, metrics: str = 'fcd,kid,ood',
     if not nets:
       break
     t0 = time.time()
-    images = sampling.draw_images(run, num_samples, batch_size, seed, source)
+    images = draw.draw_images(run, num_samples, batch_size, seed, source)
     numbers = {'sampling_seconds': round(time.time() - t0, 1)}
     if 'classifier' in nets:
       d = metrics_lib.distance_metrics(nets['classifier'], images,
@@ -183,7 +184,7 @@ def evaluate(workdir: str, metrics: str = 'fcd,kid,ood',
     result['ood'] = metrics_lib.ood_metrics(run, data_dir, ood_list, num_ood,
                                             batch_size, seed)
     logging.info('OOD AUROC: %s', result['ood']['auroc'])
-  path = epath.Path(output or pretrained.eval_folder(workdir, run.step) /
+  path = epath.Path(output or storage.eval_folder(workdir, run.step) /
                     'metrics.json')
   path.parent.mkdir(parents=True, exist_ok=True)
   path.write_text(json.dumps(result, indent=1))
@@ -220,15 +221,12 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   runtime.setup()
-  if sample.FLAGS['output_dir'].present:
-    raise app.UsageError('evaluate writes one JSON file: use --output=<path>, '
-                         'not --output_dir.')
   result = evaluate(
-      sample.FLAGS.workdir, _METRICS.value, _SOURCES.value,
-      sample.FLAGS.num_samples, sample.FLAGS.batch_size, sample.FLAGS.seed,
-      sample.FLAGS.step, _REF_SPLIT.value, _NUM_REF.value, _INCEPTION.value,
+      cli.WORKDIR.value, _METRICS.value, _SOURCES.value,
+      cli.NUM_SAMPLES.value, cli.BATCH_SIZE.value, cli.SEED.value,
+      cli.STEP.value, _REF_SPLIT.value, _NUM_REF.value, _INCEPTION.value,
       _OOD_SETS.value, _NUM_OOD.value, _DATA_DIR.value, _OUT.value,
-      **sample.sampler_overrides())
+      **cli.sampler_overrides())
   print(json.dumps({'step': result['step'], 'samples': result['samples'],
                     'ood': result.get('ood', {}).get('auroc')}, indent=1))
 

@@ -3,7 +3,7 @@ r"""Export a training run's networks and config as one pretrained-model file.
   python -m hatebm_jax.export --workdir=/tmp/hatebm_fmnist \
       --output=/tmp/fmnist_synth.hatebm [--step=2000]
 
-The file (`hatebm_jax.pretrained`) holds the network parameters and frozen
+The file (`hatebm_jax.serving.file_format`) holds the network parameters and frozen
 statistics, the run's config and its step: no optimiser states, replay
 bank or RNG key. `--output` may be local or gs://. Load it with
 `hatebm_jax.load_pretrained(path)`, or pass it as `--workdir` to
@@ -18,8 +18,8 @@ from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 from absl import logging
 
-from hatebm_jax import pretrained
-from hatebm_jax import runtime
+from hatebm_jax.infra import runtime
+from hatebm_jax.serving import run as run_lib
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Training workdir (local or '
                                'gs://) holding checkpoints/.')
@@ -32,7 +32,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   runtime.setup()
-  info = pretrained.export(_WORKDIR.value, _OUTPUT.value, _STEP.value)
+  info = run_lib.export(_WORKDIR.value, _OUTPUT.value, _STEP.value)
   logging.info('Exported step %d of %s (%s, %s parameters, %.2f MB) to %s',
                info['step'], _WORKDIR.value, info['mode'],
                f"{info['parameters']:,}", info['bytes'] / 1e6, info['output'])

@@ -14,7 +14,7 @@ every process.
 import os
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # TF only feeds data here.
-from hatebm_jax import xla_flags  # pylint: disable=g-import-not-at-top
+from hatebm_jax.infra import xla_flags  # pylint: disable=g-import-not-at-top
 
 xla_flags.apply()  # before JAX starts
 
@@ -24,8 +24,8 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
-from hatebm_jax import parallel
-from hatebm_jax import runtime
+from hatebm_jax.infra import parallel
+from hatebm_jax.infra import runtime
 from hatebm_jax import train
 
 FLAGS = flags.FLAGS

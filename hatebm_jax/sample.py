@@ -23,7 +23,7 @@ import os
 from typing import Optional
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
-from hatebm_jax import xla_flags  # pylint: disable=g-import-not-at-top
+from hatebm_jax.infra import xla_flags  # pylint: disable=g-import-not-at-top
 
 xla_flags.apply()  # before JAX starts
 
@@ -34,38 +34,24 @@ from etils import epath
 import jax
 import numpy as np
 
-from hatebm_jax import pretrained
-from hatebm_jax import runtime
-from hatebm_jax import sampling
+from hatebm_jax import cli
 from hatebm_jax import visualize
+from hatebm_jax.infra import runtime
+from hatebm_jax.serving import draw
+from hatebm_jax.serving import run as run_lib
+from hatebm_jax.serving import storage
 
 FLAGS = flags.FLAGS
 PATH_POINTS = 5  # columns of the Langevin-path figure: steps 0, K/4, .., K
 
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Training workdir (local or '
-                               'gs://) holding checkpoints/, or an exported '
-                               'model (.hatebm file: local, gs:// or '
-                               'https://).')
-_STEP = flags.DEFINE_integer('step', None, 'Checkpoint step; default latest.')
 _OUTPUT = flags.DEFINE_string('output_dir', None, 'Output folder; default '
                               '<workdir>/eval/step_<step>, or for an exported '
                               '<name>.hatebm <name>_eval/step_<step> beside '
                               'it (in the current folder for a URL or a '
                               'model shipped in the package).')
-_NUM = flags.DEFINE_integer('num_samples', 64, 'Number of samples N.')
-_BATCH = flags.DEFINE_integer('batch_size', 64, 'Chains run at once.')
-_SEED = flags.DEFINE_integer('seed', 0, 'Seed of latents and chain noise.')
-_K = flags.DEFINE_integer('mcmc_steps', None, 'Langevin steps K.')
-_T = flags.DEFINE_float('mcmc_temp', None, 'Temperature T.')
-_EPS = flags.DEFINE_float('epsilon', None, 'Residual step size ε.')
-_TAU = flags.DEFINE_float('tau_res', None, 'Residual prior τ.')
-_Y0 = flags.DEFINE_float('init_scale_res', None, 'y₀ = init_scale_res·N(0,I).')
-_CLIP = flags.DEFINE_boolean('clip', None, 'Clip the residual drift step.')
 _SOURCE = flags.DEFINE_string('source', None, "What to sample: 'ebm', "
                               "'generator', 'initial', or 'ddls' (SN-GAN "
                               "runs); default: the model's own samples.")
-_DDLS_K = flags.DEFINE_integer('ddls_steps', None, 'DDLS steps (SN-GAN).')
-_DDLS_EPS = flags.DEFINE_float('ddls_epsilon', None, 'DDLS step size ε.')
 
 
 def sample_checkpoint(workdir: str, num_samples: int, batch_size: int,
@@ -82,10 +68,10 @@ def sample_checkpoint(workdir: str, num_samples: int, batch_size: int,
     step: checkpoint step, or None for the latest.
     output_dir: where to write; None for <workdir>/eval/step_<step> (or
       <name>_eval/step_<step> beside an exported <name>.hatebm).
-    source: what to sample (`sampling.draw_images`); None for the model's
+    source: what to sample (`serving.draw.draw_images`); None for the model's
       own samples ('ebm' for Hat EBMs, 'generator' for SN-GAN and AE runs;
       'ddls' gives DDLS samples of an SN-GAN run).
-    **overrides: sampler settings, see `sampling.load_run`.
+    **overrides: sampler settings, see `serving.run.load_run`.
 
   Returns:
     The settings written to settings.json.
@@ -98,22 +84,22 @@ def sample_checkpoint(workdir: str, num_samples: int, batch_size: int,
   if num_samples < 1 or batch_size < 1:
     raise ValueError(f'num_samples={num_samples} and batch_size={batch_size} '
                      'must be >= 1.')
-  run = sampling.load_run(workdir, step, **overrides)
-  model, config, state, step = run.model, run.config, run.state, run.step
-  sampler = sampling.chain_settings(model)
-  output = epath.Path(output_dir or pretrained.eval_folder(workdir, step))
+  run = run_lib.load_run(workdir, step, **overrides)
+  mode, config, state, step = run.mode, run.config, run.state, run.step
+  sampler = mode.chain_settings
+  output = epath.Path(output_dir or storage.eval_folder(workdir, step))
   output.mkdir(parents=True, exist_ok=True)
-  source = source or model.SOURCES[0]
-  images, (z, x_gen, y) = sampling.draw_images(
+  source = source or mode.capabilities.sources[0]
+  images, (z, x_gen, y) = draw.draw_images(
       run, num_samples, batch_size, seed, source, return_first=True)
   with (output / 'samples.npz').open('wb') as f:
     np.savez_compressed(f, images=images)
   n_show = min(64, num_samples)
-  if hasattr(model, 'chain_segment') and source == 'ebm':
+  if mode.capabilities.chain and source == 'ebm':
     visualize.save_sample_grid(str(output / 'grid.png'), x_gen[:n_show],
                                y[:n_show],
                                f'step {step}, K={sampler.num_steps}')
-    _save_path(output / 'path.png', model, state, z[:8],
+    _save_path(output / 'path.png', mode, state, z[:8],
                jax.random.fold_in(jax.random.PRNGKey(seed), 1 << 30),
                sampler.num_steps, config.init_scale_res)
   else:
@@ -132,13 +118,13 @@ def sample_checkpoint(workdir: str, num_samples: int, batch_size: int,
   return settings
 
 
-def _save_path(path, model, state, z, key, num_steps, init_scale_res):
+def _save_path(path, mode, state, z, key, num_steps, init_scale_res):
   """The paper's Figure 3: one chain shown at steps 0, K/4, ..., K
-  (`sampling.chain_path`)."""
+  (`draw.chain_path`)."""
   k_y0, k_chain = jax.random.split(key)
   steps = [round(p * num_steps / (PATH_POINTS - 1))
            for p in range(PATH_POINTS)]
-  chain = sampling.chain_path(model, state, z, k_y0, k_chain, steps,
+  chain = draw.chain_path(mode, state, z, k_y0, k_chain, steps,
                               init_scale_res)
   panels = [(f'step {step}', np.concatenate([
       visualize.to_display(x_gen + y), visualize.to_display(x_gen),
@@ -148,21 +134,13 @@ def _save_path(path, model, state, z, key, num_steps, init_scale_res):
                         columns=len(z))
 
 
-def sampler_overrides() -> dict:
-  """The sampler flags as config overrides (None = keep the run's)."""
-  return dict(mcmc_steps=_K.value, mcmc_temp=_T.value, epsilon=_EPS.value,
-              tau_res=_TAU.value, init_scale_res=_Y0.value,
-              clip_langevin_grad_res=_CLIP.value, ddls_steps=_DDLS_K.value,
-              ddls_epsilon=_DDLS_EPS.value)
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   runtime.setup()
-  sample_checkpoint(_WORKDIR.value, _NUM.value, _BATCH.value, _SEED.value,
-                    _STEP.value, _OUTPUT.value, _SOURCE.value,
-                    **sampler_overrides())
+  sample_checkpoint(cli.WORKDIR.value, cli.NUM_SAMPLES.value,
+                    cli.BATCH_SIZE.value, cli.SEED.value, cli.STEP.value,
+                    _OUTPUT.value, _SOURCE.value, **cli.sampler_overrides())
 
 
 if __name__ == '__main__':

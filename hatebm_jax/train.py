@@ -1,19 +1,33 @@
-"""The training loop of every mode: jit once, log, plot, checkpoint.
+"""The training loop of every mode: set up, restore, step, log, save.
 
 `train_and_evaluate(config, workdir)` is what `python -m hatebm_jax.main`
-calls. Rerunning it on the same workdir resumes from the newest checkpoint,
-bit for bit as if never stopped; Ctrl-C or SIGTERM makes it save the
-current step and return; a diverging run stops (or rolls back) at the step
-where non-finite or exploding values appear (`hatebm_jax.divergence`).
+calls. It reads top to bottom in sections:
+
+1. set-up: the config checks, the device mesh, the workdir, the rollback
+   record (`infra.rollback`), the mode (`hatebm_jax.modes`), the state's
+   shapes and shardings, and a compiled step (`Program`);
+2. restore: the newest checkpoint, or a new state;
+3. the step loop, run in *segments*: each ends `DONE`, `STOPPED` (Ctrl-C /
+   SIGTERM, after saving) or `DIVERGED` (the divergence guard fired at a
+   log or save step; nothing was saved), and a diverged segment is
+   followed by a new one from the last good checkpoint when the rollback
+   policy allows, else by an error;
+4. outputs at their steps (`Outputs`): scalars, sample grids, test loss,
+   FCD;
+5. saving: every `checkpoint_freq` steps, at the end and when stopping.
+
+Rerunning on the same workdir resumes from the newest checkpoint, bit for
+bit as if never stopped.
 """
 
+import dataclasses
+import enum
 import itertools
-import json
 import os
 import signal
 import threading
 import time
-from typing import Any, Optional
+from typing import Any, Callable, Iterator, Optional
 
 from absl import logging
 from clu import metric_writers
@@ -24,17 +38,100 @@ from jax.experimental import multihost_utils
 import ml_collections
 import numpy as np
 
-from hatebm_jax import checkpoint
 from hatebm_jax import config_base
 from hatebm_jax import data
-from hatebm_jax import divergence
-from hatebm_jax import metrics as metrics_lib
 from hatebm_jax import modes
-from hatebm_jax import parallel
 from hatebm_jax import visualize
+from hatebm_jax.evaluation import metrics as metrics_lib
+from hatebm_jax.infra import checkpoint
+from hatebm_jax.infra import divergence
+from hatebm_jax.infra import parallel
+from hatebm_jax.infra import rollback
 from hatebm_jax.models import layers
+from hatebm_jax.modes import base
 
 PLOT_SEED = 12345  # fixed latents and noise, so grids are comparable
+
+
+# ---------------------------------------------------------------------------
+# The compiled step.
+
+
+def make_guard(mode: base.Mode, abstract: Any,
+               max_energy: float) -> divergence.Guard:
+  """The divergence guard of `mode`'s step: its metrics (from the step's
+  shapes, no compute) and the state fields it checks."""
+  batch = jax.ShapeDtypeStruct(
+      (mode.images_per_step,) + tuple(mode.image_shape), np.float32)
+  metric_names = jax.eval_shape(mode.train_step, abstract, batch)[1]
+  return divergence.Guard(tuple(sorted(metric_names)),
+                          base.checked_fields(abstract), max_energy)
+
+
+def jit_train_step(mode: base.Mode, mesh: jax.sharding.Mesh, shardings: Any,
+                   guard: divergence.Guard) -> Callable:
+  """`mode.train_step` and the divergence guard as one program over `mesh`.
+
+  (state, global batch [images_per_step, S, S, C] split on 'data', health
+  record) -> (state, replicated scalar metrics, health record); the input
+  state and record are donated. Call (and lower) it inside
+  `jax.set_mesh(mesh)`, which lets the replay bank run in `shard_map`.
+
+  Args:
+    mode: a `hatebm_jax.modes` mode.
+    mesh: the device mesh.
+    shardings: the state's shardings (`modes.base.shardings`).
+    guard: `make_guard(...)` of this mode.
+  """
+  def step(state, images, health):
+    state, metrics = mode.train_step(state, images)
+    return state, metrics, guard.update(health, state, metrics)
+
+  replicated = parallel.replicated(mesh)
+  return jax.jit(
+      step, in_shardings=(shardings, parallel.batch_sharding(mesh),
+                          replicated),
+      out_shardings=(shardings, replicated, replicated), donate_argnums=(0, 2))
+
+
+@dataclasses.dataclass(frozen=True)
+class Program:
+  """What a run trains with: the mode, its state's shapes and shardings,
+  the divergence guard and the compiled step (rebuilt when a rollback
+  lowers the learning rates).
+
+  Attributes:
+    mode: the `hatebm_jax.modes` mode of the config.
+    abstract: the training state's shapes and dtypes.
+    shardings: the state's shardings on the mesh.
+    guard: the divergence guard of the step.
+    step: the jitted step (`jit_train_step`).
+  """
+  mode: base.Mode
+  abstract: Any
+  shardings: Any
+  guard: divergence.Guard
+  step: Callable
+
+  @classmethod
+  def build(cls, config: ml_collections.ConfigDict,
+            mesh: jax.sharding.Mesh) -> 'Program':
+    """The program of `config` over `mesh` (no compute: it compiles at
+    its first call or `step.lower(...).compile()`)."""
+    mode = modes.build(config)
+    abstract = mode.abstract_state(config.seed)
+    shardings = base.shardings(abstract, mesh)
+    guard = make_guard(mode, abstract, config.divergence_max_energy)
+    return cls(mode, abstract, shardings, guard,
+               jit_train_step(mode, mesh, shardings, guard))
+
+  def fresh_health(self, mesh: jax.sharding.Mesh) -> Any:
+    """A healthy guard record, replicated on `mesh`."""
+    return jax.device_put(self.guard.init(), parallel.replicated(mesh))
+
+
+# ---------------------------------------------------------------------------
+# Stopping on request.
 
 
 class StopRequest:
@@ -82,119 +179,240 @@ class StopRequest:
       signal.signal(sig, handler)
 
 
-def _plot(model, draw_fn, state, z, key, path, step):
-  """Grid of the model's own samples: X, G(z), 5·y for Hat EBMs."""
-  x_gen, y = jax.device_get(draw_fn(state, z, key, model.SOURCES[0]))
-  if model.SOURCES[0] == 'ebm':
-    visualize.save_sample_grid(path, x_gen, y, f'step {step}')
-  else:
-    visualize.save_panels(path, [(f'G(z), step {step}',
-                                  visualize.to_display(x_gen))])
+# ---------------------------------------------------------------------------
+# Outputs: scalars, grids, test loss and FCD at their steps.
 
 
-def _describe(state) -> str:
-  """'hat 66,881 / gen 125,297 params'-style sizes of the networks."""
-  sizes = [f'{name[:-7]} {layers.count_params(getattr(state, name)):,}'
-           for name in ('hat_params', 'gen_params', 'disc_params',
-                        'enc_params') if hasattr(state, name)]
-  return ', '.join(sizes) + ' parameters'
+class Outputs:
+  """Everything a run writes besides checkpoints (lead process only;
+  the others log scalars to the console)."""
+
+  def __init__(self, config: ml_collections.ConfigDict, workdir: epath.Path,
+               mode: base.Mode, start: int):
+    self.config, self.mode = config, mode
+    self.is_lead = parallel.is_lead()
+    self.samples_dir = workdir / 'samples'
+    self.writer = metric_writers.create_default_writer(
+        str(workdir), just_logging=not self.is_lead, asynchronous=True)
+    if start == 0:
+      self.writer.write_hparams({
+          k: (v if isinstance(v, (int, float, str, bool)) else str(v))
+          for k, v in config.to_dict().items()})
+    self.last_metrics = None
+    self._draw = jax.jit(mode.draw, static_argnums=3)
+    self._plot_key = jax.random.PRNGKey(PLOT_SEED)
+    self._plot_z = config.init_scale_latent * jax.random.normal(
+        jax.random.fold_in(self._plot_key, 0),
+        (config.num_plot,) + tuple(mode.latent_shape))
+    self._fcd = (metrics_lib.TrainingFCD(config, mode)
+                 if self.is_lead and config.fcd_freq else None)
+    self._test_images = None
+    if self.is_lead and mode.capabilities.test_loss:
+      self._test_images = data.to_float(data.eval_images(
+          config.data_type, config.data_dir or None, 'test',
+          config.image_dims[0], 10_000))
+    self.report = None
+
+  def restart(self, batches: Iterator[np.ndarray], start: int,
+              mode: base.Mode) -> Iterator[np.ndarray]:
+    """Starts a segment at `start` with `mode`: a fresh progress report;
+    at step 0 a grid of the first training batch. Returns the batches."""
+    self.mode = mode
+    self.report = periodic_actions.ReportProgress(
+        num_train_steps=self.config.num_training_steps, writer=self.writer,
+        every_steps=self.config.info_freq)
+    if self.is_lead and start == 0:
+      first = next(batches)
+      visualize.save_panels(str(self.samples_dir / 'data.png'), [
+          ('training data',
+           visualize.to_display(first[:self.config.num_plot]))])
+      batches = itertools.chain([first], batches)
+    return batches
+
+  def log(self, step: int, metrics: dict[str, jax.Array]) -> None:
+    """Writes the step's scalar metrics (a host sync)."""
+    self.last_metrics = {k: float(v)
+                         for k, v in parallel.to_host(metrics).items()}
+    self.writer.write_scalars(step, self.last_metrics)
+
+  def periodic(self, step: int, state: Any) -> None:
+    """Grids and test loss every `plot_freq` steps, FCD every `fcd_freq`
+    steps, and both at the last step."""
+    config, last = self.config, step == self.config.num_training_steps
+    if not self.is_lead:
+      return
+    if step % config.plot_freq == 0 or last:
+      view = parallel.local_view(state, base.sharded_fields(state))
+      self._plot(view, step)
+      if self._test_images is not None:
+        test_loss = self.mode.test_loss(view, self._test_images)
+        self.writer.write_scalars(step, {'test_loss': test_loss})
+        logging.info('Step %d: test loss %.4f.', step, test_loss)
+    if self._fcd and (step % config.fcd_freq == 0 or last):
+      scores = self._fcd(parallel.local_view(state,
+                                             base.sharded_fields(state)))
+      self.writer.write_scalars(step, scores)
+      logging.info('Step %d: FCD %.3f, KID %.4f (%d samples vs Fashion-MNIST '
+                   'test).', step, scores['fcd'], scores['kid'],
+                   config.fcd_num_samples)
+
+  def _plot(self, state: Any, step: int) -> None:
+    """Grid of the mode's own samples: X, G(z), 5·y for Hat EBMs."""
+    source = self.mode.capabilities.sources[0]
+    x_gen, y = jax.device_get(self._draw(
+        state, self._plot_z, jax.random.fold_in(self._plot_key, 1), source))
+    path = str(self.samples_dir / f'step_{step:06d}.png')
+    if source == 'ebm':
+      visualize.save_sample_grid(path, x_gen, y, f'step {step}')
+    else:
+      visualize.save_panels(path, [(f'G(z), step {step}',
+                                    visualize.to_display(x_gen))])
+
+  def close(self) -> None:
+    self.writer.flush()
+    self.writer.close()
 
 
-def abstract_state(model, config: ml_collections.ConfigDict) -> Any:
-  """Shapes and dtypes of the model's training state (no compute)."""
-  return jax.eval_shape(model.init, jax.random.PRNGKey(config.seed),
-                        *modes.init_args(model, config, abstract=True))
+# ---------------------------------------------------------------------------
+# The step loop, in segments.
 
 
-def jit_train_step(model, mesh: jax.sharding.Mesh, shardings: Any,
-                   max_energy: float = float('inf')):
-  """`model.train_step` and the divergence guard as one program over `mesh`.
-
-  (state, global batch [B, S, S, C] split on 'data', health record) ->
-  (state, replicated scalar metrics, health record); the input state and
-  record are donated. Call (and lower) it inside `jax.set_mesh(mesh)`,
-  which lets the replay bank run in `shard_map`.
-
-  Args:
-    model: a model of `hatebm_jax.modes`.
-    mesh: the device mesh.
-    shardings: the state's shardings (`parallel.state_shardings`).
-    max_energy: `config.divergence_max_energy` (see `divergence.update`).
-  """
-  def step(state, images, health):
-    state, metrics = model.train_step(state, images)
-    return state, metrics, divergence.update(health, state, metrics,
-                                             max_energy)
-
-  replicated = parallel.replicated(mesh)
-  return jax.jit(
-      step, in_shardings=(shardings, parallel.batch_sharding(mesh),
-                          replicated),
-      out_shardings=(shardings, replicated, replicated), donate_argnums=(0, 2))
+class Outcome(enum.Enum):
+  DONE = 'done'          # num_training_steps reached
+  STOPPED = 'stopped'    # Ctrl-C / SIGTERM: saved and stopped
+  DIVERGED = 'diverged'  # the guard fired; nothing saved since
 
 
-def init_health(model, config, abstract: Any, mesh: jax.sharding.Mesh):
-  """A healthy divergence record for `model`'s step, replicated on `mesh`,
-  and the names of the quantities it checks (metrics first)."""
-  images = getattr(model, 'images_per_step', config.batch_size)
-  batch = jax.ShapeDtypeStruct((images,) + tuple(config.image_dims),
-                               np.float32)
-  metric_names = sorted(jax.eval_shape(model.train_step, abstract, batch)[1])
-  names = divergence.quantity_names(metric_names, abstract)
-  health = jax.device_put(divergence.init(len(metric_names), len(names)),
-                          parallel.replicated(mesh))
-  return health, names, len(metric_names)
+@dataclasses.dataclass
+class Segment:
+  """How a stretch of steps ended, and where."""
+  outcome: Outcome
+  step: int
+  failure: Optional[divergence.Divergence] = None
 
 
-ROLLBACK_FILE = 'rollbacks.json'
-ROLLBACK_SALT = 0x5EED  # rollback n continues with fold_in(rng, SALT + n)
+class _Trainer:
+  """The set-up of one `train_and_evaluate` call, and its sections."""
+
+  def __init__(self, config, workdir, mesh, checkpointer):
+    self.config, self.workdir = config, workdir
+    self.mesh, self.checkpointer = mesh, checkpointer
+    self.policy = rollback.Policy(workdir, config, write=parallel.is_lead())
+    self.program = Program.build(self.policy.training_config(), mesh)
+    self.abstract = self.program.abstract
+    self.shardings = self.program.shardings
+
+  def latest_step(self) -> Optional[int]:
+    """The step to resume from (the same for every process), or None."""
+    latest = self.checkpointer.latest_step()
+    if jax.process_count() > 1:
+      latest = int(multihost_utils.broadcast_one_to_all(
+          np.int32(-1 if latest is None else latest)))
+      latest = None if latest < 0 else latest
+    if latest is not None:
+      self._check_fits(latest)
+    return latest
+
+  def _check_fits(self, latest: int) -> None:
+    """Raises ValueError listing the config keys and state entries that
+    differ from the checkpoint at `latest`."""
+    lines = config_base.state_mismatches(
+        self.checkpointer.restore_config(latest), self.config)
+    entries = self.checkpointer.structure_mismatches(self.abstract, latest)
+    if not lines and not entries:
+      return
+    shown = entries[:20] + ([f'... and {len(entries) - 20} more entries']
+                            if len(entries) > 20 else [])
+    raise ValueError(
+        f'{self.workdir} holds checkpoints (latest: step {latest}) of a run '
+        'whose state does not fit this config; nothing was changed in it.\n'
+        + ('Config keys that differ:\n  ' + '\n  '.join(lines) + '\n'
+           if lines else '')
+        + (f'State entries that differ ({len(entries)}):\n  ' +
+           '\n  '.join(shown) + '\n' if entries else '')
+        + 'Use a new --workdir, or the values the run was started with.')
+
+  def load(self, step: int, init_args: Optional[tuple] = None) -> Any:
+    """The state at checkpoint `step`, or a new one for step 0 (from
+    `init_args`, read now if None), with a rollback's fresh randomness."""
+    mode = self.program.mode
+    if step:
+      state = self.checkpointer.restore(
+          parallel.with_shardings(self.abstract, self.shardings), step)
+    else:
+      if init_args is None:
+        init_args = mode.init_args(self.config, self.mesh)
+      state = jax.jit(mode.init, out_shardings=self.shardings)(
+          jax.random.PRNGKey(self.config.seed), *init_args)
+    return self.policy.fresh_randomness(state, step, self.shardings.rng)
+
+  def batches(self, step: int) -> Iterator[np.ndarray]:
+    """This process's training batches from `step` on."""
+    return data.train_batches(self.config, step,
+                              self.program.mode.images_per_step, self.mesh)
+
+  def segment(self, state: Any, start: int, batches: Iterator[np.ndarray],
+              outputs: Outputs, stop: StopRequest) -> tuple[Any, Segment]:
+    """Steps from `start` until the run is done, stopped or diverged."""
+    config, checkpointer, program = self.config, self.checkpointer, (
+        self.program)
+    num_steps = config.num_training_steps
+    batches = outputs.restart(batches, start, program.mode)
+    health = program.fresh_health(self.mesh)
+    # XLA:CPU's cross-process collectives (gloo) can deadlock with several
+    # steps in flight (seen: 2 processes x 4 devices hung with ~50 steps
+    # queued): CPU multi-process jobs keep one step in flight.
+    one_in_flight = (jax.process_count() > 1 and
+                     jax.default_backend() == 'cpu')
+    step = start
+    while step < num_steps:
+      with (jax.profiler.StepTraceAnnotation('train', step_num=step),
+            jax.set_mesh(self.mesh)):
+        state, metrics, health = program.step(
+            state, parallel.global_batch(next(batches), self.mesh), health)
+      if one_in_flight:
+        jax.block_until_ready(metrics)
+      step += 1
+      stop.poll(step, checkpointer)
+      # Read once: a signal arriving later in this iteration is handled in
+      # the next one (never a stop without its checkpoint).
+      stopping = stop.requested
+      outputs.report(step)
+      log_now = (step % config.info_freq == 0 or step == num_steps or
+                 step == start + 1)
+      save_now = (step % config.checkpoint_freq == 0 or step == num_steps
+                  or stopping)
+      if log_now or save_now:
+        failure = program.guard.read(parallel.to_host(health))
+        if failure:
+          return state, Segment(Outcome.DIVERGED, step, failure)
+      if log_now:
+        outputs.log(step, metrics)
+      outputs.periodic(step, state)
+      if save_now:
+        checkpointer.save(step, state, config)
+      if stopping:
+        logging.warning('Stopped by %s at step %d; checkpoint saved in %s. '
+                        'Rerun the same command to continue.', stopping, step,
+                        checkpointer.directory)
+        return state, Segment(Outcome.STOPPED, step)
+    return state, Segment(Outcome.DONE, step)
+
+  def roll_back(self, segment: Segment, outputs: Outputs) -> int:
+    """After a diverged segment: the step to restart from, with the
+    program of the lowered learning rates (or FloatingPointError)."""
+    self.checkpointer.wait()
+    good = self.checkpointer.latest_step()
+    restart = self.policy.after_divergence(segment.failure, good,
+                                           self.checkpointer.directory)
+    outputs.writer.write_scalars(segment.step,
+                                 {'rollbacks': len(self.policy.records)})
+    self.program = Program.build(self.policy.training_config(), self.mesh)
+    return restart
 
 
-def _read_rollbacks(workdir: epath.Path) -> list[dict]:
-  """The rollbacks recorded in `<workdir>/rollbacks.json` ([] if none).
-
-  Raises:
-    ValueError: when the file is not a list of rollback records.
-  """
-  path = workdir / ROLLBACK_FILE
-  if not path.exists():
-    return []
-  try:
-    record = json.loads(path.read_text())
-    if not all('lr_factor' in r and 'restored_step' in r for r in record):
-      raise ValueError('entries without lr_factor / restored_step')
-  except (ValueError, TypeError) as e:
-    raise ValueError(f'{path} is damaged ({e}); it lists the rollbacks of '
-                     'this run: fix or delete it (deleting restores the '
-                     'learning rates of the config).') from e
-  return record
-
-
-def _write_rollbacks(workdir: epath.Path, rollbacks: list[dict]) -> None:
-  """Writes the record atomically (a temporary file, then a rename)."""
-  temporary = workdir / (ROLLBACK_FILE + '.tmp')
-  temporary.write_text(json.dumps(rollbacks, indent=1))
-  temporary.replace(workdir / ROLLBACK_FILE)
-
-
-def _mismatch_error(workdir, latest, checkpointer, abstract, config):
-  """ValueError listing the config keys and state entries that differ
-  from the checkpoint at `latest`, or None if it fits."""
-  lines = config_base.state_mismatches(checkpointer.restore_config(latest),
-                                       config)
-  entries = checkpointer.structure_mismatches(abstract, latest)
-  if not lines and not entries:
-    return None
-  shown = entries[:20] + ([f'... and {len(entries) - 20} more entries']
-                          if len(entries) > 20 else [])
-  return ValueError(
-      f'{workdir} holds checkpoints (latest: step {latest}) of a run whose '
-      'state does not fit this config; nothing was changed in it.\n'
-      + ('Config keys that differ:\n  ' + '\n  '.join(lines) + '\n'
-         if lines else '')
-      + (f'State entries that differ ({len(entries)}):\n  ' +
-         '\n  '.join(shown) + '\n' if entries else '')
-      + 'Use a new --workdir, or the values the run was started with.')
+# ---------------------------------------------------------------------------
+# The entry point.
 
 
 def _checked_workdir(workdir: str) -> epath.Path:
@@ -220,7 +438,7 @@ def _checked_workdir(workdir: str) -> epath.Path:
 
 def train_and_evaluate(config: ml_collections.ConfigDict,
                        workdir: str) -> Optional[dict[str, float]]:
-  """Trains (or resumes) the model of `config.mode` in `workdir`.
+  """Trains (or resumes) the mode of `config.mode` in `workdir`.
 
   Modes (`hatebm_jax.modes`): 'synthesis' (tandem Hat EBM), 'joint' (Hat EBM
   over a frozen pretrained generator), 'sngan', 'autoencoder'.
@@ -252,215 +470,71 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       'stop', or after max_rollbacks rollbacks); the message names the
       step, the quantities and the last good checkpoint.
   """
+  # --- Set-up: checks before any compute, mesh, workdir, the program.
   config_base.validate(config)
   mesh = parallel.make_mesh(config.num_devices)
   parallel.check_divisible('batch_size', config.batch_size, mesh)
   workdir = _checked_workdir(workdir)
   checkpointer = checkpoint.Checkpointer(str(workdir), config.max_to_keep)
   try:
-    return _train(config, workdir, mesh, checkpointer)
+    if config.compute_dtype == 'bfloat16' and jax.default_backend() == 'cpu':
+      logging.warning('compute_dtype=bfloat16 on CPU: XLA:CPU has no fast '
+                      'bfloat16 convolutions, so this runs slower than '
+                      'float32 (docs/performance.md).')
+    trainer = _Trainer(config, workdir, mesh, checkpointer)
+    latest = trainer.latest_step()
+    # A new joint run reads its pretrained generator first, and the data
+    # before any compute: a missing path or data set fails at once.
+    init_args = (trainer.program.mode.init_args(config, mesh)
+                 if latest is None else None)
+    batches = trainer.batches(latest or 0)
+
+    # --- Restore or initialise.
+    state = trainer.load(latest or 0, init_args)
+    start = int(state.step)
+    if latest is not None:
+      logging.info('Resumed from %s at step %d on %d devices.',
+                   checkpointer.directory, latest, mesh.size)
+    else:
+      logging.info('New %s run in %s on %d devices: %s.', config.mode,
+                   workdir, mesh.size, _describe(state))
+    if start >= config.num_training_steps:
+      logging.info('Step %d already reached num_training_steps=%d: nothing '
+                   'to do.', start, config.num_training_steps)
+      return None
+    return _run(trainer, state, start, batches)
   finally:
     checkpointer.close()
 
 
-def _train(config, workdir, mesh, checkpointer):
-  """The body of `train_and_evaluate`."""
-  rollbacks = _read_rollbacks(workdir)
-  run_config = config
-  if rollbacks:  # learning rates lowered by earlier rollbacks stay lowered
-    factor = rollbacks[-1]['lr_factor']
-    run_config = config_base.scale_learning_rates(config, factor)
-    logging.info('%d earlier rollbacks (%s): learning rates x%g.',
-                 len(rollbacks), workdir / ROLLBACK_FILE, factor)
-  model = modes.build_model(run_config)
-  if config.compute_dtype == 'bfloat16' and jax.default_backend() == 'cpu':
-    logging.warning('compute_dtype=bfloat16 on CPU: XLA:CPU has no fast '
-                    'bfloat16 convolutions, so this runs slower than '
-                    'float32 (docs/performance.md).')
-  latest = checkpointer.latest_step()
-  if jax.process_count() > 1:  # every process resumes from the same step
-    latest = int(multihost_utils.broadcast_one_to_all(
-        np.int32(-1 if latest is None else latest)))
-    latest = None if latest < 0 else latest
-  abstract = abstract_state(model, config)
-  shardings = parallel.state_shardings(abstract, mesh)
-  if latest is not None:
-    error = _mismatch_error(workdir, latest, checkpointer, abstract, config)
-    if error:
-      raise error
-  # A new joint run reads its pretrained generator first, and the data
-  # before any compute: a missing path or data set fails at once.
-  generator = None
-  if latest is None:
-    generator = modes.init_args(model, config, mesh=mesh)
-  images_per_step = getattr(model, 'images_per_step', config.batch_size)
-  batches = data.train_batches(config, latest or 0, images_per_step, mesh)
-  key = jax.random.PRNGKey(config.seed)
-
-  def load(step):
-    """The state at checkpoint `step` (0 without one: a new state), with
-    the fresh randomness of a rollback that restarted from it."""
-    if step:
-      state = checkpointer.restore(
-          parallel.with_shardings(abstract, shardings), step)
-    else:
-      state = jax.jit(model.init, out_shardings=shardings)(
-          key, *(generator if generator is not None else
-                 modes.init_args(model, config, mesh=mesh)))
-    if rollbacks and rollbacks[-1]['restored_step'] == step:
-      state = state.replace(rng=jax.device_put(jax.random.fold_in(
-          state.rng, ROLLBACK_SALT + len(rollbacks)), shardings.rng))
-    return state
-
-  state = load(latest or 0)
-  if latest is not None:
-    logging.info('Resumed from %s at step %d on %d devices.',
-                 checkpointer.directory, latest, mesh.size)
-  else:
-    logging.info('New %s run in %s on %d devices: %s.', config.mode, workdir,
-                 mesh.size, _describe(state))
-  start = int(state.step)
-  num_steps = config.num_training_steps
-  if start >= num_steps:
-    logging.info('Step %d already reached num_training_steps=%d: nothing to '
-                 'do.', start, num_steps)
-    return None
-
-  is_lead = parallel.is_lead()
-  writer = metric_writers.create_default_writer(
-      str(workdir), just_logging=not is_lead, asynchronous=True)
-  if start == 0:
-    writer.write_hparams({k: (v if isinstance(v, (int, float, str, bool))
-                              else str(v))
-                          for k, v in config.to_dict().items()})
-  max_energy = config.divergence_max_energy
-  train_step = jit_train_step(model, mesh, shardings, max_energy)
-  health, names, num_metrics = init_health(model, config, abstract, mesh)
-  draw_fn = jax.jit(model.draw, static_argnums=3)
-  plot_key = jax.random.PRNGKey(PLOT_SEED)
-  plot_z = config.init_scale_latent * jax.random.normal(
-      jax.random.fold_in(plot_key, 0), (config.num_plot,) + model.latent_shape)
-  samples_dir = workdir / 'samples'
-  if is_lead and start == 0:
-    first = next(batches)
-    batches = itertools.chain([first], batches)
-    visualize.save_panels(str(samples_dir / 'data.png'), [
-        ('training data', visualize.to_display(first[:config.num_plot]))])
-  fcd = (metrics_lib.TrainingFCD(config, model)
-         if is_lead and config.fcd_freq else None)
-  test_images = None
-  if is_lead and hasattr(model, 'test_loss'):  # autoencoder: facts §4.3
-    test_images = data.to_float(data.eval_images(
-        config.data_type, config.data_dir or None, 'test',
-        config.image_dims[0], 10_000))
-  new_report = lambda: periodic_actions.ReportProgress(
-      num_train_steps=num_steps, writer=writer, every_steps=config.info_freq)
-  report = new_report()
-
-  def diverged():
-    """The recorded divergence, if any (a host sync)."""
-    return divergence.read(parallel.to_host(health), names, num_metrics,
-                           max_energy)
-
-  last_metrics = None
-  cpu_processes = jax.process_count() > 1 and jax.default_backend() == 'cpu'
-  step = start
-  t_start = time.time()
+def _run(trainer: _Trainer, state: Any, start: int,
+         batches: Iterator[np.ndarray]) -> Optional[dict[str, float]]:
+  """The step loop: segments until done or stopped, rolling back after a
+  divergence while the policy allows."""
+  outputs = Outputs(trainer.config, trainer.workdir, trainer.program.mode,
+                    start)
+  first, t_start = start, time.time()
   try:
     with StopRequest() as stop:
-      while step < num_steps:
-        with (jax.profiler.StepTraceAnnotation('train', step_num=step),
-              jax.set_mesh(mesh)):
-          state, metrics, health = train_step(
-              state, parallel.global_batch(next(batches), mesh), health)
-        if cpu_processes:
-          # XLA:CPU's cross-process collectives (gloo) can deadlock with
-          # several steps in flight (seen: 2 processes x 4 devices hung
-          # with ~50 steps queued): keep one step in flight. CPU jobs only.
-          jax.block_until_ready(metrics)
-        step += 1
-        stop.poll(step, checkpointer)
-        # Read once: a signal arriving later in this iteration is handled
-        # in the next one (never a stop without its checkpoint).
-        stopping = stop.requested
-        report(step)
-        log_now = (step % config.info_freq == 0 or step == num_steps or
-                   step == start + 1)
-        save_now = (step % config.checkpoint_freq == 0 or step == num_steps
-                    or stopping)
-        if log_now or save_now:
-          failure = diverged()
-          if failure:
-            checkpointer.wait()
-            good = checkpointer.latest_step()
-            where = (f'Last good checkpoint: step {good} in '
-                     f'{checkpointer.directory}.' if good is not None else
-                     'No checkpoint was written yet.')
-            if (config.on_divergence == 'stop' or
-                len(rollbacks) >= config.max_rollbacks):
-              raise FloatingPointError(
-                  f'Training diverged at {failure}. {where} ' + (
-                      f'{len(rollbacks)} rollbacks were made '
-                      f'(max_rollbacks={config.max_rollbacks}).'
-                      if config.on_divergence == 'rollback' else
-                      'With --config.on_divergence=rollback the run would '
-                      'restart from there with fresh randomness.') +
-                  ' Rerunning as is repeats this run exactly: change the '
-                  'config (e.g. lower the learning rates) or raise '
-                  'max_rollbacks.')
-            # Roll back: last good checkpoint, fresh randomness, lower lr.
-            rollbacks.append({
-                'detected_at': failure.step, 'problems': failure.problems,
-                'restored_step': good or 0,
-                'lr_factor': config.rollback_lr_factor * (
-                    rollbacks[-1]['lr_factor'] if rollbacks else 1.0)})
-            logging.warning('Training diverged at %s. Rollback %d of %d: '
-                            'back to step %d with fresh randomness, learning '
-                            'rates x%g.', failure, len(rollbacks),
-                            config.max_rollbacks, good or 0,
-                            rollbacks[-1]['lr_factor'])
-            if is_lead:
-              _write_rollbacks(workdir, rollbacks)
-            writer.write_scalars(step, {'rollbacks': len(rollbacks)})
-            model = modes.build_model(config_base.scale_learning_rates(
-                config, rollbacks[-1]['lr_factor']))
-            train_step = jit_train_step(model, mesh, shardings, max_energy)
-            del state
-            state = load(good or 0)
-            step = int(state.step)
-            health, _, _ = init_health(model, config, abstract, mesh)
-            batches = data.train_batches(config, step, images_per_step, mesh)
-            report = new_report()
-            continue
-        if log_now:
-          last_metrics = {k: float(v)
-                          for k, v in parallel.to_host(metrics).items()}
-          writer.write_scalars(step, last_metrics)
-        if is_lead and (step % config.plot_freq == 0 or step == num_steps):
-          _plot(model, draw_fn, parallel.local_view(state), plot_z,
-                jax.random.fold_in(plot_key, 1),
-                str(samples_dir / f'step_{step:06d}.png'), step)
-          if test_images is not None:
-            test_loss = model.test_loss(parallel.local_view(state),
-                                        test_images)
-            writer.write_scalars(step, {'test_loss': test_loss})
-            logging.info('Step %d: test loss %.4f.', step, test_loss)
-        if fcd and (step % config.fcd_freq == 0 or step == num_steps):
-          scores = fcd(parallel.local_view(state))
-          writer.write_scalars(step, scores)
-          logging.info('Step %d: FCD %.3f, KID %.4f (%d samples vs '
-                       'Fashion-MNIST test).', step, scores['fcd'],
-                       scores['kid'], config.fcd_num_samples)
-        if save_now:
-          checkpointer.save(step, state, config)
-        if stopping:
-          logging.warning('Stopped by %s at step %d; checkpoint saved in %s. '
-                          'Rerun the same command to continue.',
-                          stopping, step, checkpointer.directory)
+      while True:
+        state, segment = trainer.segment(state, start, batches, outputs, stop)
+        if segment.outcome is not Outcome.DIVERGED:
           break
-    logging.info('Trained steps %d-%d in %.1f s.', start, step,
+        restart = trainer.roll_back(segment, outputs)
+        del state  # free its buffers before the restore
+        state = trainer.load(restart)
+        start = int(state.step)
+        batches = trainer.batches(start)
+    logging.info('Trained steps %d-%d in %.1f s.', first, segment.step,
                  time.time() - t_start)
   finally:
-    writer.flush()
-    writer.close()
-  return last_metrics
+    outputs.close()
+  return outputs.last_metrics
+
+
+def _describe(state: Any) -> str:
+  """'hat 66,881 / gen 125,297 params'-style sizes of the networks."""
+  sizes = [f'{name.removesuffix("_params")} {layers.count_params(value):,}'
+           for name, value in base.network_fields(state).items()
+           if name.endswith('_params')]
+  return ', '.join(sizes) + ' parameters'

@@ -5,8 +5,9 @@
 
 For each training mode (tiny networks, global batch 8, real Fashion-MNIST
 batches): initialises and trains 3 steps on a 1-device mesh and on an
-8-device mesh with the training loop's own pieces (`train.abstract_state`,
-`parallel.state_shardings`, `train.jit_train_step`, `parallel.global_batch`),
+8-device mesh with the training loop's own pieces (`train.Program`: the
+mode's state shapes and shardings, the jitted step with its divergence guard;
+`parallel.global_batch`),
 checkpoints both, restores each onto the other device count and trains 2
 more steps; then compiles the synthesis step for 8 devices and lists its
 collectives. Writes OUTPUT_DIR/results.json for the test to assert on.
@@ -23,10 +24,10 @@ os.environ.setdefault('XLA_FLAGS',
 import jax  # pylint: disable=g-import-not-at-top
 import numpy as np
 
-from hatebm_jax import checkpoint
+from hatebm_jax.infra import checkpoint
 from hatebm_jax import data
 from hatebm_jax import modes
-from hatebm_jax import parallel
+from hatebm_jax.infra import parallel
 from hatebm_jax import train
 from conftest import DATA_DIR, load_config, tiny_config
 
@@ -61,38 +62,35 @@ class Runner:
 
   def __init__(self, config):
     self.config = config
-    self.model = modes.build_model(config)
-    self.abstract = train.abstract_state(self.model, config)
+    self.model = modes.build(config)
+    self.abstract = self.model.abstract_state(config.seed)
     images, _ = data.load_fashion_mnist('train', DATA_DIR)
-    per_step = getattr(self.model, 'images_per_step', config.batch_size)
+    per_step = self.model.images_per_step
     self.batches = data.ArrayBatches(images, per_step, config.seed)
     self._compiled = {}
 
   def mesh(self, n):
     if n not in self._compiled:
       mesh = parallel.make_mesh(n)
-      shardings = parallel.state_shardings(self.abstract, mesh)
-      self._compiled[n] = (mesh, shardings, train.jit_train_step(
-          self.model, mesh, shardings))
+      self._compiled[n] = (mesh, train.Program.build(self.config, mesh))
     return self._compiled[n]
 
   def init(self, n):
-    mesh, shardings, _ = self.mesh(n)
+    _, program = self.mesh(n)
     args = ()
     if self.config.mode == 'joint':  # a random "pretrained" generator
       args = self.model.gen.init(jax.random.PRNGKey(7))
-    return jax.jit(self.model.init, out_shardings=shardings)(
+    return jax.jit(self.model.init, out_shardings=program.shardings)(
         jax.random.PRNGKey(self.config.seed), *args)
 
   def train(self, n, state, steps):
-    mesh, _, step_fn = self.mesh(n)
+    mesh, program = self.mesh(n)
     metrics = None
-    health = train.init_health(self.model, self.config, self.abstract,
-                               mesh)[0]
+    health = program.fresh_health(mesh)
     with jax.set_mesh(mesh):
       for _ in range(steps):
         batch = self.batches.batch(int(parallel.to_host(state.step)))
-        state, metrics, health = step_fn(
+        state, metrics, health = program.step(
             state, parallel.global_batch(batch, mesh), health)
     return state, {k: float(v) for k, v in parallel.to_host(metrics).items()}
 
@@ -102,10 +100,11 @@ class Runner:
     ckpt.close()
 
   def restore(self, n, workdir):
-    _, shardings, _ = self.mesh(n)
+    _, program = self.mesh(n)
     ckpt = checkpoint.Checkpointer(workdir)
     try:
-      return ckpt.restore(parallel.with_shardings(self.abstract, shardings))
+      return ckpt.restore(parallel.with_shardings(self.abstract,
+                                                  program.shardings))
     finally:
       ckpt.close()
 
@@ -181,15 +180,14 @@ def main(out):
   for mode in CONFIGS:
     results[mode], runner = compare(mode, out)
     if mode == 'synthesis':
-      mesh, shardings, step_fn = runner.mesh(8)
+      mesh, program = runner.mesh(8)
       batch = jax.ShapeDtypeStruct((8, 32, 32, 1), np.float32,
                                    sharding=parallel.batch_sharding(mesh))
       with jax.set_mesh(mesh):
-        health = train.init_health(runner.model, runner.config,
-                                   runner.abstract, mesh)[0]
-        hlo = step_fn.lower(parallel.with_shardings(runner.abstract,
-                                                    shardings),
-                            batch, health).compile().as_text()
+        health = program.fresh_health(mesh)
+        hlo = program.step.lower(parallel.with_shardings(
+            runner.abstract, program.shardings), batch,
+                                 health).compile().as_text()
       results['hlo'] = {
           'collectives': collectives(hlo),
           'bank_local_shapes': [[a.shape[0] // 8] + list(a.shape[1:])

@@ -20,7 +20,7 @@ GIB = 2 ** 30
 def _state_gib(config, devices):
   """The training state per device: networks and Adam replicated, the
   replay bank split over the devices."""
-  abstract = train.abstract_state(modes.build_model(config), config)
+  abstract = modes.build(config).abstract_state(config.seed)
   nbytes = lambda tree: sum(int(np.prod(a.shape)) * a.dtype.itemsize
                             for a in jax.tree.leaves(tree))
   bank = nbytes(abstract.bank)

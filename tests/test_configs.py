@@ -67,7 +67,7 @@ def test_official_stage_configs():
           ae.num_training_steps, tuple(ae.state_dims), ae.gen_ngf,
           ae.inf_ngf) == ('autoencoder', 128, 2e-2, 1000.0, 49_900,
                           (16, 16, 1), 256, 256)
-  abstract = jax.eval_shape(modes.build_model(ae).init,
+  abstract = jax.eval_shape(modes.build(ae).init,
                             jax.random.PRNGKey(0))
   # facts §1.6: Encoder-32 and Decoder-32 (+ 4,096 frozen statistics).
   assert layers.count_params(abstract.enc_params) == 4_206_849
@@ -83,9 +83,8 @@ def test_config_validates_and_builds(name):
       config_base.validate(config)  # the pretrained generator is required
     config.gen_weights = '/path/of/a/generator/run'
   config_base.validate(config)
-  model = modes.build_model(config)
-  abstract = jax.eval_shape(model.init, jax.random.PRNGKey(0),
-                            *modes.init_args(model, config, abstract=True))
+  model = modes.build(config)
+  abstract = model.abstract_state(0)
   if name in PAPER_SIZES:
     assert (layers.count_params(abstract.hat_params),
             layers.count_params(abstract.gen_params)) == PAPER_SIZES[name]

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from hatebm_jax import data
-from hatebm_jax import divergence
-from hatebm_jax import synthesis
+from hatebm_jax.infra import divergence
+from hatebm_jax.modes import base
+from hatebm_jax.modes import synthesis
 from hatebm_jax import train
 from conftest import DATA_DIR, tiny_config
 
@@ -21,21 +22,24 @@ def test_record_keeps_the_first_bad_step_and_its_values():
       hat_params={'w': jnp.ones(2)}, hat_opt_state=(), gen_params={},
       gen_frozen={}, gen_opt_state=(), bank={'x': jnp.ones(3)})
   good = {'energy_pos': 0.5, 'energy_neg': -2.0, 'ebm_loss': 1e9}
-  names = divergence.quantity_names(sorted(good), state)
-  health = divergence.init(3, len(names))
-  update = jax.jit(divergence.update, static_argnums=3)
-  health = update(health, state, good, 10.0)
-  assert divergence.read(jax.device_get(health), names, 3, 10.0) is None
+  guard = divergence.Guard(tuple(sorted(good)), base.checked_fields(state),
+                           10.0)
+  # The state's fields of floats, in the declared order (not step or rng).
+  assert guard.fields == ('hat_params', 'hat_opt_state', 'gen_params',
+                          'gen_frozen', 'gen_opt_state', 'bank')
+  update = jax.jit(guard.update)
+  health = update(guard.init(), state, good)
+  assert guard.read(jax.device_get(health)) is None
   bad = dict(good, energy_neg=-11.0)
-  health = update(health, state.replace(step=jnp.array(4)), bad, 10.0)
+  health = update(health, state.replace(step=jnp.array(4)), bad)
   later = state.replace(step=jnp.array(5), bank={'x': jnp.full(3, jnp.nan)})
-  health = update(health, later, dict(good, ebm_loss=jnp.inf), 10.0)
-  failure = divergence.read(jax.device_get(health), names, 3, 10.0)
+  health = update(health, later, dict(good, ebm_loss=jnp.inf))
+  failure = guard.read(jax.device_get(health))
   assert failure.step == 4
   assert failure.problems == (
       'energy_neg=-11 (|energy_neg| > divergence_max_energy=10)',)
-  fresh = divergence.update(divergence.init(3, len(names)), later, good, 10.0)
-  assert divergence.read(jax.device_get(fresh), names, 3, 10.0).problems == (
+  fresh = guard.update(guard.init(), later, good)
+  assert guard.read(jax.device_get(fresh)).problems == (
       'bank holds non-finite values',)
 
 
@@ -125,8 +129,8 @@ def test_rollback_restores_lowers_lr_and_finishes(tmp_path, monkeypatch,
 
 
 def _final(workdir, config, step=None):
-  from hatebm_jax import checkpoint  # pylint: disable=g-import-not-at-top
-  model = synthesis.SynthesisModel.from_config(config)
+  from hatebm_jax.infra import checkpoint  # pylint: disable=g-import-not-at-top
+  model = synthesis.SynthesisMode.from_config(config)
   ckpt = checkpoint.Checkpointer(str(workdir))
   try:
     return ckpt.restore(jax.eval_shape(model.init, jax.random.PRNGKey(0)),

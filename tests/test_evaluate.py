@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from hatebm_jax import evaluate
-from hatebm_jax import metrics
-from hatebm_jax import sampling
+from hatebm_jax.evaluation import metrics
+from hatebm_jax.serving import draw
+from hatebm_jax.serving import run as run_lib
 from hatebm_jax import train
 from conftest import DATA_DIR, ROOT, tiny_config
 
@@ -59,12 +60,12 @@ def test_evaluation_is_deterministic(run_dir, tmp_path):
 
 
 def test_generator_source_is_g_of_z(run_dir):
-  run = sampling.load_run(str(run_dir))
-  images, (z, x_gen, y) = sampling.draw_images(run, 5, 5, 0, 'generator',
+  run = run_lib.load_run(str(run_dir))
+  images, (z, x_gen, y) = draw.draw_images(run, 5, 5, 0, 'generator',
                                                return_first=True)
   assert np.all(y == 0)
-  np.testing.assert_array_equal(images, sampling.to_uint8(x_gen))
-  initial = sampling.draw_images(run, 5, 5, 0, 'initial')
+  np.testing.assert_array_equal(images, draw.to_uint8(x_gen))
+  initial = draw.draw_images(run, 5, 5, 0, 'initial')
   assert not np.array_equal(initial, images)  # the generator has trained
 
 
@@ -114,14 +115,14 @@ def test_command_line(run_dir, tmp_path):
 
 def test_checkpoints_saved_before_a_key_existed_still_load(run_dir,
                                                            monkeypatch):
-  original = sampling.checkpoint.Checkpointer.restore_config
+  original = run_lib.checkpoint.Checkpointer.restore_config
 
   def without_new_keys(self, step=None):
     saved = original(self, step)
     del saved['fcd_freq'], saved['fcd_num_samples']
     return saved
 
-  monkeypatch.setattr(sampling.checkpoint.Checkpointer, 'restore_config',
+  monkeypatch.setattr(run_lib.checkpoint.Checkpointer, 'restore_config',
                       without_new_keys)
-  run = sampling.load_run(str(run_dir))
+  run = run_lib.load_run(str(run_dir))
   assert run.config.fcd_freq == 0 and run.config.fcd_num_samples == 2000

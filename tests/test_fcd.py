@@ -7,11 +7,11 @@ README's test command): FCD needs many more images than its 128 features.
 import numpy as np
 import pytest
 
-from hatebm_jax import classifier
+from hatebm_jax.evaluation import classifier
 from hatebm_jax import data
-from hatebm_jax import frechet
-from hatebm_jax import kid
-from hatebm_jax import sampling
+from hatebm_jax.evaluation import frechet
+from hatebm_jax.evaluation import kid
+from hatebm_jax.serving import draw
 from conftest import DATA_DIR
 
 
@@ -55,7 +55,7 @@ def test_fcd_grows_strictly_with_pixel_noise(net, fmnist):
   values = [frechet.frechet_distance(_stats(net, net.features(fmnist['test'])),
                                      train)]
   for sigma in (0.05, 0.1, 0.2, 0.4):
-    noisy = sampling.to_uint8(clean + sigma * rng.standard_normal(clean.shape))
+    noisy = draw.to_uint8(clean + sigma * rng.standard_normal(clean.shape))
     values.append(frechet.frechet_distance(_stats(net, net.features(noisy)),
                                            train))
   assert all(a < b for a, b in zip(values, values[1:])), values
@@ -95,5 +95,5 @@ def test_bad_inputs(net, tmp_path):
     net.features(np.zeros((4, 32, 32, 1), np.float32))
   with pytest.raises(ValueError, match='uint8 images'):
     net.features(np.zeros((4, 28, 28, 1), np.uint8))
-  with pytest.raises(FileNotFoundError, match='python -m hatebm_jax.classifier'):
+  with pytest.raises(FileNotFoundError, match='python -m hatebm_jax.evaluation.classifier'):
     classifier.FeatureNetwork.load(str(tmp_path / 'missing.npz'))

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from hatebm_jax import frechet
+from hatebm_jax.evaluation import frechet
 
 
 def _stats(mean, cov, net='net', prep='prep', n=100):

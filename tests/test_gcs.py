@@ -18,9 +18,11 @@ import numpy as np
 import pytest
 
 from hatebm_jax import evaluate
-from hatebm_jax import pretrained
+from hatebm_jax.serving import pretrained
+from hatebm_jax.serving import storage
 from hatebm_jax import sample
-from hatebm_jax import sampling
+from hatebm_jax.serving import draw
+from hatebm_jax.serving import run as run_lib
 from hatebm_jax import train
 from conftest import DATA_DIR, tiny_config
 
@@ -91,7 +93,7 @@ def test_training_and_resuming_on_gcs(runs):
   assert sorted(p.name for p in (root / 'checkpoints').iterdir()) == ['2', '4']
   assert sorted(p.name for p in (root / 'samples').iterdir()) == [
       'data.png', 'step_000002.png', 'step_000004.png']
-  a, b = sampling.load_run(local), sampling.load_run(remote)
+  a, b = run_lib.load_run(local), run_lib.load_run(remote)
   assert a.step == b.step == 4
   leaves_a, leaves_b = jax.tree.leaves(a.state), jax.tree.leaves(b.state)
   assert len(leaves_a) == len(leaves_b) > 10
@@ -129,8 +131,8 @@ def test_exported_model_on_gcs_samples_like_the_checkpoint(runs):
   equal to the gs:// run's bit for bit: test_training_and_resuming_on_gcs)."""
   local, remote = runs
   target = f'{remote}/export/tiny.hatebm'
-  info = pretrained.export(remote, target)
+  info = run_lib.export(remote, target)
   assert info['step'] == 4 and epath.Path(target).exists()
   model = pretrained.load_pretrained(target)
-  want = sampling.draw_images(sampling.load_run(local), 6, 3, seed=1)
+  want = draw.draw_images(run_lib.load_run(local), 6, 3, seed=1)
   np.testing.assert_array_equal(model.sample(6, seed=1, batch_size=3), want)

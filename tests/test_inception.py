@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from hatebm_jax import inception
+from hatebm_jax.evaluation import inception
 from conftest import ROOT
 
 SIZES = (32, 64)

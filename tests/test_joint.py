@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 from hatebm_jax import config_base
-from hatebm_jax import gan
+from hatebm_jax.modes import sngan
 from hatebm_jax import modes
-from hatebm_jax import sampling
+from hatebm_jax.modes import joint
+from hatebm_jax.serving import run as run_lib
 from hatebm_jax import train
 from hatebm_jax.models import autoencoder
 from hatebm_jax.models import discriminator
@@ -64,7 +65,7 @@ def test_spectral_norm_reaches_unit_singular_values():
 
 def test_sngan_step_updates_both_networks_and_running_statistics():
   config = stage_config('fashion_mnist_sngan', **SNGAN)
-  model = modes.build_model(config)
+  model = modes.build(config)
   state = model.init(jax.random.PRNGKey(0))
   x = jax.random.uniform(jax.random.PRNGKey(1),
                          (model.images_per_step, 32, 32, 1), minval=-1)
@@ -77,16 +78,16 @@ def test_sngan_step_updates_both_networks_and_running_statistics():
   assert changed(state.gen_frozen, new.gen_frozen)  # BN running means
   assert changed(state.disc_stats, new.disc_stats)  # power iteration
   # Hinge loss of D: 0 when real ≥ 1 and fake ≤ −1.
-  assert float(gan.hinge_losses(jnp.array([1.5, 2.0]),
+  assert float(sngan.hinge_losses(jnp.array([1.5, 2.0]),
                                 jnp.array([-3.0, -1.0]))) == 0.0
 
 
 def test_ddls_lowers_the_energy_without_noise():
   config = stage_config('fashion_mnist_sngan', **SNGAN)
-  model = modes.build_model(config)
+  model = modes.build(config)
   state = model.init(jax.random.PRNGKey(0))
   z0 = 2.0 * jax.random.normal(jax.random.PRNGKey(3), (6, 128))
-  cfg = gan.DDLSConfig(num_steps=20, step_size=0.3, use_noise=False)
+  cfg = sngan.DDLSConfig(num_steps=20, step_size=0.3, use_noise=False)
   z = model.ddls_sample(state, z0, jax.random.PRNGKey(4), cfg)
   before, after = model.ddls_energy(state, z0), model.ddls_energy(state, z)
   assert np.all(np.asarray(after) < np.asarray(before))
@@ -97,19 +98,19 @@ def test_ddls_lowers_the_energy_without_noise():
 
 def test_ddls_step_matches_its_formula_and_unrolling_changes_nothing():
   config = stage_config('fashion_mnist_sngan', **SNGAN)
-  model = modes.build_model(config)
+  model = modes.build(config)
   state = model.init(jax.random.PRNGKey(0))
   z0 = jax.random.normal(jax.random.PRNGKey(3), (4, 128))
   key = jax.random.PRNGKey(5)
   eps = 0.2
-  one = model.ddls_sample(state, z0, key, gan.DDLSConfig(1, eps))
+  one = model.ddls_sample(state, z0, key, sngan.DDLSConfig(1, eps))
   grad = jax.grad(lambda z: jnp.sum(model.ddls_energy(state, z)))(z0)
   step_key = jax.random.split(key, 1)[0]
   noise = jnp.stack([jax.random.normal(jax.random.fold_in(step_key, i),
                                        z0.shape[1:]) for i in range(4)])
   np.testing.assert_allclose(one, z0 - 0.5 * eps**2 * grad + eps * noise,
                              rtol=1e-5, atol=1e-5)
-  rolled, unrolled = (model.ddls_sample(state, z0, key, gan.DDLSConfig(
+  rolled, unrolled = (model.ddls_sample(state, z0, key, sngan.DDLSConfig(
       5, eps, unroll=u)) for u in (1, True))
   np.testing.assert_allclose(rolled, unrolled, rtol=1e-5, atol=1e-5)
 
@@ -135,12 +136,12 @@ def test_joint_training_never_changes_the_generator(generator_runs, tmp_path,
   config = stage_config(name, ebm_ngf=8, batch_size=8, mcmc_steps=2,
                         checkpoint_freq=1, max_to_keep=3,
                         gen_weights=str(generator_runs / source), **gen)
-  gen_params, gen_frozen = modes.load_generator(config)
+  gen_params, gen_frozen = joint.load_generator(config)
   metrics = train.train_and_evaluate(config, str(tmp_path))
   assert metrics['latent_drift_norm'] > 0
   config.num_training_steps = 3
   train.train_and_evaluate(config, str(tmp_path))
-  runs = [sampling.load_run(str(tmp_path), step) for step in (1, 2, 3)]
+  runs = [run_lib.load_run(str(tmp_path), step) for step in (1, 2, 3)]
   for before, after in zip(runs, runs[1:]):
     for a, b in zip(jax.tree.leaves(before.state.hat_params),
                     jax.tree.leaves(after.state.hat_params)):
@@ -155,16 +156,16 @@ def test_joint_training_never_changes_the_generator(generator_runs, tmp_path,
 def test_generator_loading_errors(generator_runs, tmp_path):
   config = stage_config('fashion_mnist_refine', gen_weights=str(tmp_path))
   with pytest.raises(FileNotFoundError, match='holds no checkpoint.*sngan'):
-    modes.load_generator(config)
+    joint.load_generator(config)
   config.gen_weights = str(generator_runs / 'sngan')  # gen_ngf 16
   assert config.gen_ngf != 16
   with pytest.raises(ValueError, match='gen_ngf: generator run 16, this '
                      f'config {config.gen_ngf}'):
-    modes.load_generator(config)
+    joint.load_generator(config)
   retro = stage_config('fashion_mnist_retrofit', gen_ngf=16,
                        gen_weights=str(generator_runs / 'sngan'))
   with pytest.raises(ValueError, match='gen_type'):
-    modes.load_generator(retro)
+    joint.load_generator(retro)
 
 
 def test_missing_generator_path_fails_before_any_compute(tmp_path):
@@ -196,16 +197,16 @@ def test_joint_config_checks():
                                         ('fashion_mnist_ae', AE)])
 def test_generator_stages_resume_bitwise(tmp_path, name, sizes):
   import shutil  # pylint: disable=g-import-not-at-top
-  from hatebm_jax import sampling  # pylint: disable=g-import-not-at-top
+  from hatebm_jax.serving import run as run_lib  # pylint: disable=g-import-not-at-top
   config = stage_config(name, **dict(sizes, num_training_steps=3))
   straight, resumed = tmp_path / 'straight', tmp_path / 'resumed'
   train.train_and_evaluate(config, str(straight))  # checkpoints 2 and 3
   # A run stopped after step 2: the same workdir without checkpoint 3.
   shutil.copytree(straight, resumed)
   shutil.rmtree(resumed / 'checkpoints' / '3')
-  assert sampling.load_run(str(resumed)).step == 2
+  assert run_lib.load_run(str(resumed)).step == 2
   train.train_and_evaluate(config, str(resumed))  # the rerun: step 3
-  a, b = (sampling.load_run(str(d)) for d in (straight, resumed))
+  a, b = (run_lib.load_run(str(d)) for d in (straight, resumed))
   assert a.step == b.step == 3
   as_array = lambda x: np.asarray(jax.random.key_data(x) if jnp.issubdtype(
       x.dtype, jax.dtypes.prng_key) else x)
@@ -215,7 +216,7 @@ def test_generator_stages_resume_bitwise(tmp_path, name, sizes):
 
 def test_joint_resume_bitwise(generator_runs, tmp_path):
   """A refine run of 4 steps equals 2 steps, stopped, and 2 more."""
-  from hatebm_jax import sampling  # pylint: disable=g-import-not-at-top
+  from hatebm_jax.serving import run as run_lib  # pylint: disable=g-import-not-at-top
   config = stage_config('fashion_mnist_refine', ebm_ngf=8, batch_size=8,
                         mcmc_steps=2, gen_ngf=16, num_training_steps=4,
                         checkpoint_freq=100,
@@ -225,7 +226,7 @@ def test_joint_resume_bitwise(generator_runs, tmp_path):
   train.train_and_evaluate(config, str(tmp_path / 'resumed'))
   config.num_training_steps = 4
   train.train_and_evaluate(config, str(tmp_path / 'resumed'))
-  a, b = (sampling.load_run(str(tmp_path / d)) for d in ('straight',
+  a, b = (run_lib.load_run(str(tmp_path / d)) for d in ('straight',
                                                         'resumed'))
   assert a.step == b.step == 4
   leaves_a, leaves_b = jax.tree.leaves(a.state), jax.tree.leaves(b.state)

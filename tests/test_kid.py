@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from hatebm_jax import kid
+from hatebm_jax.evaluation import kid
 
 
 def _direct(x, y):

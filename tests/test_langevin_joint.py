@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hatebm_jax import langevin
+from hatebm_jax.hat_ebm import langevin
 
 
 def per_example(key, shape):

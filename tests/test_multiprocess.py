@@ -13,7 +13,7 @@ import time
 import jax
 import numpy as np
 
-from hatebm_jax import checkpoint
+from hatebm_jax.infra import checkpoint
 from hatebm_jax import modes
 from hatebm_jax import train
 from conftest import DATA_DIR, ROOT, device_env, tiny_config
@@ -39,11 +39,10 @@ def _main_command(workdir, *extra):
 
 def _state(workdir):
   config = tiny_config(num_training_steps=3)
-  model = modes.build_model(config)
+  model = modes.build(config)
   ckpt = checkpoint.Checkpointer(str(workdir))
   try:
-    return ckpt.latest_step(), ckpt.restore(train.abstract_state(model,
-                                                                 config))
+    return ckpt.latest_step(), ckpt.restore(model.abstract_state(config.seed))
   finally:
     ckpt.close()
 

@@ -7,7 +7,7 @@ import pickle
 import numpy as np
 import pytest
 
-from hatebm_jax import ood
+from hatebm_jax.evaluation import ood
 
 
 def test_mnist_test_split_is_the_real_one():

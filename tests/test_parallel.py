@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hatebm_jax import parallel
+from hatebm_jax.infra import parallel
 from conftest import TESTS, device_env
 
 

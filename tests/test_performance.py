@@ -14,9 +14,10 @@ import pytest
 
 from conftest import tiny_config
 from hatebm_jax import config_base
-from hatebm_jax import langevin
-from hatebm_jax import parallel
-from hatebm_jax import synthesis
+from hatebm_jax.hat_ebm import langevin
+from hatebm_jax.infra import parallel
+from hatebm_jax.modes import base
+from hatebm_jax.modes import synthesis
 from hatebm_jax import train
 
 LOWERING = '/jax/core/compile/jaxpr_to_mlir_module_duration'
@@ -44,13 +45,12 @@ def test_train_step_compiles_once():
   """The training loop's step (mesh, donated state, divergence guard) runs
   steps 2..5 without compiling anything."""
   config = tiny_config()
-  model = synthesis.SynthesisModel.from_config(config)
   mesh = parallel.make_mesh(1)
-  abstract = train.abstract_state(model, config)
-  shardings = parallel.state_shardings(abstract, mesh)
-  step = train.jit_train_step(model, mesh, shardings)
-  state = jax.jit(model.init, out_shardings=shardings)(jax.random.PRNGKey(0))
-  health = train.init_health(model, config, abstract, mesh)[0]
+  program = train.Program.build(config, mesh)
+  step = program.step
+  state = jax.jit(program.mode.init, out_shardings=program.shardings)(
+      jax.random.PRNGKey(0))
+  health = program.fresh_health(mesh)
   images = jax.random.uniform(jax.random.PRNGKey(1), (8, 32, 32, 1),
                               minval=-1.0)
   with jax.set_mesh(mesh):
@@ -84,7 +84,7 @@ def test_training_loop_compiles_nothing_per_step(tmp_path):
 
 def _synthesis_step_memory(num_steps):
   config = tiny_config(mcmc_steps=num_steps, langevin_unroll=0)
-  model = synthesis.SynthesisModel.from_config(config)
+  model = synthesis.SynthesisMode.from_config(config)
   state = jax.eval_shape(model.init, jax.random.PRNGKey(0))
   images = jax.ShapeDtypeStruct((8, 32, 32, 1), jnp.float32)
   compiled = jax.jit(model.train_step, donate_argnums=0).lower(
@@ -108,7 +108,7 @@ def test_chain_memory_does_not_grow_with_k():
 def test_joint_chain_memory_does_not_grow_with_k():
   """The same for the joint chain (two noise draws per step: z and y)."""
   config = tiny_config(update_latents=True)
-  model = synthesis.SynthesisModel.from_config(config)
+  model = synthesis.SynthesisMode.from_config(config)
   params = jax.eval_shape(model.init, jax.random.PRNGKey(0))
 
   def temporaries(k):
@@ -149,7 +149,7 @@ def test_synthesis_iteration_does_the_minimal_flops():
   k = 4
   _, compiled = _synthesis_step_memory(k)
   config = tiny_config(mcmc_steps=k)
-  model = synthesis.SynthesisModel.from_config(config)
+  model = synthesis.SynthesisMode.from_config(config)
   state = jax.eval_shape(model.init, jax.random.PRNGKey(0))
   x = jax.ShapeDtypeStruct((8, 32, 32, 1), jnp.float32)
   z = jax.ShapeDtypeStruct((8, 16), jnp.float32)
@@ -172,7 +172,7 @@ def test_joint_chain_runs_the_generator_once_per_step():
   per step (the official code's (3K + 1) F_G) would add 30% here."""
   k = 4
   config = tiny_config(mcmc_steps=k, update_latents=True)
-  model = synthesis.SynthesisModel.from_config(config)
+  model = synthesis.SynthesisMode.from_config(config)
   params = jax.eval_shape(model.init, jax.random.PRNGKey(0))
   z = jax.ShapeDtypeStruct((8, 16), jnp.float32)
   x = jax.ShapeDtypeStruct((8, 32, 32, 1), jnp.float32)
@@ -204,8 +204,8 @@ def test_bfloat16_compute_keeps_float32_state_and_energies():
   c32 = tiny_config()
   c16 = tiny_config(compute_dtype='bfloat16')
   config_base.validate(c16)
-  m32 = synthesis.SynthesisModel.from_config(c32)
-  m16 = synthesis.SynthesisModel.from_config(c16)
+  m32 = synthesis.SynthesisMode.from_config(c32)
+  m16 = synthesis.SynthesisMode.from_config(c16)
   state = jax.jit(m32.init)(jax.random.PRNGKey(0))
   x = jax.random.uniform(jax.random.PRNGKey(1), (8, 32, 32, 1), minval=-1.0)
   e32 = m32.energy(state.hat_params, x)

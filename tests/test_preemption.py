@@ -16,8 +16,8 @@ import jax
 import numpy as np
 import pytest
 
-from hatebm_jax import checkpoint
-from hatebm_jax import synthesis
+from hatebm_jax.infra import checkpoint
+from hatebm_jax.modes import synthesis
 from hatebm_jax import train
 from conftest import ROOT, main_command, tiny_config
 
@@ -27,7 +27,7 @@ STEPS = 12  # length of the runs compared with an uninterrupted one
 
 def _state(workdir):
   config = tiny_config()
-  model = synthesis.SynthesisModel.from_config(config)
+  model = synthesis.SynthesisMode.from_config(config)
   ckpt = checkpoint.Checkpointer(str(workdir))
   try:
     return ckpt.latest_step(), ckpt.restore(

@@ -17,11 +17,15 @@ import pytest
 
 import hatebm_jax
 from conftest import DATA_DIR, ROOT, load_config, tiny_config
-from hatebm_jax import checkpoint
+from hatebm_jax.infra import checkpoint
 from hatebm_jax import modes
-from hatebm_jax import pretrained
+from hatebm_jax.serving import pretrained
+from hatebm_jax.serving import file_format
+from hatebm_jax.serving import storage
+from hatebm_jax.modes import base
 from hatebm_jax import sample
-from hatebm_jax import sampling
+from hatebm_jax.serving import draw
+from hatebm_jax.serving import run as run_lib
 from hatebm_jax import train
 
 
@@ -31,7 +35,7 @@ def run(tmp_path_factory):
   workdir = tmp_path_factory.mktemp('run')
   train.train_and_evaluate(tiny_config(), str(workdir))
   path = str(tmp_path_factory.mktemp('export') / 'tiny.hatebm')
-  info = pretrained.export(str(workdir), path)
+  info = run_lib.export(str(workdir), path)
   return str(workdir), path, info
 
 
@@ -39,13 +43,13 @@ def test_export_holds_networks_and_config_only(run):
   workdir, path, info = run
   with open(path, 'rb') as f:
     payload = flax.serialization.msgpack_restore(f.read())
-  assert payload['format'] == pretrained.FORMAT and payload['step'] == 4
-  assert payload['version'] == pretrained.VERSION == 2
+  assert payload['format'] == file_format.FORMAT and payload['step'] == 4
+  assert payload['version'] == file_format.VERSION == 2
   stored = payload['networks']
   assert {name.split(']')[0] for name in stored} == {
       "['gen_frozen'", "['gen_params'", "['hat_params'"}
-  state = sampling.load_run(workdir).state
-  want = pretrained.flat_arrays(pretrained.network_fields(state))
+  state = run_lib.load_run(workdir).state
+  want = file_format.flat_arrays(base.network_fields(state))
   assert stored.keys() == want.keys()
   for name, a in want.items():
     np.testing.assert_array_equal(stored[name], a)
@@ -63,19 +67,19 @@ def test_sngan_runs_export_their_spectral_norm_statistics(tmp_path):
   for key, value in dict(data_dir=DATA_DIR, gen_ngf=16, disc_ndf=16,
                          batch_size=8).items():
     config[key] = value
-  model = modes.build_model(config)
+  model = modes.build(config)
   state = jax.jit(model.init)(jax.random.PRNGKey(0))
   ckpt = checkpoint.Checkpointer(str(tmp_path / 'run'))
   ckpt.save(0, state, config)
   ckpt.close()
   path = str(tmp_path / 'sngan.hatebm')
-  pretrained.export(str(tmp_path / 'run'), path)
+  run_lib.export(str(tmp_path / 'run'), path)
   loaded = pretrained.load_pretrained(path)
-  assert sorted(loaded.run.state.fields()) == [
+  assert sorted(base.network_fields(loaded.run.state)) == [
       'disc_params', 'disc_stats', 'gen_frozen', 'gen_params']
-  assert any("('kernel', 'sigma')" in name for name in pretrained.flat_arrays(
-      loaded.run.state.fields()))
-  for name in loaded.run.state.fields():
+  assert any("('kernel', 'sigma')" in name for name in file_format.flat_arrays(
+      base.network_fields(loaded.run.state)))
+  for name in base.network_fields(loaded.run.state):
     a, b = getattr(loaded.run.state, name), getattr(state, name)
     assert jax.tree.structure(a) == jax.tree.structure(b)
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
@@ -88,15 +92,15 @@ def test_reexport_and_version_1_files(run, tmp_path):
   _, path, _ = run
   again = tmp_path / 'again.hatebm'
   for _ in range(2):  # the second time over the existing file
-    pretrained.export(path, str(again))
+    run_lib.export(path, str(again))
     assert again.read_bytes() == open(path, 'rb').read()
   assert sorted(p.name for p in tmp_path.iterdir()) == ['again.hatebm']
   model = pretrained.load_pretrained(path)
   old = tmp_path / 'v1.hatebm'
   old.write_bytes(flax.serialization.msgpack_serialize({
-      'format': pretrained.FORMAT, 'version': 1, 'step': model.step,
+      'format': file_format.FORMAT, 'version': 1, 'step': model.step,
       'config': json.dumps(model.config.to_dict()),
-      'networks': jax.device_get(model.run.state.fields())}))
+      'networks': jax.device_get(base.network_fields(model.run.state))}))
   loaded = pretrained.load_pretrained(str(old)).run.state
   assert len(jax.tree.leaves(loaded)) == len(jax.tree.leaves(
       model.run.state)) > 10
@@ -108,11 +112,11 @@ def test_exported_model_samples_like_the_checkpoint(run):
   workdir, path, _ = run
   model = hatebm_jax.load_pretrained(path)
   assert model.step == 4 and model.config.mode == 'synthesis'
-  want = sampling.draw_images(sampling.load_run(workdir), 6, 3, seed=5)
+  want = draw.draw_images(run_lib.load_run(workdir), 6, 3, seed=5)
   np.testing.assert_array_equal(model.sample(6, seed=5, batch_size=3), want)
   # Sampler settings per call, as for a checkpoint.
-  want = sampling.draw_images(
-      sampling.load_run(workdir, mcmc_steps=3, mcmc_temp=1e-3), 4, 4, seed=2)
+  want = draw.draw_images(
+      run_lib.load_run(workdir, mcmc_steps=3, mcmc_temp=1e-3), 4, 4, seed=2)
   np.testing.assert_array_equal(
       model.sample(4, seed=2, batch_size=4, mcmc_steps=3, mcmc_temp=1e-3),
       want)
@@ -136,7 +140,7 @@ def test_energy_scores_images_like_the_hat_network(run):
   model = pretrained.load_pretrained(path)
   images = model.sample(4, seed=0, batch_size=4)
   x = images.astype(np.float32) / 127.5 - 1.0
-  want = model.run.model.energy(model.run.state.hat_params, x)
+  want = model.run.mode.energy(model.run.state.hat_params, x)
   np.testing.assert_allclose(model.energy(images), want, rtol=1e-6)
   np.testing.assert_allclose(model.energy(x, batch_size=3), want, rtol=1e-6)
   with pytest.raises(ValueError, match=r'this model takes \[N, 32, 32, 1\]'):
@@ -223,16 +227,16 @@ def test_bad_paths_and_files(run, tmp_path):
   with pytest.raises(ValueError, match='hold non-finite values'):
     pretrained.load_pretrained(str(junk))
   with pytest.raises(ValueError, match='holds one step'):
-    sampling.load_run(path, step=2)
+    run_lib.load_run(path, step=2)
   with pytest.raises(FileNotFoundError, match=r'No checkpoint of step 3 in '
                      r'.*; it holds steps \[2, 4\]'):
-    pretrained.export(workdir, str(tmp_path / 'x.hatebm'), step=3)
+    run_lib.export(workdir, str(tmp_path / 'x.hatebm'), step=3)
   with pytest.raises(ValueError, match='is a folder'):
-    pretrained.export(workdir, str(tmp_path))
+    run_lib.export(workdir, str(tmp_path))
   with pytest.raises(ValueError, match='writes a local path or gs://'):
-    pretrained.export(workdir, 'https://example.org/m.hatebm')
+    run_lib.export(workdir, 'https://example.org/m.hatebm')
   with pytest.raises(ValueError, match='is a file, not a folder'):
-    pretrained.export(workdir, str(junk / 'm.hatebm'))
+    run_lib.export(workdir, str(junk / 'm.hatebm'))
 
 
 def test_sampler_settings_are_checked_and_reused(run):
@@ -285,13 +289,13 @@ def test_energy_refuses_images_on_another_scale(run):
 
 def test_output_folders_of_exported_models(tmp_path):
   shipped = f'{ROOT}/hatebm_jax/assets/fashion_mnist_synth.hatebm'
-  assert str(pretrained.eval_folder(shipped, 5)) == (
+  assert str(storage.eval_folder(shipped, 5)) == (
       'fashion_mnist_synth_eval/step_5')  # not inside the package
-  assert str(pretrained.eval_folder(
+  assert str(storage.eval_folder(
       'https://host/models/m.hatebm?download=1', 3)) == 'm_eval/step_3'
-  assert pretrained.eval_folder(str(tmp_path / 'm.hatebm'), 3) == (
+  assert storage.eval_folder(str(tmp_path / 'm.hatebm'), 3) == (
       tmp_path / 'm_eval' / 'step_3')
-  assert pretrained.eval_folder(str(tmp_path), 3) == (
+  assert storage.eval_folder(str(tmp_path), 3) == (
       tmp_path / 'eval' / 'step_3')
 
 

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hatebm_jax import replay_bank
+from hatebm_jax.hat_ebm import replay_bank
 
 
 def test_official_bank_size():
@@ -14,7 +14,7 @@ def test_official_bank_size():
 
 
 def test_bank_smaller_than_batch_is_rejected():
-  with pytest.raises(ValueError, match='persistent_size=100 .* batch_size=128'):
+  with pytest.raises(ValueError, match=r'config.persistent_size=100 is invalid: the replay bank must hold at least one batch \(batch_size=128\)'):
     replay_bank.bank_size(100, 128)
 
 

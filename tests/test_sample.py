@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from hatebm_jax import sample
-from hatebm_jax import sampling
+from hatebm_jax.serving import draw
 from hatebm_jax import train
 from conftest import ROOT, tiny_config
 
@@ -23,7 +23,7 @@ def run_dir(tmp_path_factory):
 
 def test_uint8_conversion_is_the_official_one():
   x = np.array([-1.5, -1.0, 0.0, 0.5, 1.0, 2.0])
-  np.testing.assert_array_equal(sampling.to_uint8(x),
+  np.testing.assert_array_equal(draw.to_uint8(x),
                                 [0, 0, 128, 191, 255, 255])
 
 

@@ -4,14 +4,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hatebm_jax import synthesis
+from hatebm_jax.modes import synthesis
 from hatebm_jax.models import layers
 from conftest import tiny_config
 
 
 def _setup(**overrides):
   config = tiny_config(**overrides)
-  model = synthesis.SynthesisModel.from_config(config)
+  model = synthesis.SynthesisMode.from_config(config)
   state = jax.jit(model.init)(jax.random.PRNGKey(0))
   x = jax.random.uniform(jax.random.PRNGKey(9), (8, 32, 32, 1), minval=-1)
   return model, state, x
@@ -90,7 +90,7 @@ def test_no_recompilation_and_deterministic_steps():
 
 def test_paper_config_sizes():
   from conftest import load_config
-  model = synthesis.SynthesisModel.from_config(load_config('cifar10_synth'))
+  model = synthesis.SynthesisMode.from_config(load_config('cifar10_synth'))
   abstract = jax.eval_shape(model.init, jax.random.PRNGKey(0))
   assert layers.count_params(abstract.hat_params) == 4_204_800
   assert layers.count_params(abstract.gen_params) == 4_276_739

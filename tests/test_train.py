@@ -9,13 +9,13 @@ import jax
 import numpy as np
 import pytest
 
-from hatebm_jax import checkpoint
-from hatebm_jax import synthesis
+from hatebm_jax.infra import checkpoint
+from hatebm_jax.modes import synthesis
 from hatebm_jax import train
 from conftest import ROOT, main_command, tiny_config
 
 def _restore(workdir, config):
-  model = synthesis.SynthesisModel.from_config(config)
+  model = synthesis.SynthesisMode.from_config(config)
   abstract = jax.eval_shape(model.init, jax.random.PRNGKey(config.seed))
   ckpt = checkpoint.Checkpointer(str(workdir))
   try:

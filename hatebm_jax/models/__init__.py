@@ -4,7 +4,7 @@ Each network is built once, split into a static graph definition and two
 plain pytrees (nested dicts of arrays): trainable parameters (`nnx.Param`)
 and frozen state (the generator's batch-norm statistics, `nnx.BatchStat`).
 Training code only sees `net.apply(params, frozen, x)` and the pytrees, which
-go through `jax.jit`, optax and Orbax unchanged (shared/reference/style.md).
+go through `jax.jit`, optax and Orbax unchanged.
 """
 
 import dataclasses
@@ -15,6 +15,7 @@ import jax.numpy as jnp
 from flax import nnx
 import ml_collections
 
+from hatebm_jax import config_base
 from hatebm_jax.models.autoencoder import Decoder
 from hatebm_jax.models.autoencoder import Encoder
 from hatebm_jax.models.autoencoder import LATENT_SHAPE
@@ -99,9 +100,7 @@ def create_hat_network(config: ml_collections.ConfigDict) -> FunctionalNet:
   Reads `image_dims` ([S, S, C]) and `ebm_ngf`. Raises ValueError for an
   unknown type or unsupported size (see `hat.hat_architecture`).
   """
-  if config.ebm_type != 'ebm_sngan':
-    raise ValueError(f"ebm_type={config.ebm_type!r} is unknown; the only hat "
-                     "network is 'ebm_sngan'.")
+  config_base.check('ebm_type', config.ebm_type)
   size, _, channels = config.image_dims
   return functionalize(
       lambda rngs: HatNetwork(size, channels, config.ebm_ngf, rngs),
@@ -122,23 +121,13 @@ def create_generator(config: ml_collections.ConfigDict) -> FunctionalNet:
       the generator cannot take.
   """
   size, _, channels = config.image_dims
+  config_base.check_generator(config.gen_type, config.state_dims, size)
   if config.gen_type == 'gen_decoder':
-    if tuple(config.state_dims) != LATENT_SHAPE or size != 32:
-      raise ValueError(
-          f'state_dims={tuple(config.state_dims)}, image_dims='
-          f'{tuple(config.image_dims)}: gen_decoder maps latents '
-          f'{LATENT_SHAPE} to 32x32 images.')
     return functionalize(
         lambda rngs: Decoder(channels, config.gen_ngf, config.gen_factor,
                              rngs),
         f'decoder 16x16x1 -> 32x32x{channels}, ngf {config.gen_ngf}',
         compute_dtype(config))
-  if config.gen_type != 'gen_sngan':
-    raise ValueError(f"gen_type={config.gen_type!r} is unknown; choose "
-                     "'gen_sngan' or 'gen_decoder'.")
-  if len(config.state_dims) != 1:
-    raise ValueError(f'state_dims={tuple(config.state_dims)} is not a latent '
-                     "shape 'gen_sngan' can take: it needs a vector [nz].")
   return functionalize(
       lambda rngs: SNGANGenerator(size, channels, config.gen_ngf,
                                   config.state_dims[0], config.gen_factor,
@@ -152,13 +141,11 @@ def create_encoder(config: ml_collections.ConfigDict) -> FunctionalNet:
 
   Reads `image_dims` (32x32 only) and `inf_ngf`.
   """
-  if config.inf_type != 'inf_encoder':
-    raise ValueError(f"inf_type={config.inf_type!r} is unknown; the encoder "
-                     "is 'inf_encoder'.")
+  config_base.check('inf_type', config.inf_type)
   size, _, channels = config.image_dims
   if size != 32:
-    raise ValueError(f'image_dims={tuple(config.image_dims)}: inf_encoder '
-                     'takes 32x32 images.')
+    raise config_base.invalid('image_dims', tuple(config.image_dims),
+                              "'inf_encoder' takes 32x32 images")
   return functionalize(lambda rngs: Encoder(channels, config.inf_ngf, rngs),
                        f'encoder 32x32x{channels} -> 16x16x1, ngf '
                        f'{config.inf_ngf}', compute_dtype(config))

@@ -15,7 +15,7 @@ layer are the features. It is trained on the 60,000 Fashion-MNIST training
 images with a fixed seed, and its weights ship in the package
 (`hatebm_jax/assets/fashion_mnist_lenet.npz`, 1 MB). Rebuild them with
 
-  python -m hatebm_jax.classifier --output=hatebm_jax/assets/fashion_mnist_lenet.npz
+  python -m hatebm_jax.evaluation.classifier --output=hatebm_jax/assets/fashion_mnist_lenet.npz
 
 which prints the test accuracy (stored in the file too).
 """
@@ -113,7 +113,7 @@ class FeatureNetwork:
     if not path.exists():
       raise FileNotFoundError(
           f'No FCD classifier weights at {path}. Rebuild them with `python '
-          '-m hatebm_jax.classifier --output=<path>` (about 5 minutes on 2 '
+          '-m hatebm_jax.evaluation.classifier --output=<path>` (about 5 minutes on 2 '
           'CPU cores).')
     raw = path.read_bytes()
     with path.open('rb') as f:

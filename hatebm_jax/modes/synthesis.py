@@ -23,11 +23,13 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from hatebm_jax import langevin
 from hatebm_jax import models
 from hatebm_jax import optim
-from hatebm_jax import parallel
-from hatebm_jax import replay_bank
+from hatebm_jax.hat_ebm import langevin
+from hatebm_jax.hat_ebm import loss
+from hatebm_jax.hat_ebm import replay_bank
+from hatebm_jax.infra import parallel
+from hatebm_jax.modes import base
 
 Params = Any
 
@@ -44,22 +46,24 @@ class SynthesisState(flax.struct.PyTreeNode):
       batch-norm statistics and its Adam state.
     bank: the replay bank of (X, Z) pairs.
   """
-  step: jax.Array
-  rng: jax.Array
-  hat_params: Params
-  hat_opt_state: optax.OptState
-  gen_params: Params
-  gen_frozen: Params
-  gen_opt_state: optax.OptState
-  bank: replay_bank.ReplayBank
+  step: jax.Array = base.field(base.COUNTER)
+  rng: jax.Array = base.field(base.KEY)
+  hat_params: Params = base.field(base.NETWORK)
+  hat_opt_state: optax.OptState = base.field(base.OPTIMIZER)
+  gen_params: Params = base.field(base.NETWORK)
+  gen_frozen: Params = base.field(base.NETWORK)
+  gen_opt_state: optax.OptState = base.field(base.OPTIMIZER)
+  bank: replay_bank.ReplayBank = base.field(base.SAMPLES)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class SynthesisModel:
+class SynthesisMode(base.Mode):
   """Networks, optimisers and settings of a synthesis run (all static).
 
   Build it with `from_config`; its methods are pure and jittable.
   """
+  capabilities = base.Capabilities(sources=('ebm', 'generator', 'initial'),
+                                   energy=True, chain=True)
   hat: models.FunctionalNet
   gen: models.FunctionalNet
   hat_opt: optax.GradientTransformation
@@ -75,7 +79,7 @@ class SynthesisModel:
   gen_loss_factor: float
 
   @classmethod
-  def from_config(cls, config: ml_collections.ConfigDict) -> 'SynthesisModel':
+  def from_config(cls, config: ml_collections.ConfigDict) -> 'SynthesisMode':
     """Builds the model of an experiment config (see config_base)."""
     return cls(
         hat=models.create_hat_network(config),
@@ -93,6 +97,11 @@ class SynthesisModel:
         init_scale_res=config.init_scale_res,
         init_scale_latent=config.init_scale_latent,
         gen_loss_factor=config.gen_loss_factor_coop)
+
+  @property
+  def chain_settings(self) -> langevin.LangevinConfig:
+    """The training-time residual chain (`sampler`)."""
+    return self.sampler
 
   def energy(self, hat_params: Params, x: jax.Array) -> jax.Array:
     """H(x; θ): images [B, S, S, C] -> energies [B]."""
@@ -148,8 +157,6 @@ class SynthesisModel:
         lambda x: self.energy(frozen_params, x), x_gen, y0, k_chain, sampler)
     return x_gen, y, diagnostics
 
-  SOURCES = ('ebm', 'generator', 'initial')
-
   def draw(self, state: SynthesisState, z: jax.Array, key: jax.Array,
            source: str) -> tuple[jax.Array, jax.Array]:
     """(G(z), y): 'ebm' runs the chain; 'generator' (and 'initial', given
@@ -202,7 +209,7 @@ class SynthesisModel:
     x_pos = x_data + self.data_epsilon * parallel.per_example_normal(
         k_data, x_data.shape, x_data.dtype)
 
-    hat_params, hat_opt_state, hat_metrics = hat_update(
+    hat_params, hat_opt_state, hat_metrics = loss.hat_update(
         self.hat_opt, self.energy, state.hat_params, state.hat_opt_state,
         x_pos, x_neg, self.sampler.temperature)
 
@@ -230,42 +237,3 @@ class SynthesisModel:
         **diagnostics}
     return new_state, metrics
 
-
-def hat_update(optimizer: optax.GradientTransformation,
-               energy_fn, hat_params: Params, opt_state: optax.OptState,
-               x_pos: jax.Array, x_neg: jax.Array, temperature: float
-               ) -> tuple[Params, optax.OptState, dict[str, jax.Array]]:
-  """One maximum-likelihood update of the hat network (eq. 8; facts §4.1).
-
-  The loss (mean H(x⁺) − mean H(x⁻)) / T is evaluated in one pass of H
-  over the pairs (x⁺_b, x⁻_b) interleaved, so that a batch split over
-  devices stays where it is (no all-to-all); x⁻ is a constant (no gradient
-  reaches the chain or G).
-
-  Args:
-    optimizer: the hat network's optax transformation.
-    energy_fn: (params, images [N, S, S, C]) -> energies [N].
-    hat_params, opt_state: current θ and optimiser state.
-    x_pos: positive samples [B, S, S, C] (data + noise).
-    x_neg: negative samples [B, S, S, C] (G(z) + y_K).
-    temperature: T > 0.
-
-  Returns:
-    (θ', opt_state', metrics): 'ebm_loss', 'energy_pos', 'energy_neg'
-    (means of H), 'hat_grad_norm' (global norm before any clipping).
-  """
-  batch = x_pos.shape[0]
-  x_neg = jax.lax.stop_gradient(x_neg)
-
-  def loss_fn(params):
-    energies = energy_fn(params, parallel.interleave(x_pos, x_neg))
-    energies = energies.reshape(batch, 2)
-    e_pos, e_neg = energies[:, 0].mean(), energies[:, 1].mean()
-    return (e_pos - e_neg) / temperature, (e_pos, e_neg)
-
-  (loss, (e_pos, e_neg)), grads = jax.value_and_grad(
-      loss_fn, has_aux=True)(hat_params)
-  updates, opt_state = optimizer.update(grads, opt_state, hat_params)
-  return optax.apply_updates(hat_params, updates), opt_state, {
-      'ebm_loss': loss, 'energy_pos': e_pos, 'energy_neg': e_neg,
-      'hat_grad_norm': optax.tree.norm(grads)}

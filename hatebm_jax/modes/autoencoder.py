@@ -20,8 +20,9 @@ import optax
 
 from hatebm_jax import models
 from hatebm_jax import optim
-from hatebm_jax import parallel
-from hatebm_jax.models import autoencoder
+from hatebm_jax.infra import parallel
+from hatebm_jax.models import autoencoder as autoencoder_nets
+from hatebm_jax.modes import base
 
 Params = Any
 
@@ -29,31 +30,37 @@ Params = Any
 class AEState(flax.struct.PyTreeNode):
   """State of an autoencoder run: both networks and their Adam states.
 
-  The decoder is stored under the generator's names (`gen_params`,
-  `gen_frozen`) so that a retrofit run loads it like any generator.
+  The decoder is the generator G of retrofit, so its fields have the
+  generator's names (`gen_*`): `generator_networks` hands it to a joint
+  run, and checkpoints of earlier versions keep loading.
   """
-  step: jax.Array
-  rng: jax.Array
-  enc_params: Params
-  enc_opt_state: optax.OptState
-  gen_params: Params
-  gen_frozen: Params
-  gen_opt_state: optax.OptState
+  step: jax.Array = base.field(base.COUNTER)
+  rng: jax.Array = base.field(base.KEY)
+  enc_params: Params = base.field(base.NETWORK)
+  enc_opt_state: optax.OptState = base.field(base.OPTIMIZER)
+  gen_params: Params = base.field(base.NETWORK)
+  gen_frozen: Params = base.field(base.NETWORK)
+  gen_opt_state: optax.OptState = base.field(base.OPTIMIZER)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class AEModel:
+class AutoencoderMode(base.Mode):
   """Encoder, decoder, optimisers and settings (all static)."""
+  capabilities = base.Capabilities(sources=('generator', 'initial'),
+                                   test_loss=True, generator_source=True)
   enc: models.FunctionalNet
   gen: models.FunctionalNet
   enc_opt: optax.GradientTransformation
   gen_opt: optax.GradientTransformation
   latent_noise: float
   loss_factor: float
+  batch_size: int
   latent_shape: tuple[int, ...]
+  image_shape: tuple[int, ...]
 
   @classmethod
-  def from_config(cls, config: ml_collections.ConfigDict) -> 'AEModel':
+  def from_config(cls, config: ml_collections.ConfigDict
+                  ) -> 'AutoencoderMode':
     """Reads `gen_*` (decoder), `inf_ngf`, `inf_lr_info`, `gen_lr_info`,
     `data_epsilon` (latent noise) and `loss_factor`."""
     return cls(enc=models.create_encoder(config),
@@ -62,7 +69,9 @@ class AEModel:
                gen_opt=optim.adam(config.gen_lr_info),
                latent_noise=config.data_epsilon,
                loss_factor=config.loss_factor,
-               latent_shape=tuple(config.state_dims))
+               batch_size=config.batch_size,
+               latent_shape=tuple(config.state_dims),
+               image_shape=tuple(config.image_dims))
 
   def encode(self, enc_params: Params, x: jax.Array) -> jax.Array:
     """Enc(x): images [B, 32, 32, C] -> latents [B, 16, 16, 1], ‖z‖ = 16."""
@@ -73,7 +82,12 @@ class AEModel:
     """Dec(z): latents [B, 16, 16, 1] -> images [B, 32, 32, C]."""
     return self.gen.apply(gen_params, gen_frozen, z)
 
+  def generator_networks(self, state: AEState) -> tuple[Params, Params]:
+    """The decoder a retrofit run takes: (gen_params, gen_frozen)."""
+    return state.gen_params, state.gen_frozen
+
   def init(self, key: jax.Array) -> AEState:
+    """Fresh networks and optimiser states from the run's base key."""
     k_init, k_train = jax.random.split(key)
     k_enc, k_gen = jax.random.split(k_init)
     enc_params, _ = self.enc.init(k_enc)
@@ -128,13 +142,11 @@ class AEModel:
                         chunk)) * len(chunk)
     return total / len(images)
 
-  SOURCES = ('generator', 'initial')
-
   def draw(self, state: AEState, z: jax.Array, key: jax.Array,
            source: str) -> tuple[jax.Array, jax.Array]:
     """(Dec(z / ‖z‖ · √m), 0): the decoder on latents projected to the
     encoder's sphere, the retrofit paper's AE-alone baseline."""
     del key, source
     x_gen = self.generate(state.gen_params, state.gen_frozen,
-                          autoencoder.project_to_sphere(z))
+                          autoencoder_nets.project_to_sphere(z))
     return x_gen, jnp.zeros_like(x_gen)

@@ -25,7 +25,8 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
-from hatebm_jax import parallel
+from hatebm_jax import config_base
+from hatebm_jax.infra import parallel
 
 
 class ReplayBank(NamedTuple):
@@ -62,12 +63,8 @@ def bank_size(persistent_size: int, batch_size: int) -> int:
   Raises:
     ValueError: when fewer than one batch of pairs would remain.
   """
-  size = batch_size * (persistent_size // batch_size)
-  if size < batch_size:
-    raise ValueError(f'persistent_size={persistent_size} must be at least '
-                     f'batch_size={batch_size}: the bank gives one batch of '
-                     'generator targets per step.')
-  return size
+  config_base.check_bank(persistent_size, batch_size)
+  return batch_size * (persistent_size // batch_size)
 
 
 def init_bank(generate: Callable[[jax.Array], jax.Array], key: jax.Array,

@@ -19,7 +19,7 @@ into one JAX job; each process feeds only its own rows of the global batch
 """
 
 import os
-from typing import Any, Optional, Sequence
+from typing import Any, Collection, Optional, Sequence
 
 from absl import logging
 import jax
@@ -29,9 +29,6 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 DATA_AXIS = 'data'
-# State fields split over the 'data' axis along their leading (lane) axis;
-# every other leaf of a training state is replicated.
-SHARDED_FIELDS = ('bank',)
 
 
 def per_example_normal(key: jax.Array, shape: Sequence[int],
@@ -100,18 +97,24 @@ def batch_sharding(mesh: jax.sharding.Mesh) -> NamedSharding:
   return NamedSharding(mesh, P(DATA_AXIS))
 
 
-def _is_split(path) -> bool:
-  """Whether the state leaf at `path` lies under one of SHARDED_FIELDS."""
-  return any(getattr(k, 'name', None) in SHARDED_FIELDS for k in path)
+def _is_split(path, sharded_fields: Collection[str]) -> bool:
+  """Whether the state leaf at `path` lies under one of `sharded_fields`
+  (a state field is a `GetAttrKey` of the path)."""
+  return any(isinstance(k, jax.tree_util.GetAttrKey) and
+             k.name in sharded_fields for k in path)
 
 
-def state_shardings(abstract_state: Any, mesh: jax.sharding.Mesh) -> Any:
-  """Shardings of a training state: `SHARDED_FIELDS` split on axis 0, the
-  rest replicated. `abstract_state` may hold arrays or ShapeDtypeStructs."""
+def state_shardings(abstract_state: Any, mesh: jax.sharding.Mesh,
+                    sharded_fields: Collection[str]) -> Any:
+  """Shardings of a training state: the leaves of `sharded_fields` split
+  on their leading axis, the rest replicated (the mode contract declares
+  which fields: `modes.base.shardings`). `abstract_state` may hold arrays
+  or ShapeDtypeStructs."""
 
   def sharding(path, leaf):
     del leaf
-    return batch_sharding(mesh) if _is_split(path) else replicated(mesh)
+    return (batch_sharding(mesh) if _is_split(path, sharded_fields) else
+            replicated(mesh))
 
   return jax.tree_util.tree_map_with_path(sharding, abstract_state)
 
@@ -183,9 +186,10 @@ def to_host(tree: Any) -> Any:
                       if isinstance(a, jax.Array) else a, tree)
 
 
-def local_view(state: Any) -> Any:
+def local_view(state: Any, sharded_fields: Collection[str]) -> Any:
   """The replicated leaves of `state` as arrays on this process's first
-  device (no copy); split leaves (the replay bank) become None.
+  device (no copy); leaves of `sharded_fields` (the replay bank) become
+  None.
 
   For work that one process does alone (sample grids, FCD, test loss): a
   jitted function of a multi-process global array would need every
@@ -193,7 +197,7 @@ def local_view(state: Any) -> Any:
   """
 
   def local(path, leaf):
-    if _is_split(path):
+    if _is_split(path, sharded_fields):
       return None
     if isinstance(leaf, jax.Array):
       return leaf.addressable_data(0)  # one copy, not one per device

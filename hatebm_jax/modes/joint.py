@@ -18,7 +18,8 @@ run for retrofit.
 """
 
 import dataclasses
-from typing import Any
+import json
+from typing import Any, Optional
 
 import flax.struct
 import jax
@@ -26,11 +27,16 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from hatebm_jax import langevin
+from hatebm_jax import config_base
 from hatebm_jax import models
 from hatebm_jax import optim
-from hatebm_jax import parallel
-from hatebm_jax import synthesis
+from hatebm_jax.hat_ebm import langevin
+from hatebm_jax.hat_ebm import loss
+from hatebm_jax.infra import checkpoint
+from hatebm_jax.infra import parallel
+from hatebm_jax.modes import autoencoder
+from hatebm_jax.modes import base
+from hatebm_jax.modes import sngan
 
 Params = Any
 
@@ -44,21 +50,33 @@ class JointState(flax.struct.PyTreeNode):
     hat_params, hat_opt_state: hat network θ and its Adam state.
     gen_params, gen_frozen: the frozen pretrained generator (never updated).
   """
-  step: jax.Array
-  rng: jax.Array
-  hat_params: Params
-  hat_opt_state: optax.OptState
-  gen_params: Params
-  gen_frozen: Params
+  step: jax.Array = base.field(base.COUNTER)
+  rng: jax.Array = base.field(base.KEY)
+  hat_params: Params = base.field(base.NETWORK)
+  hat_opt_state: optax.OptState = base.field(base.OPTIMIZER)
+  gen_params: Params = base.field(base.NETWORK)
+  gen_frozen: Params = base.field(base.NETWORK)
+
+
+# The modes whose runs a joint run takes its generator from
+# (`config.gen_weights`): an SN-GAN to refine, an autoencoder to retrofit.
+GENERATOR_SOURCES = {'sngan': sngan.SNGANMode,
+                     'autoencoder': autoencoder.AutoencoderMode}
+# Config keys that fix the generator: they must agree with its run.
+GENERATOR_KEYS = ('gen_type', 'gen_ngf', 'gen_factor', 'state_dims',
+                  'image_dims')
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class JointModel:
+class JointMode(base.Mode):
   """Networks, optimiser and settings of a joint run (all static)."""
+  capabilities = base.Capabilities(sources=('ebm', 'generator'), energy=True,
+                                   chain=True)
   hat: models.FunctionalNet
   gen: models.FunctionalNet
   hat_opt: optax.GradientTransformation
   sampler: langevin.LangevinConfig
+  batch_size: int
   latent_shape: tuple[int, ...]
   image_shape: tuple[int, ...]
   data_epsilon: float
@@ -66,22 +84,40 @@ class JointModel:
   init_scale_latent: float
 
   @classmethod
-  def from_config(cls, config: ml_collections.ConfigDict) -> 'JointModel':
-    """Builds the model; `update_latents` must be on (joint sampler)."""
-    if not config.update_latents:
-      raise ValueError('config.update_latents=False is invalid for a joint '
-                       'run: the joint sampler moves z (set it True).')
+  def from_config(cls, config: ml_collections.ConfigDict) -> 'JointMode':
+    """Builds the mode; `update_latents` must be on (joint sampler).
+
+    Raises:
+      ValueError: `config_base.check('update_latents', ...)`.
+    """
+    config_base.check('update_latents', config.update_latents)
     return cls(
         hat=models.create_hat_network(config),
         gen=models.create_generator(config),
         hat_opt=optim.adam(config.ebm_lr_info, config.max_grad_norm
                            if config.clip_ebm_grad else None),
         sampler=langevin.LangevinConfig.from_config(config),
+        batch_size=config.batch_size,
         latent_shape=tuple(config.state_dims),
         image_shape=tuple(config.image_dims),
         data_epsilon=config.data_epsilon,
         init_scale_res=config.init_scale_res,
         init_scale_latent=config.init_scale_latent)
+
+  @property
+  def chain_settings(self) -> langevin.LangevinConfig:
+    """The training-time joint chain (`sampler`)."""
+    return self.sampler
+
+  def init_args(self, config: ml_collections.ConfigDict,
+                mesh: Optional[jax.sharding.Mesh] = None) -> tuple:
+    """The pretrained generator (gen_params, gen_frozen) of
+    `config.gen_weights` (`load_generator`)."""
+    return load_generator(config, mesh)
+
+  def abstract_init_args(self) -> tuple:
+    """Shapes of the pretrained generator (no reading)."""
+    return jax.eval_shape(self.gen.init, jax.random.PRNGKey(0))
 
   def energy(self, hat_params: Params, x: jax.Array) -> jax.Array:
     """H(x; θ): images [B, S, S, C] -> energies [B]."""
@@ -122,8 +158,6 @@ class JointModel:
         lambda x: self.energy(frozen_hat, x),
         lambda z: self.generate(*frozen_gen, z), z, y0, k_chain, sampler)
     return x_gen, y, {**diagnostics, 'z': z_k}
-
-  SOURCES = ('ebm', 'generator')
 
   def draw(self, state: JointState, z: jax.Array, key: jax.Array,
            source: str) -> tuple[jax.Array, jax.Array]:
@@ -166,10 +200,58 @@ class JointModel:
     diagnostics.pop('z')
     x_pos = x_data + self.data_epsilon * parallel.per_example_normal(
         k_data, x_data.shape, x_data.dtype)
-    hat_params, hat_opt_state, metrics = synthesis.hat_update(
+    hat_params, hat_opt_state, metrics = loss.hat_update(
         self.hat_opt, lambda p, x: self.energy(p, x), state.hat_params,
         state.hat_opt_state, x_pos, x_gen + y, self.sampler.temperature)
     new_state = state.replace(step=state.step + 1, hat_params=hat_params,
                               hat_opt_state=hat_opt_state)
     return new_state, {**metrics, **diagnostics,
                        'residual_norm': langevin.per_image_norm(y).mean()}
+
+
+def load_generator(config: ml_collections.ConfigDict,
+                   mesh: Optional[jax.sharding.Mesh] = None
+                   ) -> tuple[Params, Params]:
+  """The pretrained generator of a joint run, from `config.gen_weights`.
+
+  Reads the newest checkpoint of that workdir (a mode of
+  `GENERATOR_SOURCES`: an 'sngan' run for refinement, an 'autoencoder' run
+  for retrofit) and returns its (gen_params, gen_frozen), replicated over
+  `mesh` when one is given (on any device count: Orbax reshards).
+
+  Raises:
+    FileNotFoundError: when the workdir holds no checkpoint, saying which
+      stage to run first.
+    ValueError: when that run is not an sngan/autoencoder run or its
+      generator differs from this config's (listing the keys).
+  """
+  ckpt = checkpoint.Checkpointer(config.gen_weights, read_only=True)
+  try:
+    step = ckpt.latest_step()
+    if step is None:
+      raise FileNotFoundError(
+          f'gen_weights={config.gen_weights!r} holds no checkpoint. Train '
+          'the generator first (configs/*_sngan.py for refinement, '
+          'configs/*_ae.py for retrofit) with --workdir set to that path.')
+    source = config_base.from_saved(ckpt.restore_config(step))
+    if source.mode not in GENERATOR_SOURCES:
+      raise ValueError(f'gen_weights={config.gen_weights!r} is a '
+                       f'{source.mode!r} run; a joint run builds on an '
+                       "'sngan' or 'autoencoder' run.")
+    as_json = lambda c: json.loads(json.dumps(c.to_dict()))
+    theirs, ours = as_json(source), as_json(config)
+    mismatched = [f'{k}: generator run {theirs[k]!r}, this config '
+                  f'{ours[k]!r}' for k in GENERATOR_KEYS
+                  if theirs[k] != ours[k]]
+    if mismatched:
+      raise ValueError('The pretrained generator does not fit this config:\n'
+                       '  ' + '\n  '.join(mismatched))
+    mode = GENERATOR_SOURCES[source.mode].from_config(source)
+    abstract = mode.abstract_state(source.seed)
+    if mesh is not None:
+      abstract = parallel.with_shardings(abstract, jax.tree.map(
+          lambda _: parallel.replicated(mesh), abstract))
+    state = ckpt.restore(abstract, step)
+  finally:
+    ckpt.close()
+  return mode.generator_networks(state)

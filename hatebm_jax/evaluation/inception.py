@@ -306,14 +306,14 @@ def _unflatten(flat: dict) -> dict:
 
 def _read_torch_file(path: epath.Path) -> dict:
   """name -> array of a PyTorch state dict, read in a subprocess (see
-  `hatebm_jax.torch_weights` for why)."""
+  `hatebm_jax.evaluation.torch_weights` for why)."""
   with tempfile.TemporaryDirectory() as tmp:
     local = os.path.join(tmp, 'weights.pth')
     out = os.path.join(tmp, 'weights.npz')
     with open(local, 'wb') as f:
       f.write(path.read_bytes())
     proc = subprocess.run(
-        [sys.executable, '-m', 'hatebm_jax.torch_weights', local, out],
+        [sys.executable, '-m', 'hatebm_jax.evaluation.torch_weights', local, out],
         capture_output=True, text=True, check=False)
     if proc.returncode:
       if 'NO_TORCH' in proc.stderr:

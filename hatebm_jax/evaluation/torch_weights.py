@@ -1,6 +1,6 @@
 r"""Reads a PyTorch state dict into a NumPy .npz, in a process of its own.
 
-  python -m hatebm_jax.torch_weights <weights.pth> <out.npz>
+  python -m hatebm_jax.evaluation.torch_weights <weights.pth> <out.npz>
 
 `inception.InceptionFeatures.load` runs this as a subprocess: a CUDA build of
 PyTorch loads Triton's LLVM, which can crash a process that has already
@@ -14,7 +14,7 @@ import numpy as np
 
 def main(argv: list[str]) -> None:
   if len(argv) != 3:
-    raise SystemExit(f'usage: python -m hatebm_jax.torch_weights <in.pth> '
+    raise SystemExit(f'usage: python -m hatebm_jax.evaluation.torch_weights <in.pth> '
                      f'<out.npz>; got {argv[1:]}')
   try:
     import torch  # pylint: disable=g-import-not-at-top

@@ -12,13 +12,14 @@ from typing import Optional, Sequence
 import jax
 import numpy as np
 
-from hatebm_jax import classifier
+from hatebm_jax.evaluation import classifier
 from hatebm_jax import data
-from hatebm_jax import frechet
-from hatebm_jax import inception
-from hatebm_jax import kid
-from hatebm_jax import ood
-from hatebm_jax import sampling
+from hatebm_jax.evaluation import frechet
+from hatebm_jax.evaluation import inception
+from hatebm_jax.evaluation import kid
+from hatebm_jax.evaluation import ood
+from hatebm_jax.serving import draw
+from hatebm_jax.serving import run as run_lib
 
 MAX_CACHED_FEATURES = 10_000  # reference features kept for KID
 
@@ -86,7 +87,7 @@ def distance_metrics(net, images: np.ndarray,
           'kid': kid_mean, 'kid_std': kid_std}
 
 
-def ood_metrics(run: sampling.Run, data_dir: Optional[str],
+def ood_metrics(run: run_lib.Run, data_dir: Optional[str],
                 ood_sets: Sequence[str], num: int, batch_size: int = 500,
                 seed: int = 0) -> dict:
   """AUROC of H(x) for the run's test split against each OOD set.
@@ -99,7 +100,7 @@ def ood_metrics(run: sampling.Run, data_dir: Optional[str],
   shape = tuple(config.image_dims)
   in_images = data.eval_images(config.data_type, data_dir, 'test', shape[0],
                                num)
-  energy = jax.jit(functools.partial(run.model.energy, run.state.hat_params))
+  energy = jax.jit(functools.partial(run.mode.energy, run.state.hat_params))
   scores_in = ood.energy_scores(energy, in_images, batch_size)
   result = {'in_distribution': f'{config.data_type} test',
             'num_in': len(in_images), 'auroc': {}, 'num_ood': {},
@@ -124,8 +125,8 @@ class TrainingFCD:
   latents and noise, so successive values differ only by the parameters.
   """
 
-  def __init__(self, config, model):
-    self.config, self.model = config, model
+  def __init__(self, config, mode):
+    self.config, self.mode = config, mode
     self.net = classifier.FeatureNetwork.load()
     self.reference = reference_features(
         self.net, 'fashion_mnist', config.data_dir or None, 'test',
@@ -134,9 +135,9 @@ class TrainingFCD:
 
   def __call__(self, state) -> dict[str, float]:
     """{'fcd': ..., 'kid': ...} of the samples of `state`'s parameters."""
-    run = sampling.Run(config=self.config, model=self.model, state=state,
-                       step=int(state.step))
-    images = sampling.draw_images(run, self.config.fcd_num_samples,
-                                  self.batch_size, FCD_SEED)
+    run = run_lib.Run(config=self.config, mode=self.mode, state=state,
+                      step=int(state.step))
+    images = draw.draw_images(run, self.config.fcd_num_samples,
+                              self.batch_size, FCD_SEED)
     d = distance_metrics(self.net, images, self.reference, self.batch_size)
     return {'fcd': d['frechet'], 'kid': d['kid']}

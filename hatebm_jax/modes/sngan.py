@@ -28,9 +28,11 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from hatebm_jax import langevin
+from hatebm_jax import config_base
 from hatebm_jax import models
-from hatebm_jax import parallel
+from hatebm_jax.hat_ebm import langevin
+from hatebm_jax.infra import parallel
+from hatebm_jax.modes import base
 from hatebm_jax.models.discriminator import SNGANDiscriminator
 
 Params = Any
@@ -47,14 +49,14 @@ class GANState(flax.struct.PyTreeNode):
     disc_params, disc_stats, disc_opt_state: discriminator weights, its
       spectral-norm power-iteration state (u, σ per layer) and Adam state.
   """
-  step: jax.Array
-  rng: jax.Array
-  gen_params: Params
-  gen_frozen: Params
-  gen_opt_state: optax.OptState
-  disc_params: Params
-  disc_stats: Params
-  disc_opt_state: optax.OptState
+  step: jax.Array = base.field(base.COUNTER)
+  rng: jax.Array = base.field(base.KEY)
+  gen_params: Params = base.field(base.NETWORK)
+  gen_frozen: Params = base.field(base.NETWORK)
+  gen_opt_state: optax.OptState = base.field(base.OPTIMIZER)
+  disc_params: Params = base.field(base.NETWORK)
+  disc_stats: Params = base.field(base.NETWORK)
+  disc_opt_state: optax.OptState = base.field(base.OPTIMIZER)
 
 
 def _train_graphdef(build):
@@ -87,16 +89,16 @@ class DDLSConfig:
   unroll: int | bool = 1
 
   def __post_init__(self):
-    if not isinstance(self.num_steps, int) or self.num_steps < 1:
-      raise ValueError(f'ddls_steps={self.num_steps!r} must be an integer '
-                       '>= 1.')
-    if not self.step_size > 0:
-      raise ValueError(f'ddls_epsilon={self.step_size!r} must be > 0.')
+    """The config rules of each value (`config_base.check`)."""
+    config_base.check('ddls_steps', self.num_steps)
+    config_base.check('ddls_epsilon', self.step_size)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class SNGANModel:
+class SNGANMode(base.Mode):
   """Networks, optimisers and settings of an SN-GAN run (all static)."""
+  capabilities = base.Capabilities(sources=('generator', 'ddls', 'initial'),
+                                   generator_source=True)
   gen: models.FunctionalNet
   gen_train: nnx.GraphDef
   disc: models.FunctionalNet
@@ -110,7 +112,7 @@ class SNGANModel:
   ddls: DDLSConfig
 
   @classmethod
-  def from_config(cls, config: ml_collections.ConfigDict) -> 'SNGANModel':
+  def from_config(cls, config: ml_collections.ConfigDict) -> 'SNGANMode':
     """Reads `gen_*`, `disc_ndf`, `gan_lr`, `gan_beta1/2`, `n_dis`,
     `batch_size`, `num_training_steps`, `ddls_steps`, `ddls_epsilon`."""
     gen = models.create_generator(config)
@@ -139,6 +141,15 @@ class SNGANModel:
   def images_per_step(self) -> int:
     """Real images one `train_step` consumes: n_dis · B."""
     return self.n_dis * self.batch_size
+
+  @property
+  def chain_settings(self) -> DDLSConfig:
+    """The DDLS chain (`ddls`)."""
+    return self.ddls
+
+  def generator_networks(self, state: GANState) -> tuple[Params, Params]:
+    """The generator a refinement run takes: (gen_params, gen_frozen)."""
+    return state.gen_params, state.gen_frozen
 
   def init(self, key: jax.Array) -> GANState:
     """Fresh networks and optimiser states from the run's base key."""
@@ -238,8 +249,6 @@ class SNGANModel:
         disc_opt_state=disc_opt_state)
     return new_state, {'disc_loss': d_losses.mean(), 'gen_loss': g_loss,
                        'disc_real': d_reals[-1], 'disc_fake': d_fakes[-1]}
-
-  SOURCES = ('generator', 'ddls', 'initial')
 
   def draw(self, state: GANState, z: jax.Array, key: jax.Array,
            source: str) -> tuple[jax.Array, jax.Array]:

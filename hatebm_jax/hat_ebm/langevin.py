@@ -26,7 +26,8 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from hatebm_jax import parallel
+from hatebm_jax import config_base
+from hatebm_jax.infra import parallel
 
 EnergyFn = Callable[[jax.Array], jax.Array]
 
@@ -80,21 +81,15 @@ class LangevinConfig:
   latent_step_size: Optional[float] = None
 
   def __post_init__(self):
-    if not isinstance(self.num_steps, int) or self.num_steps < 1:
-      raise ValueError(f'mcmc_steps={self.num_steps!r} must be an integer '
-                       '>= 1.')
-    for name, value in (('epsilon', self.step_size),
-                        ('mcmc_temp', self.temperature)):
-      if not value > 0:
-        raise ValueError(f'{name}={value!r} must be > 0.')
-    if not self.tau >= 0:
-      raise ValueError(f'tau_res={self.tau!r} must be >= 0.')
-    if self.max_drift_norm is not None and not self.max_drift_norm > 0:
-      raise ValueError(f'max_langevin_norm_res={self.max_drift_norm!r} must '
-                       'be > 0 (or turn clip_langevin_grad_res off).')
-    if self.latent_step_size is not None and not self.latent_step_size > 0:
-      raise ValueError(f'epsilon_latent={self.latent_step_size!r} must be '
-                       '> 0.')
+    """The config rules of each value (`config_base.check`)."""
+    for key, value in (('mcmc_steps', self.num_steps),
+                       ('epsilon', self.step_size),
+                       ('mcmc_temp', self.temperature),
+                       ('tau_res', self.tau),
+                       ('max_langevin_norm_res', self.max_drift_norm),
+                       ('epsilon_latent', self.latent_step_size)):
+      if value is not None:
+        config_base.check(key, value)
     if not (self.unroll is True or
             (isinstance(self.unroll, int) and self.unroll >= 1)):
       raise ValueError(f'langevin unroll={self.unroll!r} must be an integer '
