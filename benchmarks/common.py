@@ -7,7 +7,8 @@ benchmarks measure what training runs.
 FLOPs come from XLA's cost analysis of the compiled program
 (`compiled.cost_analysis()['flops']`, 2 per multiply-add). XLA counts the
 body of a while loop once, whatever its trip count: the scripts count
-programs without loops (fully unrolled) or multiply a step's count. Peak memory comes from XLA's buffer assignment
+programs without loops (fully unrolled) or multiply a step's count. Peak
+memory comes from XLA's buffer assignment
 (`compiled.memory_analysis()`) for the backend it runs on (another
 compiler fuses, and so allocates, differently), and on GPU/TPU also from
 the allocator's high-water mark.
@@ -32,23 +33,30 @@ import numpy as np  # pylint: disable=g-import-not-at-top
 
 from hatebm_jax import config_base  # pylint: disable=g-import-not-at-top
 
-GIB = 2 ** 30
+GIB = 2**30
 
 
 def machine() -> dict:
   """What the numbers were measured on."""
   device = jax.devices()[0]
-  return {'backend': jax.default_backend(), 'device': device.device_kind,
-          'devices': jax.device_count(), 'cpu': platform.processor() or
-          platform.machine(), 'cpu_count': os.cpu_count(),
-          'jax': jax.__version__, 'xla_flags': os.environ.get('XLA_FLAGS', '')}
+  return {
+      'backend': jax.default_backend(),
+      'device': device.device_kind,
+      'devices': jax.device_count(),
+      'cpu': platform.processor() or platform.machine(),
+      'cpu_count': os.cpu_count(),
+      'jax': jax.__version__,
+      'xla_flags': os.environ.get('XLA_FLAGS', ''),
+  }
 
 
 def describe(info: dict) -> str:
   """One line for the top of a table."""
-  return (f"# {info['backend']}: {info['device']} x{info['devices']} "
-          f"({info['cpu']}, {info['cpu_count']} CPUs), jax {info['jax']}, "
-          f"XLA_FLAGS={info['xla_flags']!r}")
+  return (
+      f"# {info['backend']}: {info['device']} x{info['devices']} "
+      f"({info['cpu']}, {info['cpu_count']} CPUs), jax {info['jax']}, "
+      f"XLA_FLAGS={info['xla_flags']!r}"
+  )
 
 
 def load_config(name: str, **overrides):
@@ -58,8 +66,9 @@ def load_config(name: str, **overrides):
     FileNotFoundError: no such config file.
     ValueError: an invalid value (`config_base.validate`).
   """
-  config = config_base.load_config_file(os.path.join(ROOT, 'configs', 'x'),
-                                        name)
+  config = config_base.load_config_file(
+      os.path.join(ROOT, 'configs', 'x'), name
+  )
   with config.unlocked():
     for key, value in overrides.items():
       config[key] = value
@@ -72,14 +81,20 @@ def checked_config(parser, name: str, modes=None, **overrides):
   invalid value into `parser.error` (a usage message, exit code 2)."""
   try:
     config = config_base.load_config_file(
-        os.path.join(ROOT, 'configs', 'x'), name)
+        os.path.join(ROOT, 'configs', 'x'), name
+    )
   except FileNotFoundError:
-    known = sorted(f[:-3] for f in os.listdir(os.path.join(ROOT, 'configs'))
-                   if f.endswith('.py'))
+    known = sorted(
+        f[:-3]
+        for f in os.listdir(os.path.join(ROOT, 'configs'))
+        if f.endswith('.py')
+    )
     parser.error(f'config {name!r} does not exist; configs/ has {known}.')
   if modes and config.mode not in modes:
-    parser.error(f'{name} is a {config.mode!r} config; this benchmark '
-                 f'takes {modes} configs.')
+    parser.error(
+        f'{name} is a {config.mode!r} config; this benchmark '
+        f'takes {modes} configs.'
+    )
   try:
     return load_config(name, **overrides)
   except ValueError as e:
@@ -139,9 +154,13 @@ def memory(compiled) -> dict:
     return {}
   args, outs = m.argument_size_in_bytes, m.output_size_in_bytes
   alias, temp = m.alias_size_in_bytes, m.temp_size_in_bytes
-  return {'arguments_gib': args / GIB, 'outputs_gib': outs / GIB,
-          'aliased_gib': alias / GIB, 'temporaries_gib': temp / GIB,
-          'peak_gib': (args + outs - alias + temp) / GIB}
+  return {
+      'arguments_gib': args / GIB,
+      'outputs_gib': outs / GIB,
+      'aliased_gib': alias / GIB,
+      'temporaries_gib': temp / GIB,
+      'peak_gib': (args + outs - alias + temp) / GIB,
+  }
 
 
 def device_peak_gib() -> float | None:
@@ -165,8 +184,11 @@ def matmul_peak(dtype=jnp.float32, sizes=None, repeats: int = 5) -> dict:
     {'gflops': best GFLOP/s, 'size': its matrix side, 'dtype': name}.
   """
   if sizes is None:
-    sizes = (1024, 2048, 4096) if jax.default_backend() == 'cpu' else (
-        4096, 8192, 16384)
+    sizes = (
+        (1024, 2048, 4096)
+        if jax.default_backend() == 'cpu'
+        else (4096, 8192, 16384)
+    )
   best = (0.0, 0)
   dot = jax.jit(jnp.dot)
   for n in sizes:
@@ -177,7 +199,7 @@ def matmul_peak(dtype=jnp.float32, sizes=None, repeats: int = 5) -> dict:
       start = time.perf_counter()
       jax.block_until_ready(dot(a, a))
       times.append(time.perf_counter() - start)
-    best = max(best, (2 * n ** 3 / min(times) / 1e9, n))
+    best = max(best, (2 * n**3 / min(times) / 1e9, n))
   return {'gflops': best[0], 'size': best[1], 'dtype': jnp.dtype(dtype).name}
 
 

@@ -1,4 +1,4 @@
-r"""Joint Hat EBM refining a pretrained CelebA 64x64 SN-GAN (facts §9.1).
+r"""Joint Hat EBM refining a pretrained CelebA 64x64 SN-GAN (docs/official_release.md §9.1).
 
   python -m hatebm_jax.main --config=configs/celeba_refine.py \
       --workdir=gs://BUCKET/hatebm/celeba_refine \

@@ -1,11 +1,11 @@
-r"""Synthesis Hat EBM on CelebA 64x64, the official settings (facts §9.1).
+r"""Synthesis Hat EBM on CelebA 64x64, the official settings (docs/official_release.md §9.1).
 
   python -m hatebm_jax.main --config=configs/celeba_synth.py \
       --workdir=gs://BUCKET/hatebm/celeba_synth \
       --config.data_dir=gs://BUCKET/tensorflow_datasets
 
-178x178 centre crop resized to 64 (facts §2); 50k iterations at batch
-128, K = 50. Paper FID 11.57 (facts §6.5).
+178x178 centre crop resized to 64 (docs/official_release.md §2); 50k iterations
+at batch 128, K = 50. Paper FID 11.57 (docs/official_release.md §6.5).
 """
 
 from hatebm_jax import config_base

@@ -1,4 +1,4 @@
-r"""The deterministic autoencoder of the retrofit experiment (facts §4.3).
+r"""The deterministic autoencoder of the retrofit experiment (docs/official_release.md §4.3).
 
   python -m hatebm_jax.main --config=configs/cifar10_ae.py \
       --workdir=gs://BUCKET/hatebm/cifar10_ae \
@@ -21,7 +21,7 @@ def get_config():
   c.state_dims = (16, 16, 1)
   c.gen_factor = 2.0
   c.inf_ngf = 256
-  c.data_epsilon = 2e-2  # the latent noise (facts §8 #11)
+  c.data_epsilon = 2e-2  # the latent noise (docs/official_release.md §8 #11)
   c.gen_lr_info = ((1e-4, 0),)
   c.inf_lr_info = ((1e-4, 0),)
   c.num_training_steps = 49_900

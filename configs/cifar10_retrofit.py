@@ -1,4 +1,4 @@
-r"""Joint Hat EBM retrofitting the CIFAR-10 autoencoder's decoder (facts §9.1).
+r"""Joint Hat EBM retrofitting the CIFAR-10 autoencoder's decoder (docs/official_release.md §9.1).
 
   python -m hatebm_jax.main --config=configs/cifar10_retrofit.py \
       --workdir=gs://BUCKET/hatebm/cifar10_retrofit \
@@ -6,9 +6,9 @@ r"""Joint Hat EBM retrofitting the CIFAR-10 autoencoder's decoder (facts §9.1).
       --config.data_dir=gs://BUCKET/tensorflow_datasets
 
 The frozen decoder comes from a configs/cifar10_ae.py run; z ~ N(0, I_256)
-starts at the encoder's sphere radius and is not re-projected. 25k
-iterations of K = 100 joint steps at T = 1e-3, ε = 5e-4, ε_z = 1e-3, residual
-prior τ = 50, data noise 1e-2. Paper FID 26.01. FID sampling (facts §9.2):
+starts at the encoder's sphere radius and is not re-projected. 25k iterations of
+K = 100 joint steps at T = 1e-3, ε = 5e-4, ε_z = 1e-3, residual prior τ = 50,
+data noise 1e-2. Paper FID 26.01. FID sampling (docs/official_release.md §9.2):
 --mcmc_steps=125 --init_scale_res=0.01 --clip=false.
 """
 

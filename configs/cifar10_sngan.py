@@ -4,10 +4,11 @@ r"""SN-GAN on CIFAR-10 32x32: the generator that refinement builds on.
       --workdir=gs://BUCKET/hatebm/cifar10_sngan \
       --config.data_dir=gs://BUCKET/tensorflow_datasets
 
-The Mimicry recipe the paper's pretrained SN-GAN came from (facts §8 #9):
-hinge loss, Adam 2e-4 with β = (0, 0.9), batch 64, 5 discriminator steps per
-generator step, 100k generator steps with linear learning-rate decay;
-generator `gen_sngan` (ngf 256, gen_factor 1), discriminator ndf 128.
+The Mimicry recipe the paper's pretrained SN-GAN came from
+(docs/official_release.md §8 #9): hinge loss, Adam 2e-4 with β = (0, 0.9), batch
+64, 5 discriminator steps per generator step, 100k generator steps with linear
+learning-rate decay; generator `gen_sngan` (ngf 256, gen_factor 1),
+discriminator ndf 128.
 """
 
 from hatebm_jax import config_base

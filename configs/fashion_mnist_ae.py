@@ -21,7 +21,7 @@ def get_config():
   c.gen_ngf = 32
   c.inf_ngf = 32
   c.gen_factor = 2.0
-  c.data_epsilon = 2e-2  # the latent noise (facts §8 #11)
+  c.data_epsilon = 2e-2  # the latent noise (docs/official_release.md §8 #11)
   c.gen_lr_info = ((1e-3, 0),)
   c.inf_lr_info = ((1e-3, 0),)
   c.batch_size = 64

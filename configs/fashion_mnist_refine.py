@@ -5,15 +5,15 @@ r"""Joint Hat EBM refining the Fashion-MNIST SN-GAN: stage 2, for this CPU.
       --config.gen_weights=/tmp/hatebm_fmnist_sngan
 
 A narrow hat network over the frozen generator of a
-configs/fashion_mnist_sngan.py run, trained with short joint chains (about
-10 minutes on 2 cores). The chain is the quick start's noise-matched one
-(ε = 0.01, T = 4e-6: drift factor ε²/2T = 12.5 on ∇_y H) with the same
-factor on ∇_z H (ε_z = 0.01), the CelebA refine run's latent factor. The
-official CIFAR-10 value (ε_z²/2T = 1.25e-2) barely moves z in 10 steps; a
-factor of 312 (ε_z = 0.05) or 50 let z run off to norms of 1e6 within 500
-updates, since the latent drift is unclipped and z has no prior (facts §3).
-Even at 12.5 z starts to run off by 2,000 updates at lr 5e-5, hence the short
-run with a learning-rate drop (settings compared on a GPU).
+configs/fashion_mnist_sngan.py run, trained with short joint chains (about 10
+minutes on 2 cores). The chain is the quick start's noise-matched one (ε = 0.01,
+T = 4e-6: drift factor ε²/2T = 12.5 on ∇_y H) with the same factor on ∇_z H (ε_z
+= 0.01), the CelebA refine run's latent factor. The official CIFAR-10 value
+(ε_z²/2T = 1.25e-2) barely moves z in 10 steps; a factor of 312 (ε_z = 0.05) or
+50 let z run off to norms of 1e6 within 500 updates, since the latent drift is
+unclipped and z has no prior (docs/official_release.md §3). Even at 12.5 z
+starts to run off by 2,000 updates at lr 5e-5, hence the short run with a
+learning-rate drop (settings compared on a GPU).
 """
 
 from hatebm_jax import config_base

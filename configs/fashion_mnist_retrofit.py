@@ -5,10 +5,10 @@ r"""Joint Hat EBM retrofitting the Fashion-MNIST decoder: stage 2, for this CPU.
       --config.gen_weights=/tmp/hatebm_fmnist_ae
 
 A narrow hat network over the frozen decoder of a configs/fashion_mnist_ae.py
-run; z ~ N(0, I_256) is not projected (facts §1.5). Chain settings as in
-configs/fashion_mnist_refine.py (ε = ε_z = 0.01, T = 4e-6), and no
-residual prior (τ = 0); at lr 1e-4 the energies ran off after ~1,500
-updates, at 5e-5 they stayed stable to 2,000 (compared on a GPU).
+run; z ~ N(0, I_256) is not projected (docs/official_release.md §1.5). Chain
+settings as in configs/fashion_mnist_refine.py (ε = ε_z = 0.01, T = 4e-6), and
+no residual prior (τ = 0); at lr 1e-4 the energies ran off after ~1,500 updates,
+at 5e-5 they stayed stable to 2,000 (compared on a GPU).
 """
 
 from hatebm_jax import config_base

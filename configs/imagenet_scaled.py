@@ -4,9 +4,10 @@ r"""Synthesis Hat EBM on ImageNet 128x128 with doubled width, ngf 2048.
       --workdir=gs://BUCKET/hatebm/imagenet_scaled \
       --config.data_dir=gs://BUCKET/tensorflow_datasets
 
-The official `imagenet_synth_large_net` run (facts §9.1): imagenet_synth
-with a 153.7M-parameter hat network and a 124.3M-parameter generator,
-trained on a TPU-v3-32 pod. About 545 TFLOP per iteration. Paper FID 29.37.
+The official `imagenet_synth_large_net` run (docs/official_release.md §9.1):
+imagenet_synth with a 153.7M-parameter hat network and a 124.3M-parameter
+generator, trained on a TPU-v3-32 pod. About 545 TFLOP per iteration. Paper FID
+29.37.
 """
 
 from hatebm_jax import config_base

@@ -1,12 +1,12 @@
-r"""Synthesis Hat EBM on ImageNet 128x128, ngf 1024 (facts §9.1).
+r"""Synthesis Hat EBM on ImageNet 128x128, ngf 1024 (docs/official_release.md §9.1).
 
   python -m hatebm_jax.main --config=configs/imagenet_synth.py \
       --workdir=gs://BUCKET/hatebm/imagenet_synth \
       --config.data_dir=gs://BUCKET/tensorflow_datasets
 
 300k iterations at batch 128, K = 50, random 128 crops after a short-side
-resize, per-tensor hat-gradient clip at 50, learning rates divided by 10 at
-230k and again at 260k updates (facts §8 #6). About 137 TFLOP per
+resize, per-tensor hat-gradient clip at 50, learning rates divided by 10 at 230k
+and again at 260k updates (docs/official_release.md §8 #6). About 137 TFLOP per
 iteration; the paper used 8 GPUs for about 2.5 days. Paper FID 40.24.
 """
 

@@ -20,5 +20,6 @@ The package, by layer (imports point down):
 def __getattr__(name):
   if name == 'load_pretrained':
     from hatebm_jax.serving import pretrained  # pylint: disable=g-import-not-at-top
+
     return pretrained.load_pretrained
   raise AttributeError(f'module hatebm_jax has no attribute {name!r}')

@@ -34,10 +34,14 @@ def _set_device_count(argv) -> None:
   except ValueError:
     count = 1
   os.environ['JAX_PLATFORMS'] = 'cpu'
-  flags = [f for f in os.environ.get('XLA_FLAGS', '').split()
-           if not f.startswith('--xla_force_host_platform_device_count')]
+  flags = [
+      f
+      for f in os.environ.get('XLA_FLAGS', '').split()
+      if not f.startswith('--xla_force_host_platform_device_count')
+  ]
   os.environ['XLA_FLAGS'] = ' '.join(
-      flags + [f'--xla_force_host_platform_device_count={count}'])
+      flags + [f'--xla_force_host_platform_device_count={count}']
+  )
 
 
 if __name__ == '__main__':
@@ -61,27 +65,26 @@ from hatebm_jax.infra import parallel
 from hatebm_jax.infra import runtime
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file('config', None, 'Experiment config file.',
-                                lock_config=True)
+config_flags.DEFINE_config_file(
+    'config', None, 'Experiment config file.', lock_config=True
+)
 flags.DEFINE_integer('num_devices', 1, 'Devices of the mesh to compile for.')
 flags.DEFINE_string('json', None, 'Also write the report to this file.')
 flags.mark_flags_as_required(['config'])
 
-GIB = 2 ** 30
+GIB = 2**30
 
 
 def _nbytes(tree, mesh_size: int, shardings) -> int:
   """Bytes per device of a state laid out with `shardings`."""
   total = 0
-  for leaf, sharding in zip(jax.tree.leaves(tree), jax.tree.leaves(
-      shardings)):
+  for leaf, sharding in zip(jax.tree.leaves(tree), jax.tree.leaves(shardings)):
     size = int(np.prod(leaf.shape)) * np.dtype(leaf.dtype).itemsize
     total += size // mesh_size if sharding.spec else size
   return total
 
 
-def compile_report(config: ml_collections.ConfigDict,
-                   num_devices: int) -> dict:
+def compile_report(config: ml_collections.ConfigDict, num_devices: int) -> dict:
   """Lowers and compiles `config`'s training step for `num_devices`.
 
   Args:
@@ -105,8 +108,10 @@ def compile_report(config: ml_collections.ConfigDict,
   if num_devices < 1:
     raise ValueError(f'--num_devices={num_devices} must be >= 1.')
   if config.num_devices not in (0, num_devices):
-    raise ValueError(f'config.num_devices={config.num_devices} differs from '
-                     f'--num_devices={num_devices}: set --num_devices only.')
+    raise ValueError(
+        f'config.num_devices={config.num_devices} differs from '
+        f'--num_devices={num_devices}: set --num_devices only.'
+    )
   if config.langevin_unroll == -1:
     with config.unlocked():
       config.langevin_unroll = 1  # the accelerator setting
@@ -115,24 +120,33 @@ def compile_report(config: ml_collections.ConfigDict,
   program = train.Program.build(config, mesh)
   abstract, shardings = program.abstract, program.shardings
   images = program.mode.images_per_step
-  batch = jax.ShapeDtypeStruct((images,) + tuple(config.image_dims),
-                               np.float32,
-                               sharding=parallel.batch_sharding(mesh))
+  batch = jax.ShapeDtypeStruct(
+      (images,) + tuple(config.image_dims),
+      np.float32,
+      sharding=parallel.batch_sharding(mesh),
+  )
   start = time.time()
   with jax.set_mesh(mesh):
     health = jax.eval_shape(lambda: program.fresh_health(mesh))
     compiled = program.step.lower(
-        parallel.with_shardings(abstract, shardings), batch, health).compile()
+        parallel.with_shardings(abstract, shardings), batch, health
+    ).compile()
   seconds = time.time() - start
   memory = compiled.memory_analysis()
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   gib = lambda b: round(b / GIB, 3)
-  peak = (memory.argument_size_in_bytes + memory.output_size_in_bytes +
-          memory.temp_size_in_bytes - memory.alias_size_in_bytes)
+  peak = (
+      memory.argument_size_in_bytes
+      + memory.output_size_in_bytes
+      + memory.temp_size_in_bytes
+      - memory.alias_size_in_bytes
+  )
   return {
-      'config': config.exp_name, 'mode': config.mode,
-      'num_devices': mesh.size, 'global_batch': config.batch_size,
+      'config': config.exp_name,
+      'mode': config.mode,
+      'num_devices': mesh.size,
+      'global_batch': config.batch_size,
       'per_device_batch': config.batch_size // mesh.size,
       'images_per_device': images // mesh.size,
       'mcmc_steps': config.mcmc_steps,
@@ -156,14 +170,23 @@ def main(argv):
     raise app.UsageError(
         f'--num_devices={FLAGS.num_devices} but JAX has '
         f'{jax.device_count()} devices: run this module as a script '
-        '(python -m hatebm_jax.aot), which fakes the CPU devices.')
+        '(python -m hatebm_jax.aot), which fakes the CPU devices.'
+    )
   report = compile_report(FLAGS.config, FLAGS.num_devices)
-  print(f"{report['config']} ({report['mode']}), {report['num_devices']} "
-        f"devices, batch {report['global_batch']} "
-        f"({report['per_device_batch']} per device), "
-        f"K = {report['mcmc_steps']}: compiled in {report['compile_s']} s")
-  for key in ('state_gib_per_device', 'argument_gib', 'output_gib',
-              'temp_gib', 'alias_gib', 'peak_gib'):
+  print(
+      f"{report['config']} ({report['mode']}), {report['num_devices']} "
+      f"devices, batch {report['global_batch']} "
+      f"({report['per_device_batch']} per device), "
+      f"K = {report['mcmc_steps']}: compiled in {report['compile_s']} s"
+  )
+  for key in (
+      'state_gib_per_device',
+      'argument_gib',
+      'output_gib',
+      'temp_gib',
+      'alias_gib',
+      'peak_gib',
+  ):
     print(f'  {key:<22} {report[key]:>9.3f} GiB')
   print(f"  {'flops (loops once)':<22} {report['flops']:>13.4g}")
   if FLAGS.json:

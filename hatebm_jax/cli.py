@@ -9,9 +9,12 @@ defines them once; each command defines its own flags beside them.
 from absl import flags
 
 WORKDIR = flags.DEFINE_string(
-    'workdir', None, 'Training workdir (local or gs://) holding '
+    'workdir',
+    None,
+    'Training workdir (local or gs://) holding '
     'checkpoints/, or an exported model (.hatebm file: local, gs:// or '
-    'https://).')
+    'https://).',
+)
 STEP = flags.DEFINE_integer('step', None, 'Checkpoint step; default latest.')
 NUM_SAMPLES = flags.DEFINE_integer('num_samples', 64, 'Number of samples N.')
 BATCH_SIZE = flags.DEFINE_integer('batch_size', 64, 'Chains run at once.')
@@ -20,8 +23,9 @@ MCMC_STEPS = flags.DEFINE_integer('mcmc_steps', None, 'Langevin steps K.')
 MCMC_TEMP = flags.DEFINE_float('mcmc_temp', None, 'Temperature T.')
 EPSILON = flags.DEFINE_float('epsilon', None, 'Residual step size ε.')
 TAU_RES = flags.DEFINE_float('tau_res', None, 'Residual prior τ.')
-INIT_SCALE_RES = flags.DEFINE_float('init_scale_res', None,
-                                    'y₀ = init_scale_res·N(0,I).')
+INIT_SCALE_RES = flags.DEFINE_float(
+    'init_scale_res', None, 'y₀ = init_scale_res·N(0,I).'
+)
 CLIP = flags.DEFINE_boolean('clip', None, 'Clip the residual drift step.')
 DDLS_STEPS = flags.DEFINE_integer('ddls_steps', None, 'DDLS steps (SN-GAN).')
 DDLS_EPSILON = flags.DEFINE_float('ddls_epsilon', None, 'DDLS step size ε.')
@@ -29,8 +33,13 @@ DDLS_EPSILON = flags.DEFINE_float('ddls_epsilon', None, 'DDLS step size ε.')
 
 def sampler_overrides() -> dict:
   """The sampler flags as config overrides (None = keep the run's)."""
-  return dict(mcmc_steps=MCMC_STEPS.value, mcmc_temp=MCMC_TEMP.value,
-              epsilon=EPSILON.value, tau_res=TAU_RES.value,
-              init_scale_res=INIT_SCALE_RES.value,
-              clip_langevin_grad_res=CLIP.value,
-              ddls_steps=DDLS_STEPS.value, ddls_epsilon=DDLS_EPSILON.value)
+  return dict(
+      mcmc_steps=MCMC_STEPS.value,
+      mcmc_temp=MCMC_TEMP.value,
+      epsilon=EPSILON.value,
+      tau_res=TAU_RES.value,
+      init_scale_res=INIT_SCALE_RES.value,
+      clip_langevin_grad_res=CLIP.value,
+      ddls_steps=DDLS_STEPS.value,
+      ddls_epsilon=DDLS_EPSILON.value,
+  )

@@ -27,7 +27,7 @@ from hatebm_jax import optim
 
 
 def get_base_config() -> ml_collections.ConfigDict:
-  """Official synthesis defaults (facts §9.1, cifar10_synth column)."""
+  """Official synthesis defaults (docs/official_release.md §9.1, cifar10_synth column)."""
   c = ml_collections.ConfigDict()
   c.exp_name = 'cifar10_synth'
   c.seed = 0
@@ -37,63 +37,66 @@ def get_base_config() -> ml_collections.ConfigDict:
   # to retrofit).
   c.mode = 'synthesis'
 
-  # Data (facts §2).
-  c.data_type = 'cifar10'      # fashion_mnist | cifar10 | celeb_a | imagenet2012
-  c.data_dir = ''              # TFDS data_dir (or Fashion-MNIST folder); '' = default
-  c.image_dims = (32, 32, 3)   # [S, S, C]
-  c.random_crop = False        # ImageNet training crop
-  c.data_epsilon = 1e-3        # std of the noise added to positive samples
+  # Data (docs/official_release.md §2).
+  c.data_type = 'cifar10'  # fashion_mnist | cifar10 | celeb_a | imagenet2012
+  c.data_dir = ''  # TFDS data_dir (or Fashion-MNIST folder); '' = default
+  c.image_dims = (32, 32, 3)  # [S, S, C]
+  c.random_crop = False  # ImageNet training crop
+  c.data_epsilon = 1e-3  # std of the noise added to positive samples
 
-  # Networks (facts §1).
+  # Networks (docs/official_release.md §1).
   c.ebm_type = 'ebm_sngan'
-  c.ebm_ngf = 256              # hat network width (last block)
+  c.ebm_ngf = 256  # hat network width (last block)
   c.gen_type = 'gen_sngan'
-  c.gen_ngf = 256              # generator width (4x4 input stage)
-  c.gen_factor = 2.0           # G(z) in (-gen_factor, gen_factor)
-  c.state_dims = (128,)        # latent z shape
+  c.gen_ngf = 256  # generator width (4x4 input stage)
+  c.gen_factor = 2.0  # G(z) in (-gen_factor, gen_factor)
+  c.state_dims = (128,)  # latent z shape
 
-  # Training (facts §4.1, §4.4).
+  # Training (docs/official_release.md §4.1, §4.4).
   c.num_training_steps = 50_000
-  c.batch_size = 128           # global batch
+  c.batch_size = 128  # global batch
   c.ebm_lr_info = ((1e-4, 0),)  # [[lr, start_update], ...]
   c.gen_lr_info = ((1e-4, 0),)
-  c.clip_ebm_grad = False      # per-tensor clip of the hat network gradients
+  c.clip_ebm_grad = False  # per-tensor clip of the hat network gradients
   c.max_grad_norm = 50.0
   c.gen_loss_factor_coop = 1000.0
-  c.persistent_size = 10_000   # replay bank, rounded down to a batch multiple
+  c.persistent_size = 10_000  # replay bank, rounded down to a batch multiple
 
-  # Langevin sampling (facts §3).
-  c.mcmc_steps = 50            # K
-  c.mcmc_temp = 1e-8           # T
-  c.epsilon = 5e-4             # residual step size ε
-  c.tau_res = 0.0              # residual prior τ‖y‖²
-  c.init_scale_res = 0.0       # y0 = init_scale_res · N(0, I)
-  c.init_scale_latent = 1.0    # z0 = init_scale_latent · N(0, I)
+  # Langevin sampling (docs/official_release.md §3).
+  c.mcmc_steps = 50  # K
+  c.mcmc_temp = 1e-8  # T
+  c.epsilon = 5e-4  # residual step size ε
+  c.tau_res = 0.0  # residual prior τ‖y‖²
+  c.init_scale_res = 0.0  # y0 = init_scale_res · N(0, I)
+  c.init_scale_latent = 1.0  # z0 = init_scale_latent · N(0, I)
   c.use_noise = True
   c.clip_langevin_grad_res = True
   c.max_langevin_norm_res = 2.5  # per-image bound on the drift step
-  c.langevin_unroll = -1       # scan unroll: -1 auto (CPU full, else 1), 0 full
+  c.langevin_unroll = -1  # scan unroll: -1 auto (CPU full, else 1), 0 full
   # Arithmetic of the hat network, generator and encoder: 'float32', or
   # 'bfloat16' on GPU/TPU (parameters, Adam states, the Langevin state y and
   # z, energies, drift norms and losses stay float32; see docs/performance.md).
   c.compute_dtype = 'float32'
-  c.update_latents = False     # joint sampler: Langevin on z too (facts §3)
-  c.epsilon_latent = 5e-3      # ε_z of the latent steps
+  c.update_latents = (
+      False  # joint sampler: Langevin on z too (docs/official_release.md §3)
+  )
+  c.epsilon_latent = 5e-3  # ε_z of the latent steps
 
   # Joint runs: the frozen generator comes from this workdir (local or
   # gs://) of an 'sngan' run (refine) or an 'autoencoder' run (retrofit).
   c.gen_weights = ''
 
-  # SN-GAN (Mimicry recipe, facts §8 #9) and DDLS (Che et al. 2020).
-  c.disc_ndf = 128             # discriminator width
-  c.gan_lr = 2e-4              # Adam, decayed linearly to 0
+  # SN-GAN (Mimicry recipe, docs/official_release.md §8 #9) and DDLS (Che et al.
+  # 2020).
+  c.disc_ndf = 128  # discriminator width
+  c.gan_lr = 2e-4  # Adam, decayed linearly to 0
   c.gan_beta1 = 0.0
   c.gan_beta2 = 0.9
-  c.n_dis = 5                  # discriminator steps per generator step
-  c.ddls_steps = 100           # DDLS Langevin steps in z
-  c.ddls_epsilon = 0.1         # DDLS step size ε (drift ε²/2, noise ε)
+  c.n_dis = 5  # discriminator steps per generator step
+  c.ddls_steps = 100  # DDLS Langevin steps in z
+  c.ddls_epsilon = 0.1  # DDLS step size ε (drift ε²/2, noise ε)
 
-  # Autoencoder (facts §1.5, §4.3): data_epsilon is its latent noise.
+  # Autoencoder (docs/official_release.md §1.5, §4.3): data_epsilon is its latent noise.
   c.inf_type = 'inf_encoder'
   c.inf_ngf = 256
   c.inf_lr_info = ((1e-4, 0),)
@@ -114,12 +117,12 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.max_rollbacks = 3
   c.rollback_lr_factor = 1.0
 
-  # Logging and checkpoints (facts §4.5).
-  c.info_freq = 50             # scalars to TensorBoard and console
-  c.plot_freq = 500            # PNG grids under <workdir>/samples
-  c.checkpoint_freq = 1000     # Orbax checkpoint of the whole state
+  # Logging and checkpoints (docs/official_release.md §4.5).
+  c.info_freq = 50  # scalars to TensorBoard and console
+  c.plot_freq = 500  # PNG grids under <workdir>/samples
+  c.checkpoint_freq = 1000  # Orbax checkpoint of the whole state
   c.max_to_keep = 3
-  c.num_plot = 64              # images per grid
+  c.num_plot = 64  # images per grid
   # Fréchet Classifier Distance to Fashion-MNIST test, logged to TensorBoard
   # every fcd_freq steps and at the end (0 = never; Fashion-MNIST runs only).
   c.fcd_freq = 0
@@ -134,13 +137,25 @@ MAX_PLOT = 1024  # images in one PNG grid
 
 # Keys that fix the shapes or structure of the training state: a checkpoint
 # made with other values cannot be restored into this config.
-STATE_KEYS = ('mode', 'image_dims', 'ebm_type', 'ebm_ngf', 'gen_type',
-              'gen_ngf', 'state_dims', 'batch_size', 'persistent_size',
-              'clip_ebm_grad', 'disc_ndf', 'inf_ngf')
+STATE_KEYS = (
+    'mode',
+    'image_dims',
+    'ebm_type',
+    'ebm_ngf',
+    'gen_type',
+    'gen_ngf',
+    'state_dims',
+    'batch_size',
+    'persistent_size',
+    'clip_ebm_grad',
+    'disc_ndf',
+    'inf_ngf',
+)
 
 
-def state_mismatches(saved: dict, config: ml_collections.ConfigDict
-                     ) -> list[str]:
+def state_mismatches(
+    saved: dict, config: ml_collections.ConfigDict
+) -> list[str]:
   """`key: saved -> new` for each STATE_KEYS entry that differs.
 
   Args:
@@ -148,16 +163,20 @@ def state_mismatches(saved: dict, config: ml_collections.ConfigDict
     config: the config of the run that wants to restore it.
   """
   current = json.loads(json.dumps(config.to_dict()))
-  return [f'{key}: checkpoint {saved.get(key)!r}, config {current[key]!r}'
-          for key in STATE_KEYS if saved.get(key) != current[key]]
+  return [
+      f'{key}: checkpoint {saved.get(key)!r}, config {current[key]!r}'
+      for key in STATE_KEYS
+      if saved.get(key) != current[key]
+  ]
 
 
 def from_saved(saved: Any) -> ml_collections.ConfigDict:
   """A config stored with a run (a dict from JSON, or a ConfigDict), with
   keys added since filled in from the defaults and JSON lists turned back
   into tuples; not validated, and `saved` is not modified."""
-  saved = dict(saved.to_dict() if isinstance(saved, ml_collections.ConfigDict)
-               else saved)
+  saved = dict(
+      saved.to_dict() if isinstance(saved, ml_collections.ConfigDict) else saved
+  )
   for key in ('image_dims', 'state_dims'):
     if key in saved:
       saved[key] = tuple(saved[key])
@@ -169,8 +188,11 @@ def from_saved(saved: Any) -> ml_collections.ConfigDict:
 
 
 def _integer(value: Any, minimum: int) -> bool:
-  return (isinstance(value, int) and not isinstance(value, bool) and
-          value >= minimum)
+  return (
+      isinstance(value, int)
+      and not isinstance(value, bool)
+      and value >= minimum
+  )
 
 
 def _positive(value: Any) -> bool:
@@ -190,26 +212,49 @@ GEN_TYPES = ('gen_sngan', 'gen_decoder')
 # settings dataclass apply the same rule with the same message.
 RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     'mode': (lambda v: v in MODES, f'choose one of {MODES}'),
-    'ebm_type': (lambda v: v == 'ebm_sngan',
-                 "the only hat network is 'ebm_sngan'"),
-    'gen_type': (lambda v: v in GEN_TYPES, "choose 'gen_sngan' or "
-                 "'gen_decoder'"),
-    'inf_type': (lambda v: v == 'inf_encoder',
-                 "the only encoder is 'inf_encoder'"),
+    'ebm_type': (
+        lambda v: v == 'ebm_sngan',
+        "the only hat network is 'ebm_sngan'",
+    ),
+    'gen_type': (
+        lambda v: v in GEN_TYPES,
+        "choose 'gen_sngan' or " "'gen_decoder'",
+    ),
+    'inf_type': (
+        lambda v: v == 'inf_encoder',
+        "the only encoder is 'inf_encoder'",
+    ),
     'seed': (lambda v: _integer(v, 0), 'must be an integer >= 0'),
-    'mcmc_steps': POSITIVE_INT, 'n_dis': POSITIVE_INT,
-    'ddls_steps': POSITIVE_INT, 'disc_ndf': POSITIVE_INT,
+    'mcmc_steps': POSITIVE_INT,
+    'n_dis': POSITIVE_INT,
+    'ddls_steps': POSITIVE_INT,
+    'disc_ndf': POSITIVE_INT,
     'inf_ngf': (lambda v: _integer(v, 1), 'must be a positive integer'),
-    'mcmc_temp': POSITIVE, 'epsilon': POSITIVE, 'epsilon_latent': POSITIVE,
-    'ddls_epsilon': POSITIVE, 'gan_lr': POSITIVE, 'gen_factor': POSITIVE,
-    'max_langevin_norm_res': POSITIVE, 'max_grad_norm': POSITIVE,
-    'gen_loss_factor_coop': POSITIVE, 'loss_factor': POSITIVE,
-    'tau_res': NON_NEGATIVE, 'data_epsilon': NON_NEGATIVE,
-    'init_scale_res': NON_NEGATIVE, 'init_scale_latent': NON_NEGATIVE,
+    'mcmc_temp': POSITIVE,
+    'epsilon': POSITIVE,
+    'epsilon_latent': POSITIVE,
+    'ddls_epsilon': POSITIVE,
+    'gan_lr': POSITIVE,
+    'gen_factor': POSITIVE,
+    'max_langevin_norm_res': POSITIVE,
+    'max_grad_norm': POSITIVE,
+    'gen_loss_factor_coop': POSITIVE,
+    'loss_factor': POSITIVE,
+    'tau_res': NON_NEGATIVE,
+    'data_epsilon': NON_NEGATIVE,
+    'init_scale_res': NON_NEGATIVE,
+    'init_scale_latent': NON_NEGATIVE,
     'update_latents': (bool, 'a joint run moves z: set it True'),
 }
-for _key in ('num_training_steps', 'batch_size', 'info_freq', 'plot_freq',
-             'checkpoint_freq', 'max_to_keep', 'num_plot'):
+for _key in (
+    'num_training_steps',
+    'batch_size',
+    'info_freq',
+    'plot_freq',
+    'checkpoint_freq',
+    'max_to_keep',
+    'num_plot',
+):
   RULES[_key] = POSITIVE_INT
 
 
@@ -230,8 +275,7 @@ def check(key: str, value: Any) -> None:
     raise invalid(key, value, allowed)
 
 
-def check_generator(gen_type: str, state_dims: tuple, image_size: int
-                    ) -> None:
+def check_generator(gen_type: str, state_dims: tuple, image_size: int) -> None:
   """The latent shape and image size a generator type takes.
 
   Raises:
@@ -241,11 +285,17 @@ def check_generator(gen_type: str, state_dims: tuple, image_size: int
   check('gen_type', gen_type)
   if gen_type == 'gen_sngan':
     if not (len(state_dims) == 1 and state_dims[0] >= 1):
-      raise invalid('state_dims', tuple(state_dims),
-                    "'gen_sngan' takes a latent vector [nz], nz >= 1")
+      raise invalid(
+          'state_dims',
+          tuple(state_dims),
+          "'gen_sngan' takes a latent vector [nz], nz >= 1",
+      )
   elif tuple(state_dims) != (16, 16, 1) or image_size != 32:
-    raise invalid('state_dims', tuple(state_dims), "'gen_decoder' takes "
-                  'latents (16, 16, 1) and makes 32x32 images')
+    raise invalid(
+        'state_dims',
+        tuple(state_dims),
+        "'gen_decoder' takes " 'latents (16, 16, 1) and makes 32x32 images',
+    )
 
 
 def check_bank(persistent_size: int, batch_size: int) -> None:
@@ -255,9 +305,12 @@ def check_bank(persistent_size: int, batch_size: int) -> None:
     ValueError: when `persistent_size` < `batch_size`.
   """
   if not persistent_size >= batch_size:
-    raise invalid('persistent_size', persistent_size,
-                  f'the replay bank must hold at least one batch '
-                  f'(batch_size={batch_size})')
+    raise invalid(
+        'persistent_size',
+        persistent_size,
+        f'the replay bank must hold at least one batch '
+        f'(batch_size={batch_size})',
+    )
 
 
 def load_config_file(next_to: str, name: str) -> ml_collections.ConfigDict:
@@ -279,6 +332,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   Raises:
     ValueError: naming the key, its value and what is allowed.
   """
+
   def need(ok, key, allowed):
     if not ok:
       raise invalid(key, config[key], allowed)
@@ -289,62 +343,117 @@ def validate(config: ml_collections.ConfigDict) -> None:
   for key in config:
     if key not in known:
       close = difflib.get_close_matches(key, list(known), n=1)
-      raise ValueError(f'config.{key} is not a known key' + (
-          f' (did you mean {close[0]}?)' if close else '') +
-          '; the keys are those of hatebm_jax/config_base.py.')
+      raise ValueError(
+          f'config.{key} is not a known key'
+          + (f' (did you mean {close[0]}?)' if close else '')
+          + '; the keys are those of hatebm_jax/config_base.py.'
+      )
 
   for key in ('mode', 'ebm_type', 'seed'):
     check(key, config[key])
   for key in ('image_dims', 'state_dims'):
-    need(all(isinstance(d, int) and not isinstance(d, bool) and d >= 1
-             for d in config[key]), key, 'must be a tuple of integers >= 1')
-  need(config.data_type in data.IMAGE_DIMS, 'data_type',
-       f'choose one of {sorted(data.IMAGE_DIMS)}')
-  need(len(config.image_dims) == 3 and config.image_dims[0] in (32, 64, 128)
-       and config.image_dims[0] == config.image_dims[1], 'image_dims',
-       'networks exist for [S, S, C] with S in 32, 64, 128')
-  need(tuple(config.image_dims) == data.IMAGE_DIMS[config.data_type],
-       'image_dims', f'{config.data_type} is trained at '
-       f'{data.IMAGE_DIMS[config.data_type]}')
-  for key in ('num_training_steps', 'batch_size', 'mcmc_steps', 'info_freq',
-              'plot_freq', 'checkpoint_freq', 'max_to_keep', 'num_plot'):
+    need(
+        all(
+            isinstance(d, int) and not isinstance(d, bool) and d >= 1
+            for d in config[key]
+        ),
+        key,
+        'must be a tuple of integers >= 1',
+    )
+  need(
+      config.data_type in data.IMAGE_DIMS,
+      'data_type',
+      f'choose one of {sorted(data.IMAGE_DIMS)}',
+  )
+  need(
+      len(config.image_dims) == 3
+      and config.image_dims[0] in (32, 64, 128)
+      and config.image_dims[0] == config.image_dims[1],
+      'image_dims',
+      'networks exist for [S, S, C] with S in 32, 64, 128',
+  )
+  need(
+      tuple(config.image_dims) == data.IMAGE_DIMS[config.data_type],
+      'image_dims',
+      f'{config.data_type} is trained at '
+      f'{data.IMAGE_DIMS[config.data_type]}',
+  )
+  for key in (
+      'num_training_steps',
+      'batch_size',
+      'mcmc_steps',
+      'info_freq',
+      'plot_freq',
+      'checkpoint_freq',
+      'max_to_keep',
+      'num_plot',
+  ):
     check(key, config[key])
-  need(config.num_plot <= MAX_PLOT, 'num_plot',
-       f'a grid shows at most {MAX_PLOT} images')
-  for key in ('mcmc_temp', 'epsilon', 'gen_factor', 'max_langevin_norm_res',
-              'max_grad_norm', 'gen_loss_factor_coop', 'data_epsilon',
-              'tau_res', 'init_scale_res', 'init_scale_latent'):
+  need(
+      config.num_plot <= MAX_PLOT,
+      'num_plot',
+      f'a grid shows at most {MAX_PLOT} images',
+  )
+  for key in (
+      'mcmc_temp',
+      'epsilon',
+      'gen_factor',
+      'max_langevin_norm_res',
+      'max_grad_norm',
+      'gen_loss_factor_coop',
+      'data_epsilon',
+      'tau_res',
+      'init_scale_res',
+      'init_scale_latent',
+  ):
     check(key, config[key])
   size = config.image_dims[0]
   for key in ('ebm_ngf', 'gen_ngf'):
-    need(isinstance(config[key], int) and config[key] >= 1 and
-         (size == 32 or config[key] % 16 == 0), key,
-         'must be a positive integer' + ('' if size == 32 else
-                                         f', a multiple of 16 at {size}px'))
+    need(
+        isinstance(config[key], int)
+        and config[key] >= 1
+        and (size == 32 or config[key] % 16 == 0),
+        key,
+        'must be a positive integer'
+        + ('' if size == 32 else f', a multiple of 16 at {size}px'),
+    )
   check_generator(config.gen_type, config.state_dims, size)
   if config.mode in ('synthesis', 'sngan'):
-    need(config.gen_type == 'gen_sngan', 'gen_type',
-         f"mode {config.mode!r} trains a 'gen_sngan' generator")
+    need(
+        config.gen_type == 'gen_sngan',
+        'gen_type',
+        f"mode {config.mode!r} trains a 'gen_sngan' generator",
+    )
   if config.mode == 'autoencoder':
-    need(config.gen_type == 'gen_decoder', 'gen_type',
-         "mode 'autoencoder' trains the decoder 'gen_decoder'")
+    need(
+        config.gen_type == 'gen_decoder',
+        'gen_type',
+        "mode 'autoencoder' trains the decoder 'gen_decoder'",
+    )
     for key in ('inf_type', 'inf_ngf', 'loss_factor'):
       check(key, config[key])
     try:
       optim.lr_schedule(config.inf_lr_info)
     except (TypeError, ValueError) as e:
-      raise ValueError(f'config.inf_lr_info={config.inf_lr_info!r} is '
-                       f'invalid: {e}') from e
+      raise ValueError(
+          f'config.inf_lr_info={config.inf_lr_info!r} is ' f'invalid: {e}'
+      ) from e
   if config.mode == 'joint':
     check('update_latents', config.update_latents)
-    need(bool(config.gen_weights), 'gen_weights',
-         'a joint run needs the workdir of a trained sngan or autoencoder '
-         'run (its generator / decoder is refined)')
+    need(
+        bool(config.gen_weights),
+        'gen_weights',
+        'a joint run needs the workdir of a trained sngan or autoencoder '
+        'run (its generator / decoder is refined)',
+    )
   if config.update_latents:
     check('epsilon_latent', config.epsilon_latent)
   if config.mode == 'sngan':
-    need(size == 32 or config.disc_ndf % 16 == 0, 'disc_ndf',
-         f'must be a multiple of 16 at {size}px')
+    need(
+        size == 32 or config.disc_ndf % 16 == 0,
+        'disc_ndf',
+        f'must be a multiple of 16 at {size}px',
+    )
     for key in ('n_dis', 'disc_ndf', 'ddls_steps', 'gan_lr', 'ddls_epsilon'):
       check(key, config[key])
     for key in ('gan_beta1', 'gan_beta2'):
@@ -356,32 +465,68 @@ def validate(config: ml_collections.ConfigDict) -> None:
       raise ValueError(f'config.{key}={config[key]!r} is invalid: {e}') from e
   if config.mode == 'synthesis':
     check_bank(config.persistent_size, config.batch_size)
-  need(isinstance(config.fcd_freq, int) and config.fcd_freq >= 0, 'fcd_freq',
-       'must be an integer >= 0 (0 = no FCD during training)')
-  need(config.fcd_freq == 0 or config.data_type == 'fashion_mnist',
-       'fcd_freq', 'FCD uses a Fashion-MNIST classifier: set it to 0 for '
-       f'data_type={config.data_type!r}')
-  need(isinstance(config.fcd_num_samples, int) and config.fcd_num_samples >= 2,
-       'fcd_num_samples', 'must be an integer >= 2')
-  need(isinstance(config.num_devices, int) and config.num_devices >= 0,
-       'num_devices', 'must be an integer >= 0 (0 = all devices)')
-  need(isinstance(config.langevin_unroll, int) and config.langevin_unroll >= -1,
-       'langevin_unroll', '-1 (auto), 0 (fully unrolled) or a positive int')
-  need(config.compute_dtype != 'float16', 'compute_dtype',
-       "float16 overflows: the hat-network gradients carry the factor 1/T "
-       f"(1/mcmc_temp = {1 / config.mcmc_temp:.3g}) beyond its range "
-       "(65504); use 'bfloat16', which has float32's range")
-  need(config.compute_dtype in COMPUTE_DTYPES, 'compute_dtype',
-       f'choose one of {COMPUTE_DTYPES}')
-  need(config.mode != 'sngan' or config.compute_dtype == 'float32',
-       'compute_dtype', "the 'sngan' mode trains in float32 (batch and "
-       'spectral-norm statistics); bfloat16 is for the Hat EBM modes and '
-       'the autoencoder')
-  need(config.divergence_max_energy > 0, 'divergence_max_energy',
-       'must be > 0 (inf: check finiteness only)')
-  need(config.on_divergence in ON_DIVERGENCE, 'on_divergence',
-       f'choose one of {ON_DIVERGENCE}')
-  need(isinstance(config.max_rollbacks, int) and config.max_rollbacks >= 0,
-       'max_rollbacks', 'must be an integer >= 0')
-  need(0 < config.rollback_lr_factor <= 1, 'rollback_lr_factor',
-       'must be in (0, 1] (1 keeps the learning rates)')
+  need(
+      isinstance(config.fcd_freq, int) and config.fcd_freq >= 0,
+      'fcd_freq',
+      'must be an integer >= 0 (0 = no FCD during training)',
+  )
+  need(
+      config.fcd_freq == 0 or config.data_type == 'fashion_mnist',
+      'fcd_freq',
+      'FCD uses a Fashion-MNIST classifier: set it to 0 for '
+      f'data_type={config.data_type!r}',
+  )
+  need(
+      isinstance(config.fcd_num_samples, int) and config.fcd_num_samples >= 2,
+      'fcd_num_samples',
+      'must be an integer >= 2',
+  )
+  need(
+      isinstance(config.num_devices, int) and config.num_devices >= 0,
+      'num_devices',
+      'must be an integer >= 0 (0 = all devices)',
+  )
+  need(
+      isinstance(config.langevin_unroll, int) and config.langevin_unroll >= -1,
+      'langevin_unroll',
+      '-1 (auto), 0 (fully unrolled) or a positive int',
+  )
+  need(
+      config.compute_dtype != 'float16',
+      'compute_dtype',
+      'float16 overflows: the hat-network gradients carry the factor 1/T '
+      f'(1/mcmc_temp = {1 / config.mcmc_temp:.3g}) beyond its range '
+      "(65504); use 'bfloat16', which has float32's range",
+  )
+  need(
+      config.compute_dtype in COMPUTE_DTYPES,
+      'compute_dtype',
+      f'choose one of {COMPUTE_DTYPES}',
+  )
+  need(
+      config.mode != 'sngan' or config.compute_dtype == 'float32',
+      'compute_dtype',
+      "the 'sngan' mode trains in float32 (batch and "
+      'spectral-norm statistics); bfloat16 is for the Hat EBM modes and '
+      'the autoencoder',
+  )
+  need(
+      config.divergence_max_energy > 0,
+      'divergence_max_energy',
+      'must be > 0 (inf: check finiteness only)',
+  )
+  need(
+      config.on_divergence in ON_DIVERGENCE,
+      'on_divergence',
+      f'choose one of {ON_DIVERGENCE}',
+  )
+  need(
+      isinstance(config.max_rollbacks, int) and config.max_rollbacks >= 0,
+      'max_rollbacks',
+      'must be an integer >= 0',
+  )
+  need(
+      0 < config.rollback_lr_factor <= 1,
+      'rollback_lr_factor',
+      'must be in (0, 1] (1 keeps the learning rates)',
+  )

@@ -1,7 +1,7 @@
 """Training images: the embedded Fashion-MNIST default and TFDS data sets.
 
 Every source yields float32 batches [B, S, S, C] in [-1, 1], x = 2·(u/255) − 1
-for uint8 pixels u, scaled before any resize (facts §2).
+for uint8 pixels u, scaled before any resize (docs/official_release.md §2).
 
 * `fashion_mnist` (the CPU default) is read from the standard IDX files that
   Debian's `dataset-fashion-mnist` package installs, padded 28 -> 32 with
@@ -31,9 +31,20 @@ FASHION_MNIST_FILES = {
     'train': ('train-images-idx3-ubyte.gz', 'train-labels-idx1-ubyte.gz'),
     'test': ('t10k-images-idx3-ubyte.gz', 't10k-labels-idx1-ubyte.gz'),
 }
-FASHION_MNIST_CLASSES = ('T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat',
-                         'Sandal', 'Shirt', 'Sneaker', 'Bag', 'Ankle boot')
-# Image shape [S, S, C] that each data set is trained at (facts §2, §9.1).
+FASHION_MNIST_CLASSES = (
+    'T-shirt/top',
+    'Trouser',
+    'Pullover',
+    'Dress',
+    'Coat',
+    'Sandal',
+    'Shirt',
+    'Sneaker',
+    'Bag',
+    'Ankle boot',
+)
+# Image shape [S, S, C] that each data set is trained at
+# (docs/official_release.md §2, §9.1).
 IMAGE_DIMS = {
     'fashion_mnist': (32, 32, 1),
     'cifar10': (32, 32, 3),
@@ -41,13 +52,13 @@ IMAGE_DIMS = {
     'imagenet2012': (128, 128, 3),
 }
 TFDS_DATASETS = ('cifar10', 'celeb_a', 'imagenet2012')
-SHUFFLE_BUFFER = 10_000  # facts §2
+SHUFFLE_BUFFER = 10_000  # docs/official_release.md §2
 # Salts that keep the random streams derived from one seed apart.
 _FILE_ORDER, _EXAMPLE_ORDER, _CROP = 0, 1, 2
 
 
 def to_float(images: np.ndarray) -> np.ndarray:
-  """uint8 pixels [..] in [0, 255] -> float32 in [-1, 1] (facts §2)."""
+  """uint8 pixels [..] in [0, 255] -> float32 in [-1, 1] (docs/official_release.md §2)."""
   return images.astype(np.float32) * (2.0 / 255.0) - 1.0
 
 
@@ -58,11 +69,12 @@ def _read_idx(path: str) -> np.ndarray:
   zero, dtype_code, ndim = struct.unpack('>HBB', data[:4])
   if zero != 0 or dtype_code != 0x08:
     raise ValueError(f'{path} is not a uint8 IDX file (header {data[:4]!r}).')
-  shape = struct.unpack('>' + 'I' * ndim, data[4:4 + 4 * ndim])
+  shape = struct.unpack('>' + 'I' * ndim, data[4 : 4 + 4 * ndim])
   array = np.frombuffer(data, np.uint8, offset=4 + 4 * ndim)
   if array.size != int(np.prod(shape)):
-    raise ValueError(f'{path}: header says {shape}, file holds {array.size} '
-                     'values.')
+    raise ValueError(
+        f'{path}: header says {shape}, file holds {array.size} ' 'values.'
+    )
   return array.reshape(shape)
 
 
@@ -91,11 +103,13 @@ def fashion_mnist_dir(data_dir: Optional[str] = None) -> str:
       'Install it with `apt-get install -y dataset-fashion-mnist` (files land '
       'in /usr/share/datasets/fashion-mnist), or point '
       '--config.data_dir / $HATEBM_FASHION_MNIST_DIR at a folder with the '
-      'standard IDX files.')
+      'standard IDX files.'
+  )
 
 
-def load_fashion_mnist(split: str = 'train', data_dir: Optional[str] = None,
-                       pad_to: int = 32) -> tuple[np.ndarray, np.ndarray]:
+def load_fashion_mnist(
+    split: str = 'train', data_dir: Optional[str] = None, pad_to: int = 32
+) -> tuple[np.ndarray, np.ndarray]:
   """Fashion-MNIST images and labels.
 
   Args:
@@ -112,8 +126,9 @@ def load_fashion_mnist(split: str = 'train', data_dir: Optional[str] = None,
     FileNotFoundError: see `fashion_mnist_dir`.
   """
   if split not in FASHION_MNIST_FILES:
-    raise ValueError(f'split={split!r}; Fashion-MNIST has '
-                     f'{sorted(FASHION_MNIST_FILES)}.')
+    raise ValueError(
+        f'split={split!r}; Fashion-MNIST has ' f'{sorted(FASHION_MNIST_FILES)}.'
+    )
   if pad_to < 28:
     raise ValueError(f'pad_to={pad_to} must be >= 28.')
   directory = fashion_mnist_dir(data_dir)
@@ -134,14 +149,21 @@ class ArrayBatches:
   whether a run got to t directly or was resumed.
   """
 
-  def __init__(self, images: np.ndarray, batch_size: int, seed: int,
-               rows: Optional[slice] = None):
+  def __init__(
+      self,
+      images: np.ndarray,
+      batch_size: int,
+      seed: int,
+      rows: Optional[slice] = None,
+  ):
     """Args: images uint8 [N, S, S, C]; batch_size B (global); seed;
     rows: which rows of each global batch to return (this process's share
     in a multi-process job, `parallel.process_rows`); all when None."""
     if batch_size > len(images):
-      raise ValueError(f'batch_size={batch_size} exceeds the {len(images)} '
-                       'training images.')
+      raise ValueError(
+          f'batch_size={batch_size} exceeds the {len(images)} '
+          'training images.'
+      )
     self.images = images
     self.batch_size = batch_size
     self.seed = seed
@@ -160,8 +182,7 @@ class ArrayBatches:
     """float32 [rows, S, S, C] in [-1, 1] for training step `step` ≥ 0:
     the `rows` of global batch `step`."""
     n = len(self.images)
-    positions = np.arange(step * self.batch_size,
-                          (step + 1) * self.batch_size)
+    positions = np.arange(step * self.batch_size, (step + 1) * self.batch_size)
     index = np.empty(self.batch_size, np.int64)
     for epoch in np.unique(positions // n):
       mask = positions // n == epoch
@@ -182,14 +203,17 @@ def _derived_seed(seed: int, salt: int, index):
 
   # fold_in alone gives [f(seed, salt), index]: hash it into both elements.
   key = tf.random.experimental.stateless_fold_in(
-      tf.constant([seed, salt], tf.int64), tf.cast(index, tf.int64))
-  return tf.random.stateless_uniform([2], key, minval=None, maxval=None,
-                                     dtype=tf.int64)
+      tf.constant([seed, salt], tf.int64), tf.cast(index, tf.int64)
+  )
+  return tf.random.stateless_uniform(
+      [2], key, minval=None, maxval=None, dtype=tf.int64
+  )
 
 
-def _tfds_preprocess(name: str, image_size: int, random_crop: bool,
-                     seed: int = 0):
-  """The official per-image transform of a TFDS data set (facts §2).
+def _tfds_preprocess(
+    name: str, image_size: int, random_crop: bool, seed: int = 0
+):
+  """The official per-image transform of a TFDS data set (docs/official_release.md §2).
 
   Returns `transform(example, position=0)`: example['image'] uint8
   [H, W, 3] -> float32 [S, S, 3] in [-1, 1] (CIFAR-10 stays 32x32). All of
@@ -207,7 +231,7 @@ def _tfds_preprocess(name: str, image_size: int, random_crop: bool,
     side = tf.minimum(shape[0], shape[1])
     top = (shape[0] - side) // 2
     left = (shape[1] - side) // 2
-    return x[top:top + side, left:left + side]
+    return x[top : top + side, left : left + side]
 
   def transform(example, position=0):
     x = tf.cast(example['image'], tf.float32) * (2.0 / 255.0) - 1.0
@@ -215,14 +239,15 @@ def _tfds_preprocess(name: str, image_size: int, random_crop: bool,
       return x
     if name == 'imagenet2012' and random_crop:
       # Short side to exactly S, long side scaled alike (truncated, at least
-      # S), then a uniform random S x S crop; no flip (facts §2, §8 #10).
+      # S), then a uniform random S x S crop; no flip (docs/official_release.md §2, §8 #10).
       shape = tf.cast(tf.shape(x)[:2], tf.float32)
       scale = image_size / tf.reduce_min(shape)
       new = tf.maximum(tf.cast(shape * scale, tf.int32), image_size)
       new = tf.where(shape <= tf.reduce_min(shape), image_size, new)
       x = resize(x, new[0], new[1])
       return tf.image.stateless_random_crop(
-          x, (image_size, image_size, 3), _derived_seed(seed, _CROP, position))
+          x, (image_size, image_size, 3), _derived_seed(seed, _CROP, position)
+      )
     # CelebA (178x218 -> 178 square) and ImageNet for evaluation.
     return resize(center_square(x), image_size, image_size)
 
@@ -234,27 +259,33 @@ def _tfds_load(name: str, split: str, data_dir: Optional[str], **kwargs):
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
 
   try:
-    return tfds.load(name, split=split, data_dir=data_dir or None,
-                     download=False, **kwargs)
-  except (AssertionError, FileNotFoundError,
-          tfds.core.registered.DatasetNotFoundError) as e:
+    return tfds.load(
+        name, split=split, data_dir=data_dir or None, download=False, **kwargs
+    )
+  except (
+      AssertionError,
+      FileNotFoundError,
+      tfds.core.registered.DatasetNotFoundError,
+  ) as e:
     where = data_dir or '~/tensorflow_datasets'
     raise FileNotFoundError(
         f'TFDS data set {name!r} is not prepared in data_dir={where!r}. '
         'Prepare it once (see README, "Data sets"), e.g. `tfds build '
         f'{name} --data_dir={where}` on a machine with internet access '
         '(ImageNet and CelebA need their archives placed in the manual '
-        'download folder first), then pass --config.data_dir.') from e
+        'download folder first), then pass --config.data_dir.'
+    ) from e
 
 
-def tfds_images(name: str, data_dir: Optional[str], split: str,
-                image_size: int, num: int) -> np.ndarray:
+def tfds_images(
+    name: str, data_dir: Optional[str], split: str, image_size: int, num: int
+) -> np.ndarray:
   """The first `num` images of a TFDS split, prepared for evaluation.
 
-  The official evaluation transform (facts §2, §6.1): CIFAR-sized sets as
-  they are, others centre-cropped to a square and resized (bilinear,
-  antialiased) to `image_size`; no random crop, no shuffling, no data
-  noise; then uint8 round(255(x+1)/2) (facts §6.1).
+  The official evaluation transform (docs/official_release.md §2, §6.1):
+  CIFAR-sized sets as they are, others centre-cropped to a square and resized
+  (bilinear, antialiased) to `image_size`; no random crop, no shuffling, no data
+  noise; then uint8 round(255(x+1)/2) (docs/official_release.md §6.1).
 
   Args:
     name: a TFDS name ('cifar10', 'celeb_a', 'imagenet2012',
@@ -278,15 +309,17 @@ def tfds_images(name: str, data_dir: Optional[str], split: str,
 
   def to_uint8(example):
     x = transform(example)
-    return tf.cast(tf.round(255.0 * (tf.clip_by_value(x, -1.0, 1.0) + 1.0)
-                            / 2.0), tf.uint8)
+    return tf.cast(
+        tf.round(255.0 * (tf.clip_by_value(x, -1.0, 1.0) + 1.0) / 2.0), tf.uint8
+    )
 
   ds = ds.map(to_uint8, num_parallel_calls=tf.data.AUTOTUNE).batch(1000)
   return np.concatenate(list(tfds.as_numpy(ds)))
 
 
-def eval_images(name: str, data_dir: Optional[str], split: str,
-                image_size: int, num: int) -> np.ndarray:
+def eval_images(
+    name: str, data_dir: Optional[str], split: str, image_size: int, num: int
+) -> np.ndarray:
   """Reference images of a training data set for FID/FCD, uint8 [≤num,S,S,C].
 
   Fashion-MNIST from its IDX files (padded to 32), the others through
@@ -299,32 +332,39 @@ def eval_images(name: str, data_dir: Optional[str], split: str,
   if name == 'fashion_mnist':
     return load_fashion_mnist(split, data_dir)[0][:num]
   if name not in TFDS_DATASETS:
-    raise ValueError(f'data_type={name!r} is unknown; choose one of '
-                     f'{sorted(IMAGE_DIMS)}.')
+    raise ValueError(
+        f'data_type={name!r} is unknown; choose one of '
+        f'{sorted(IMAGE_DIMS)}.'
+    )
   return tfds_images(name, data_dir, split, image_size, num)
 
 
-def tfds_batches(name: str, data_dir: Optional[str], batch_size: int,
-                 image_size: int, random_crop: bool, seed: int,
-                 split: str = 'train', start_step: int = 0
-                 ) -> Iterator[np.ndarray]:
+def tfds_batches(
+    name: str,
+    data_dir: Optional[str],
+    batch_size: int,
+    image_size: int,
+    random_crop: bool,
+    seed: int,
+    split: str = 'train',
+    start_step: int = 0,
+) -> Iterator[np.ndarray]:
   """Endless shuffled batches of a prepared TFDS data set from `start_step` on.
 
-  The official shuffle(10,000) -> repeat -> batch pipeline (facts §2) made a
-  pure function of (seed, step). The stream concatenates epochs e = 0, 1, ...
-  of the N examples of `split`; epoch e reads the record files in an order
-  and through a 10,000-example shuffle buffer both seeded by (seed, e); the
-  example at position p of the stream is decoded and transformed (the
-  ImageNet crop seeded by (seed, p), see `_tfds_preprocess`); batch t is
-  positions [tB, (t+1)B), crossing epoch boundaries. File interleaving,
-  decoding and batching are deterministic tf.data stages, so the batch of a
-  step is the same bit for bit whether the iterator was opened at step 0 or
-  at `start_step` (given the same TF global seed, which this code base
-  never sets: `tf.data` shuffles mix it in). Opening at `start_step` starts
-  at epoch e0 = start_step·B // N and skips start_step·B − e0·N examples of
-  it: resuming costs reading (not decoding) up to one epoch of records, about
-  140 GB for ImageNet, 110 MB for CIFAR-10. The shuffle buffer holds encoded
-  images.
+  The official shuffle(10,000) -> repeat -> batch pipeline
+  (docs/official_release.md §2) made a pure function of (seed, step). The stream
+  concatenates epochs e = 0, 1, ... of the N examples of `split`; epoch e reads
+  the record files in an order and through a 10,000-example shuffle buffer both
+  seeded by (seed, e); the example at position p of the stream is decoded and
+  transformed (the ImageNet crop seeded by (seed, p), see `_tfds_preprocess`);
+  batch t is positions [tB, (t+1)B), crossing epoch boundaries. File
+  interleaving, decoding and batching are deterministic tf.data stages, so the
+  batch of a step is the same bit for bit whether the iterator was opened at
+  step 0 or at `start_step` (given the same TF global seed, which this code base
+  never sets: `tf.data` shuffles mix it in). Opening at `start_step` starts at
+  epoch e0 = start_step·B // N and skips start_step·B − e0·N examples of it:
+  resuming costs reading (not decoding) up to one epoch of records, about 140 GB
+  for ImageNet, 110 MB for CIFAR-10. The shuffle buffer holds encoded images.
 
   Args:
     name: 'cifar10', 'celeb_a' or 'imagenet2012'.
@@ -332,7 +372,7 @@ def tfds_batches(name: str, data_dir: Optional[str], batch_size: int,
       None for TFDS' default (~/tensorflow_datasets).
     batch_size: B.
     image_size: S (32, 64 or 128).
-    random_crop: ImageNet training crop (facts §2).
+    random_crop: ImageNet training crop (docs/official_release.md §2).
     seed: seed of the shuffles and crops.
     split: TFDS split, e.g. 'train' or a `tfds.even_splits` part of it.
     start_step: the training step of the first batch yielded, ≥ 0.
@@ -353,16 +393,24 @@ def tfds_batches(name: str, data_dir: Optional[str], batch_size: int,
     raise ValueError(f'start_step={start_step} must be >= 0.')
   # Opening the split once checks it is prepared and counts its records
   # (the count TFDS asserts while reading; also known under mock_data).
-  probe, info = _tfds_load(name, split, data_dir, with_info=True,
-                           read_config=tfds.ReadConfig(try_autocache=False))
+  probe, info = _tfds_load(
+      name,
+      split,
+      data_dir,
+      with_info=True,
+      read_config=tfds.ReadConfig(try_autocache=False),
+  )
   num = int(probe.cardinality())
   if num < batch_size:
-    raise ValueError(f'split={split!r} of {name} holds {num} examples '
-                     f'(negative: unknown), fewer than batch_size='
-                     f'{batch_size}.')
+    raise ValueError(
+        f'split={split!r} of {name} holds {num} examples '
+        f'(negative: unknown), fewer than batch_size='
+        f'{batch_size}.'
+    )
   # Only the image is parsed, and left encoded until after the skip.
   only_image = tfds.decode.PartialDecoding(
-      {'image': True}, decoders={'image': tfds.decode.SkipDecoding()})
+      {'image': True}, decoders={'image': tfds.decode.SkipDecoding()}
+  )
   transform = _tfds_preprocess(name, image_size, random_crop, seed)
 
   @tf.autograph.experimental.do_not_convert
@@ -371,13 +419,23 @@ def tfds_batches(name: str, data_dir: Optional[str], batch_size: int,
     # A seeded file shuffle makes TFDS interleave the files deterministically.
     read_config = tfds.ReadConfig(
         shuffle_seed=_derived_seed(seed, _FILE_ORDER, e)[0],
-        shuffle_reshuffle_each_iteration=False, try_autocache=False,
-        skip_prefetch=True)
-    records = _tfds_load(name, split, data_dir, shuffle_files=True,
-                         decoders=only_image, read_config=read_config)
-    records = records.shuffle(SHUFFLE_BUFFER,
-                              seed=_derived_seed(seed, _EXAMPLE_ORDER, e)[0],
-                              reshuffle_each_iteration=False)
+        shuffle_reshuffle_each_iteration=False,
+        try_autocache=False,
+        skip_prefetch=True,
+    )
+    records = _tfds_load(
+        name,
+        split,
+        data_dir,
+        shuffle_files=True,
+        decoders=only_image,
+        read_config=read_config,
+    )
+    records = records.shuffle(
+        SHUFFLE_BUFFER,
+        seed=_derived_seed(seed, _EXAMPLE_ORDER, e)[0],
+        reshuffle_each_iteration=False,
+    )
     return records.enumerate(e * num)
 
   def prepare(position, example):
@@ -388,8 +446,7 @@ def tfds_batches(name: str, data_dir: Optional[str], batch_size: int,
   first_epoch = start // num
   ds = tf.data.Dataset.counter(first_epoch).flat_map(epoch)
   ds = ds.skip(start - first_epoch * num)
-  ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE,
-              deterministic=True)
+  ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   ds = ds.batch(batch_size, drop_remainder=True)
   options = tf.data.Options()
   options.deterministic = True
@@ -397,10 +454,12 @@ def tfds_batches(name: str, data_dir: Optional[str], batch_size: int,
   return iter(tfds.as_numpy(ds))
 
 
-def train_batches(config, start_step: int,
-                  batch_size: Optional[int] = None,
-                  mesh: Optional[jax.sharding.Mesh] = None
-                  ) -> Iterator[np.ndarray]:
+def train_batches(
+    config,
+    start_step: int,
+    batch_size: Optional[int] = None,
+    mesh: Optional[jax.sharding.Mesh] = None,
+) -> Iterator[np.ndarray]:
   """Training batches of `config.data_type` from step `start_step` on.
 
   The batch of each step is a function of (config.seed, step) only, so a run
@@ -424,21 +483,35 @@ def train_batches(config, start_step: int,
   name = config.data_type
   batch_size = batch_size or config.batch_size
   if name not in IMAGE_DIMS:
-    raise ValueError(f'data_type={name!r} is unknown; choose one of '
-                     f'{sorted(IMAGE_DIMS)}.')
+    raise ValueError(
+        f'data_type={name!r} is unknown; choose one of '
+        f'{sorted(IMAGE_DIMS)}.'
+    )
   if tuple(config.image_dims) != IMAGE_DIMS[name]:
-    raise ValueError(f'image_dims={tuple(config.image_dims)} does not match '
-                     f'{name}, which is trained at {IMAGE_DIMS[name]}.')
+    raise ValueError(
+        f'image_dims={tuple(config.image_dims)} does not match '
+        f'{name}, which is trained at {IMAGE_DIMS[name]}.'
+    )
   rows = parallel.process_rows(batch_size, mesh)
   if name == 'fashion_mnist':
     images, _ = load_fashion_mnist('train', config.data_dir or None)
-    return ArrayBatches(images, batch_size, config.seed,
-                        rows).iterate(start_step)
+    return ArrayBatches(images, batch_size, config.seed, rows).iterate(
+        start_step
+    )
   split = 'train'
   if jax.process_count() > 1:
     import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
     split = tfds.even_splits('train', n=jax.process_count())[
-        jax.process_index()]
-  return tfds_batches(name, config.data_dir or None, rows.stop - rows.start,
-                      config.image_dims[0], config.random_crop,
-                      seed=config.seed, split=split, start_step=start_step)
+        jax.process_index()
+    ]
+  return tfds_batches(
+      name,
+      config.data_dir or None,
+      rows.stop - rows.start,
+      config.image_dims[0],
+      config.random_crop,
+      seed=config.seed,
+      split=split,
+      start_step=start_step,
+  )

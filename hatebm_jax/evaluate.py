@@ -55,23 +55,36 @@ from hatebm_jax.serving import run as run_lib
 from hatebm_jax.serving import storage
 
 METRICS = ('fcd', 'kid', 'fid', 'ood')
+
+
 def _parse_list(value: str, allowed: Sequence[str], what: str) -> list[str]:
   items = [v.strip() for v in value.split(',') if v.strip()]
   bad = [v for v in items if v not in allowed]
   if bad or not items:
-    raise ValueError(f'{what}={value!r}: {bad or "empty"} not allowed; choose '
-                     f'from {list(allowed)}.')
+    raise ValueError(
+        f'{what}={value!r}: {bad or "empty"} not allowed; choose '
+        f'from {list(allowed)}.'
+    )
   return items
 
 
-def evaluate(workdir: str, metrics: str = 'fcd,kid,ood',
-             sources: Optional[str] = None, num_samples: int = 10_000,
-             batch_size: int = 500, seed: int = 0, step: Optional[int] = None,
-             reference_split: str = 'test', num_reference: int = 10_000,
-             inception_weights: Optional[str] = None,
-             ood_sets: Optional[str] = None, num_ood: int = 10_000,
-             data_dir: Optional[str] = None, output: Optional[str] = None,
-             **overrides) -> dict:
+def evaluate(
+    workdir: str,
+    metrics: str = 'fcd,kid,ood',
+    sources: Optional[str] = None,
+    num_samples: int = 10_000,
+    batch_size: int = 500,
+    seed: int = 0,
+    step: Optional[int] = None,
+    reference_split: str = 'test',
+    num_reference: int = 10_000,
+    inception_weights: Optional[str] = None,
+    ood_sets: Optional[str] = None,
+    num_ood: int = 10_000,
+    data_dir: Optional[str] = None,
+    output: Optional[str] = None,
+    **overrides,
+) -> dict:
   """Computes the requested metrics of a checkpoint and writes them as JSON.
 
   Args:
@@ -83,12 +96,13 @@ def evaluate(workdir: str, metrics: str = 'fcd,kid,ood',
       'generator', 'ddls', 'initial' for sngan; 'generator', 'initial' for
       autoencoder); None for the model's own samples (the first).
     num_samples: samples per source (10,000 for the README numbers; the
-      official FID uses 49,920, facts §6.1).
+      official FID uses 49,920, docs/official_release.md §6.1).
     batch_size: chains / images per jitted call.
     seed: seed of latents and chain noise.
     step: checkpoint step; None for the latest.
     reference_split: data split the samples are compared with ('test' for
-      FCD on Fashion-MNIST; the official FID uses 'train', facts §6.2).
+      FCD on Fashion-MNIST; the official FID uses 'train',
+      docs/official_release.md §6.2).
     num_reference: reference images (fewer if the split is smaller).
     inception_weights: path of pytorch-fid's weights (needed for 'fid').
     ood_sets: comma-separated OOD sets; None for the data set's defaults
@@ -109,54 +123,79 @@ def evaluate(workdir: str, metrics: str = 'fcd,kid,ood',
     FileNotFoundError: for missing checkpoints, data or Inception weights.
   """
   metric_list = _parse_list(metrics, METRICS, 'metrics')
-  for name, value in [('num_samples', num_samples), ('batch_size', batch_size),
-                      ('num_reference', num_reference), ('num_ood', num_ood)]:
+  for name, value in [
+      ('num_samples', num_samples),
+      ('batch_size', batch_size),
+      ('num_reference', num_reference),
+      ('num_ood', num_ood),
+  ]:
     if value < 2:
       raise ValueError(f'{name}={value} must be >= 2.')
   run = run_lib.load_run(workdir, step, **overrides)
   config, capabilities = run.config, run.mode.capabilities
-  source_list = (_parse_list(sources, capabilities.sources, 'sources')
-                 if sources else [capabilities.sources[0]])
+  source_list = (
+      _parse_list(sources, capabilities.sources, 'sources')
+      if sources
+      else [capabilities.sources[0]]
+  )
   if 'ood' in metric_list and not capabilities.energy:
-    raise ValueError(f'ood scores images by the hat network H(x); a '
-                     f'{config.mode!r} run has none (use a synthesis or joint '
-                     'run).')
+    raise ValueError(
+        f'ood scores images by the hat network H(x); a '
+        f'{config.mode!r} run has none (use a synthesis or joint '
+        'run).'
+    )
   data_dir = data_dir or config.data_dir or None
   if {'fcd', 'kid'} & set(metric_list) and config.data_type != 'fashion_mnist':
     raise ValueError(
         f'fcd/kid use a classifier trained on Fashion-MNIST; this run is '
         f'{config.data_type!r}: use --metrics=fid,ood with '
-        '--inception_weights.')
+        '--inception_weights.'
+    )
   nets = {}
   if {'fcd', 'kid'} & set(metric_list):
     nets['classifier'] = classifier.FeatureNetwork.load()
   if 'fid' in metric_list:
     nets['inception'] = inception.InceptionFeatures.load(inception_weights)
   if 'ood' in metric_list:
-    ood_list = (_parse_list(ood_sets, ood.ALL_SETS, 'ood_sets') if ood_sets
-                else list(ood.DEFAULT_OOD_SETS.get(config.data_type,
-                                                   ood.CONTROLS)))
+    ood_list = (
+        _parse_list(ood_sets, ood.ALL_SETS, 'ood_sets')
+        if ood_sets
+        else list(ood.DEFAULT_OOD_SETS.get(config.data_type, ood.CONTROLS))
+    )
 
   sampler = run.mode.chain_settings
   result = {
-      'workdir': str(workdir), 'step': run.step, 'seed': seed,
-      'num_samples': num_samples, 'data_type': config.data_type,
+      'workdir': str(workdir),
+      'step': run.step,
+      'seed': seed,
+      'num_samples': num_samples,
+      'data_type': config.data_type,
       'sampler': dataclasses.asdict(sampler) if sampler else None,
       'init_scale_res': config.init_scale_res,
       'init_scale_latent': config.init_scale_latent,
       'overrides': {k: v for k, v in overrides.items() if v is not None},
       'reference': {'split': reference_split},
-      'feature_nets': {k: {'name': n.name, 'preprocessing': n.preprocessing}
-                       for k, n in nets.items()},
-      'samples': {}}
+      'feature_nets': {
+          k: {'name': n.name, 'preprocessing': n.preprocessing}
+          for k, n in nets.items()
+      },
+      'samples': {},
+  }
   if 'classifier' in nets:
-    result['feature_nets']['classifier']['test_accuracy'] = (
-        nets['classifier'].test_accuracy)
+    result['feature_nets']['classifier']['test_accuracy'] = nets[
+        'classifier'
+    ].test_accuracy
   references = {}
   for key, net in nets.items():
     references[key] = metrics_lib.reference_features(
-        net, config.data_type, data_dir, reference_split,
-        config.image_dims[0], num_reference, batch_size)
+        net,
+        config.data_type,
+        data_dir,
+        reference_split,
+        config.image_dims[0],
+        num_reference,
+        batch_size,
+    )
     result['reference'][f'num_{key}'] = references[key][0].num_samples
   for source in source_list:
     if not nets:
@@ -165,56 +204,78 @@ def evaluate(workdir: str, metrics: str = 'fcd,kid,ood',
     images = draw.draw_images(run, num_samples, batch_size, seed, source)
     numbers = {'sampling_seconds': round(time.time() - t0, 1)}
     if 'classifier' in nets:
-      d = metrics_lib.distance_metrics(nets['classifier'], images,
-                                       references['classifier'], batch_size)
+      d = metrics_lib.distance_metrics(
+          nets['classifier'], images, references['classifier'], batch_size
+      )
       if 'fcd' in metric_list:
         numbers['fcd'] = d['frechet']
       if 'kid' in metric_list:
         numbers['kid'], numbers['kid_std'] = d['kid'], d['kid_std']
     if 'inception' in nets:
-      d = metrics_lib.distance_metrics(nets['inception'], images,
-                                       references['inception'],
-                                       min(batch_size, 100))
+      d = metrics_lib.distance_metrics(
+          nets['inception'],
+          images,
+          references['inception'],
+          min(batch_size, 100),
+      )
       numbers['fid'] = d['frechet']
       numbers['kid_inception'] = d['kid']
       numbers['kid_inception_std'] = d['kid_std']
     result['samples'][source] = numbers
     logging.info('%s: %s', source, numbers)
   if 'ood' in metric_list:
-    result['ood'] = metrics_lib.ood_metrics(run, data_dir, ood_list, num_ood,
-                                            batch_size, seed)
+    result['ood'] = metrics_lib.ood_metrics(
+        run, data_dir, ood_list, num_ood, batch_size, seed
+    )
     logging.info('OOD AUROC: %s', result['ood']['auroc'])
-  path = epath.Path(output or storage.eval_folder(workdir, run.step) /
-                    'metrics.json')
+  path = epath.Path(
+      output or storage.eval_folder(workdir, run.step) / 'metrics.json'
+  )
   path.parent.mkdir(parents=True, exist_ok=True)
   path.write_text(json.dumps(result, indent=1))
   logging.info('Wrote %s', path)
   return result
 
 
-_METRICS = flags.DEFINE_string('metrics', 'fcd,kid,ood',
-                               f'Comma-separated subset of {METRICS}.')
+_METRICS = flags.DEFINE_string(
+    'metrics', 'fcd,kid,ood', f'Comma-separated subset of {METRICS}.'
+)
 _SOURCES = flags.DEFINE_string(
-    'sources', None, "Comma-separated sample sources: synthesis 'ebm', "
+    'sources',
+    None,
+    "Comma-separated sample sources: synthesis 'ebm', "
     "'generator', 'initial'; joint 'ebm', 'generator'; sngan 'generator', "
     "'ddls', 'initial'; autoencoder 'generator', 'initial'. Default: the "
-    "model's own samples.")
-_REF_SPLIT = flags.DEFINE_string('reference_split', 'test',
-                                 'Data split the samples are compared with.')
-_NUM_REF = flags.DEFINE_integer('num_reference', 10_000,
-                                'Reference images (at most the split size).')
-_INCEPTION = flags.DEFINE_string('inception_weights', None, 'Path of '
-                                 f'{inception.WEIGHTS_FILE} (or its converted '
-                                 '.npz); needed for fid.')
-_OOD_SETS = flags.DEFINE_string('ood_sets', None, 'Comma-separated OOD sets; '
-                                'default per data set.')
+    "model's own samples.",
+)
+_REF_SPLIT = flags.DEFINE_string(
+    'reference_split', 'test', 'Data split the samples are compared with.'
+)
+_NUM_REF = flags.DEFINE_integer(
+    'num_reference', 10_000, 'Reference images (at most the split size).'
+)
+_INCEPTION = flags.DEFINE_string(
+    'inception_weights',
+    None,
+    'Path of '
+    f'{inception.WEIGHTS_FILE} (or its converted '
+    '.npz); needed for fid.',
+)
+_OOD_SETS = flags.DEFINE_string(
+    'ood_sets', None, 'Comma-separated OOD sets; ' 'default per data set.'
+)
 _NUM_OOD = flags.DEFINE_integer('num_ood', 10_000, 'Images per OOD set.')
-_DATA_DIR = flags.DEFINE_string('data_dir', None, 'Data folder / TFDS '
-                                "data_dir; default: the run's.")
-_OUT = flags.DEFINE_string('output', None, 'JSON path; default '
-                           '<workdir>/eval/step_<step>/metrics.json (for an '
-                           'exported model: see --output_dir of '
-                           'hatebm_jax.sample).')
+_DATA_DIR = flags.DEFINE_string(
+    'data_dir', None, 'Data folder / TFDS ' "data_dir; default: the run's."
+)
+_OUT = flags.DEFINE_string(
+    'output',
+    None,
+    'JSON path; default '
+    '<workdir>/eval/step_<step>/metrics.json (for an '
+    'exported model: see --output_dir of '
+    'hatebm_jax.sample).',
+)
 
 
 def main(argv):
@@ -222,13 +283,32 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   runtime.setup()
   result = evaluate(
-      cli.WORKDIR.value, _METRICS.value, _SOURCES.value,
-      cli.NUM_SAMPLES.value, cli.BATCH_SIZE.value, cli.SEED.value,
-      cli.STEP.value, _REF_SPLIT.value, _NUM_REF.value, _INCEPTION.value,
-      _OOD_SETS.value, _NUM_OOD.value, _DATA_DIR.value, _OUT.value,
-      **cli.sampler_overrides())
-  print(json.dumps({'step': result['step'], 'samples': result['samples'],
-                    'ood': result.get('ood', {}).get('auroc')}, indent=1))
+      cli.WORKDIR.value,
+      _METRICS.value,
+      _SOURCES.value,
+      cli.NUM_SAMPLES.value,
+      cli.BATCH_SIZE.value,
+      cli.SEED.value,
+      cli.STEP.value,
+      _REF_SPLIT.value,
+      _NUM_REF.value,
+      _INCEPTION.value,
+      _OOD_SETS.value,
+      _NUM_OOD.value,
+      _DATA_DIR.value,
+      _OUT.value,
+      **cli.sampler_overrides(),
+  )
+  print(
+      json.dumps(
+          {
+              'step': result['step'],
+              'samples': result['samples'],
+              'ood': result.get('ood', {}).get('auroc'),
+          },
+          indent=1,
+      )
+  )
 
 
 if __name__ == '__main__':

@@ -21,10 +21,16 @@ from absl import logging
 from hatebm_jax.infra import runtime
 from hatebm_jax.serving import run as run_lib
 
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Training workdir (local or '
-                               'gs://) holding checkpoints/.')
-_OUTPUT = flags.DEFINE_string('output', None, 'File to write (local or '
-                              'gs://), by convention <name>.hatebm.')
+_WORKDIR = flags.DEFINE_string(
+    'workdir',
+    None,
+    'Training workdir (local or ' 'gs://) holding checkpoints/.',
+)
+_OUTPUT = flags.DEFINE_string(
+    'output',
+    None,
+    'File to write (local or ' 'gs://), by convention <name>.hatebm.',
+)
 _STEP = flags.DEFINE_integer('step', None, 'Checkpoint step; default latest.')
 
 
@@ -33,9 +39,15 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   runtime.setup()
   info = run_lib.export(_WORKDIR.value, _OUTPUT.value, _STEP.value)
-  logging.info('Exported step %d of %s (%s, %s parameters, %.2f MB) to %s',
-               info['step'], _WORKDIR.value, info['mode'],
-               f"{info['parameters']:,}", info['bytes'] / 1e6, info['output'])
+  logging.info(
+      'Exported step %d of %s (%s, %s parameters, %.2f MB) to %s',
+      info['step'],
+      _WORKDIR.value,
+      info['mode'],
+      f"{info['parameters']:,}",
+      info['bytes'] / 1e6,
+      info['output'],
+  )
 
 
 if __name__ == '__main__':

@@ -31,21 +31,42 @@ from hatebm_jax import train
 FLAGS = flags.FLAGS
 
 config_flags.DEFINE_config_file(
-    'config', None, 'Experiment config file (configs/<name>.py).',
-    lock_config=True)
-flags.DEFINE_string('workdir', None, 'Folder (local or gs://) for '
-                    'checkpoints, TensorBoard events and sample grids.')
-flags.DEFINE_string('coordinator_address', None, 'Multi-process job: '
-                    'host:port of process 0 (all processes pass the same). '
-                    'Not needed on TPU VM pods and SLURM, where it is found '
-                    'automatically.')
-flags.DEFINE_integer('num_processes', None, 'Multi-process job: number of '
-                     'processes (with --coordinator_address).')
-flags.DEFINE_integer('process_id', None, 'Multi-process job: this '
-                     "process's index in [0, num_processes).")
-flags.DEFINE_bool('distributed', False, 'Join a multi-process job found by '
-                  'jax.distributed.initialize() (Cloud TPU VM pods, SLURM, '
-                  'Open MPI); launch/tpu_pod.sh sets it.')
+    'config',
+    None,
+    'Experiment config file (configs/<name>.py).',
+    lock_config=True,
+)
+flags.DEFINE_string(
+    'workdir',
+    None,
+    'Folder (local or gs://) for '
+    'checkpoints, TensorBoard events and sample grids.',
+)
+flags.DEFINE_string(
+    'coordinator_address',
+    None,
+    'Multi-process job: '
+    'host:port of process 0 (all processes pass the same). '
+    'Not needed on TPU VM pods and SLURM, where it is found '
+    'automatically.',
+)
+flags.DEFINE_integer(
+    'num_processes',
+    None,
+    'Multi-process job: number of ' 'processes (with --coordinator_address).',
+)
+flags.DEFINE_integer(
+    'process_id',
+    None,
+    'Multi-process job: this ' "process's index in [0, num_processes).",
+)
+flags.DEFINE_bool(
+    'distributed',
+    False,
+    'Join a multi-process job found by '
+    'jax.distributed.initialize() (Cloud TPU VM pods, SLURM, '
+    'Open MPI); launch/tpu_pod.sh sets it.',
+)
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
@@ -53,9 +74,12 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   runtime.setup()
-  parallel.initialize_distributed(FLAGS.coordinator_address,
-                                  FLAGS.num_processes, FLAGS.process_id,
-                                  detect=FLAGS.distributed)
+  parallel.initialize_distributed(
+      FLAGS.coordinator_address,
+      FLAGS.num_processes,
+      FLAGS.process_id,
+      detect=FLAGS.distributed,
+  )
   logging.info('JAX devices: %s', jax.devices())
   train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
 

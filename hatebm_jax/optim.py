@@ -3,7 +3,8 @@
 Adam (β₁ 0.9, β₂ 0.999, ε 1e-7, the Keras defaults) on a piecewise-constant
 learning rate given as `[[lr, start_update], ...]` (`ebm_lr_info`,
 `gen_lr_info`), with an optional per-tensor gradient-norm clip for the hat
-network (`clip_ebm_grad`, `max_grad_norm`). Source: facts §4.4.
+network (`clip_ebm_grad`, `max_grad_norm`). Source: docs/official_release.md
+§4.4.
 """
 
 import math
@@ -18,7 +19,7 @@ def lr_schedule(lr_info: Sequence[Sequence[float]]) -> optax.Schedule:
   """Piecewise-constant learning rate from `[[lr, start_update], ...]`.
 
   The rate at update t (0-based count of updates already applied) is the lr
-  of the last pair with start_update ≤ t (facts §4.4).
+  of the last pair with start_update ≤ t (docs/official_release.md §4.4).
 
   Raises:
     ValueError: if the list is empty, does not start at update 0, has
@@ -27,40 +28,50 @@ def lr_schedule(lr_info: Sequence[Sequence[float]]) -> optax.Schedule:
   try:
     pairs = [(float(lr), int(start)) for lr, start in lr_info]
   except (TypeError, ValueError) as e:
-    raise ValueError(f'learning-rate info {lr_info!r} must be a list of '
-                     '[lr, start_update] pairs, e.g. ((1e-4, 0), (1e-5, '
-                     '1000))') from e
+    raise ValueError(
+        f'learning-rate info {lr_info!r} must be a list of '
+        '[lr, start_update] pairs, e.g. ((1e-4, 0), (1e-5, '
+        '1000))'
+    ) from e
   if not pairs or pairs[0][1] != 0:
-    raise ValueError(f'learning-rate info {lr_info!r} must be a non-empty '
-                     'list of [lr, start_update] pairs starting at update 0.')
+    raise ValueError(
+        f'learning-rate info {lr_info!r} must be a non-empty '
+        'list of [lr, start_update] pairs starting at update 0.'
+    )
   starts = [start for _, start in pairs]
   if starts != sorted(set(starts)):
-    raise ValueError(f'learning-rate info {lr_info!r}: start updates must '
-                     'increase strictly.')
+    raise ValueError(
+        f'learning-rate info {lr_info!r}: start updates must '
+        'increase strictly.'
+    )
   if not all(0 < lr < math.inf for lr, _ in pairs):
-    raise ValueError(f'learning-rate info {lr_info!r}: rates must be finite '
-                     'and > 0.')
+    raise ValueError(
+        f'learning-rate info {lr_info!r}: rates must be finite ' 'and > 0.'
+    )
   # optax multiplies the running rate by the given scale at each boundary.
-  boundaries = {start: lr / prev_lr
-                for (prev_lr, _), (lr, start) in zip(pairs, pairs[1:])}
+  boundaries = {
+      start: lr / prev_lr for (prev_lr, _), (lr, start) in zip(pairs, pairs[1:])
+  }
   return optax.piecewise_constant_schedule(pairs[0][0], boundaries)
 
 
 def clip_per_tensor(max_norm: float) -> optax.GradientTransformation:
-  """Rescales each gradient tensor to L2 norm ≤ max_norm (facts §0.8).
+  """Rescales each gradient tensor to L2 norm ≤ max_norm (docs/official_release.md §0.8).
 
   Not a global-norm clip: every leaf is clipped on its own, TF
   `clip_by_norm` semantics g · c / max(‖g‖, c).
   """
+
   def clip(g, _):
     norm = jnp.sqrt(jnp.sum(jnp.square(g)))
     return g * (max_norm / jnp.maximum(norm, max_norm))
+
   return optax.stateless_with_tree_map(clip)
 
 
-def adam(lr_info: Sequence[Sequence[float]],
-         max_grad_norm: Optional[float] = None
-         ) -> optax.GradientTransformation:
+def adam(
+    lr_info: Sequence[Sequence[float]], max_grad_norm: Optional[float] = None
+) -> optax.GradientTransformation:
   """Keras-default Adam on a piecewise-constant rate, optionally clipped.
 
   Args:

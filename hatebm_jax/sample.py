@@ -7,11 +7,13 @@ r"""Draw samples from a checkpoint (any mode) or an exported model
 
 Unset sampler flags keep the run's training values (its saved config). The
 official FID configs differ from training (more steps, y₀ = 0.01·N(0, I), no
-residual clip, and T = 1e-3 for CIFAR-10; facts §6.3, §9.2), so every value
+residual clip, and T = 1e-3 for CIFAR-10; docs/official_release.md §6.3, §9.2),
+so every value
 used is written to `settings.json` beside the outputs:
 
   <output_dir>/samples.npz   images: uint8 [N, S, S, C], round(255(x+1)/2)
-                             after clipping x to [-1, 1] (facts §6.1)
+                             after clipping x to [-1, 1]
+                             (docs/official_release.md §6.1)
   <output_dir>/grid.png      X = G(z) + y, G(z) and 5·y of the first images
   <output_dir>/path.png      rows X, G(z) and 5·y at steps 0, K/4, ..., K
   <output_dir>/settings.json checkpoint, step and sampler settings
@@ -44,20 +46,34 @@ from hatebm_jax.serving import storage
 FLAGS = flags.FLAGS
 PATH_POINTS = 5  # columns of the Langevin-path figure: steps 0, K/4, .., K
 
-_OUTPUT = flags.DEFINE_string('output_dir', None, 'Output folder; default '
-                              '<workdir>/eval/step_<step>, or for an exported '
-                              '<name>.hatebm <name>_eval/step_<step> beside '
-                              'it (in the current folder for a URL or a '
-                              'model shipped in the package).')
-_SOURCE = flags.DEFINE_string('source', None, "What to sample: 'ebm', "
-                              "'generator', 'initial', or 'ddls' (SN-GAN "
-                              "runs); default: the model's own samples.")
+_OUTPUT = flags.DEFINE_string(
+    'output_dir',
+    None,
+    'Output folder; default '
+    '<workdir>/eval/step_<step>, or for an exported '
+    '<name>.hatebm <name>_eval/step_<step> beside '
+    'it (in the current folder for a URL or a '
+    'model shipped in the package).',
+)
+_SOURCE = flags.DEFINE_string(
+    'source',
+    None,
+    "What to sample: 'ebm', "
+    "'generator', 'initial', or 'ddls' (SN-GAN "
+    "runs); default: the model's own samples.",
+)
 
 
-def sample_checkpoint(workdir: str, num_samples: int, batch_size: int,
-                      seed: int = 0, step: Optional[int] = None,
-                      output_dir: Optional[str] = None,
-                      source: Optional[str] = None, **overrides) -> dict:
+def sample_checkpoint(
+    workdir: str,
+    num_samples: int,
+    batch_size: int,
+    seed: int = 0,
+    step: Optional[int] = None,
+    output_dir: Optional[str] = None,
+    source: Optional[str] = None,
+    **overrides,
+) -> dict:
   """Samples a synthesis checkpoint and writes the outputs listed above.
 
   Args:
@@ -82,8 +98,10 @@ def sample_checkpoint(workdir: str, num_samples: int, batch_size: int,
     FileNotFoundError: when the workdir holds no checkpoint.
   """
   if num_samples < 1 or batch_size < 1:
-    raise ValueError(f'num_samples={num_samples} and batch_size={batch_size} '
-                     'must be >= 1.')
+    raise ValueError(
+        f'num_samples={num_samples} and batch_size={batch_size} '
+        'must be >= 1.'
+    )
   run = run_lib.load_run(workdir, step, **overrides)
   mode, config, state, step = run.mode, run.config, run.state, run.step
   sampler = mode.chain_settings
@@ -91,28 +109,48 @@ def sample_checkpoint(workdir: str, num_samples: int, batch_size: int,
   output.mkdir(parents=True, exist_ok=True)
   source = source or mode.capabilities.sources[0]
   images, (z, x_gen, y) = draw.draw_images(
-      run, num_samples, batch_size, seed, source, return_first=True)
+      run, num_samples, batch_size, seed, source, return_first=True
+  )
   with (output / 'samples.npz').open('wb') as f:
     np.savez_compressed(f, images=images)
   n_show = min(64, num_samples)
   if mode.capabilities.chain and source == 'ebm':
-    visualize.save_sample_grid(str(output / 'grid.png'), x_gen[:n_show],
-                               y[:n_show],
-                               f'step {step}, K={sampler.num_steps}')
-    _save_path(output / 'path.png', mode, state, z[:8],
-               jax.random.fold_in(jax.random.PRNGKey(seed), 1 << 30),
-               sampler.num_steps, config.init_scale_res)
+    visualize.save_sample_grid(
+        str(output / 'grid.png'),
+        x_gen[:n_show],
+        y[:n_show],
+        f'step {step}, K={sampler.num_steps}',
+    )
+    _save_path(
+        output / 'path.png',
+        mode,
+        state,
+        z[:8],
+        jax.random.fold_in(jax.random.PRNGKey(seed), 1 << 30),
+        sampler.num_steps,
+        config.init_scale_res,
+    )
   else:
-    visualize.save_panels(str(output / 'grid.png'), [(
-        f'{config.mode}: {source}, step {step}',
-        visualize.to_display(x_gen[:n_show]))])
-  settings = {'workdir': str(workdir), 'step': step,
-              'num_samples': num_samples, 'seed': seed,
-              'mode': config.mode, 'source': source,
-              'sampler': dataclasses.asdict(sampler) if sampler else None,
-              'init_scale_res': config.init_scale_res,
-              'overrides': {k: v for k, v in overrides.items()
-                            if v is not None}}
+    visualize.save_panels(
+        str(output / 'grid.png'),
+        [
+            (
+                f'{config.mode}: {source}, step {step}',
+                visualize.to_display(x_gen[:n_show]),
+            )
+        ],
+    )
+  settings = {
+      'workdir': str(workdir),
+      'step': step,
+      'num_samples': num_samples,
+      'seed': seed,
+      'mode': config.mode,
+      'source': source,
+      'sampler': dataclasses.asdict(sampler) if sampler else None,
+      'init_scale_res': config.init_scale_res,
+      'overrides': {k: v for k, v in overrides.items() if v is not None},
+  }
   (output / 'settings.json').write_text(json.dumps(settings, indent=1))
   logging.info('Wrote %d samples to %s', num_samples, output)
   return settings
@@ -122,25 +160,43 @@ def _save_path(path, mode, state, z, key, num_steps, init_scale_res):
   """The paper's Figure 3: one chain shown at steps 0, K/4, ..., K
   (`draw.chain_path`)."""
   k_y0, k_chain = jax.random.split(key)
-  steps = [round(p * num_steps / (PATH_POINTS - 1))
-           for p in range(PATH_POINTS)]
-  chain = draw.chain_path(mode, state, z, k_y0, k_chain, steps,
-                              init_scale_res)
-  panels = [(f'step {step}', np.concatenate([
-      visualize.to_display(x_gen + y), visualize.to_display(x_gen),
-      visualize.to_display(5.0 * y)])) for step, (x_gen, y) in zip(steps, chain)]
-  visualize.save_panels(str(path), panels,
-                        'rows: X, G(z), 5·y along one Langevin chain',
-                        columns=len(z))
+  steps = [round(p * num_steps / (PATH_POINTS - 1)) for p in range(PATH_POINTS)]
+  chain = draw.chain_path(mode, state, z, k_y0, k_chain, steps, init_scale_res)
+  panels = [
+      (
+          f'step {step}',
+          np.concatenate(
+              [
+                  visualize.to_display(x_gen + y),
+                  visualize.to_display(x_gen),
+                  visualize.to_display(5.0 * y),
+              ]
+          ),
+      )
+      for step, (x_gen, y) in zip(steps, chain)
+  ]
+  visualize.save_panels(
+      str(path),
+      panels,
+      'rows: X, G(z), 5·y along one Langevin chain',
+      columns=len(z),
+  )
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   runtime.setup()
-  sample_checkpoint(cli.WORKDIR.value, cli.NUM_SAMPLES.value,
-                    cli.BATCH_SIZE.value, cli.SEED.value, cli.STEP.value,
-                    _OUTPUT.value, _SOURCE.value, **cli.sampler_overrides())
+  sample_checkpoint(
+      cli.WORKDIR.value,
+      cli.NUM_SAMPLES.value,
+      cli.BATCH_SIZE.value,
+      cli.SEED.value,
+      cli.STEP.value,
+      _OUTPUT.value,
+      _SOURCE.value,
+      **cli.sampler_overrides(),
+  )
 
 
 if __name__ == '__main__':

@@ -57,19 +57,26 @@ PLOT_SEED = 12345  # fixed latents and noise, so grids are comparable
 # The compiled step.
 
 
-def make_guard(mode: base.Mode, abstract: Any,
-               max_energy: float) -> divergence.Guard:
+def make_guard(
+    mode: base.Mode, abstract: Any, max_energy: float
+) -> divergence.Guard:
   """The divergence guard of `mode`'s step: its metrics (from the step's
   shapes, no compute) and the state fields it checks."""
   batch = jax.ShapeDtypeStruct(
-      (mode.images_per_step,) + tuple(mode.image_shape), np.float32)
+      (mode.images_per_step,) + tuple(mode.image_shape), np.float32
+  )
   metric_names = jax.eval_shape(mode.train_step, abstract, batch)[1]
-  return divergence.Guard(tuple(sorted(metric_names)),
-                          base.checked_fields(abstract), max_energy)
+  return divergence.Guard(
+      tuple(sorted(metric_names)), base.checked_fields(abstract), max_energy
+  )
 
 
-def jit_train_step(mode: base.Mode, mesh: jax.sharding.Mesh, shardings: Any,
-                   guard: divergence.Guard) -> Callable:
+def jit_train_step(
+    mode: base.Mode,
+    mesh: jax.sharding.Mesh,
+    shardings: Any,
+    guard: divergence.Guard,
+) -> Callable:
   """`mode.train_step` and the divergence guard as one program over `mesh`.
 
   (state, global batch [images_per_step, S, S, C] split on 'data', health
@@ -83,15 +90,18 @@ def jit_train_step(mode: base.Mode, mesh: jax.sharding.Mesh, shardings: Any,
     shardings: the state's shardings (`modes.base.shardings`).
     guard: `make_guard(...)` of this mode.
   """
+
   def step(state, images, health):
     state, metrics = mode.train_step(state, images)
     return state, metrics, guard.update(health, state, metrics)
 
   replicated = parallel.replicated(mesh)
   return jax.jit(
-      step, in_shardings=(shardings, parallel.batch_sharding(mesh),
-                          replicated),
-      out_shardings=(shardings, replicated, replicated), donate_argnums=(0, 2))
+      step,
+      in_shardings=(shardings, parallel.batch_sharding(mesh), replicated),
+      out_shardings=(shardings, replicated, replicated),
+      donate_argnums=(0, 2),
+  )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,6 +117,7 @@ class Program:
     guard: the divergence guard of the step.
     step: the jitted step (`jit_train_step`).
   """
+
   mode: base.Mode
   abstract: Any
   shardings: Any
@@ -114,16 +125,22 @@ class Program:
   step: Callable
 
   @classmethod
-  def build(cls, config: ml_collections.ConfigDict,
-            mesh: jax.sharding.Mesh) -> 'Program':
+  def build(
+      cls, config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh
+  ) -> 'Program':
     """The program of `config` over `mesh` (no compute: it compiles at
     its first call or `step.lower(...).compile()`)."""
     mode = modes.build(config)
     abstract = mode.abstract_state(config.seed)
     shardings = base.shardings(abstract, mesh)
     guard = make_guard(mode, abstract, config.divergence_max_energy)
-    return cls(mode, abstract, shardings, guard,
-               jit_train_step(mode, mesh, shardings, guard))
+    return cls(
+        mode,
+        abstract,
+        shardings,
+        guard,
+        jit_train_step(mode, mesh, shardings, guard),
+    )
 
   def fresh_health(self, mesh: jax.sharding.Mesh) -> Any:
     """A healthy guard record, replicated on `mesh`."""
@@ -150,16 +167,22 @@ class StopRequest:
     if self.requested is not None and signum == signal.SIGINT:
       raise KeyboardInterrupt
     self.requested = signal.Signals(signum).name
-    logging.warning('%s received: stopping after the steps already queued '
-                    'and saving a checkpoint (press Ctrl-C again to abort '
-                    'without saving).', self.requested)
+    logging.warning(
+        '%s received: stopping after the steps already queued '
+        'and saving a checkpoint (press Ctrl-C again to abort '
+        'without saving).',
+        self.requested,
+    )
 
   def __enter__(self):
     if threading.current_thread() is threading.main_thread():
       # In a multi-process job SIGTERM stays with JAX's preemption service,
       # which makes all processes agree on the step to stop at (`poll`).
-      signals = ((signal.SIGINT,) if jax.process_count() > 1 else
-                 (signal.SIGINT, signal.SIGTERM))
+      signals = (
+          (signal.SIGINT,)
+          if jax.process_count() > 1
+          else (signal.SIGINT, signal.SIGTERM)
+      )
       for sig in signals:
         self._previous[sig] = signal.signal(sig, self._handler)
     return self
@@ -168,11 +191,17 @@ class StopRequest:
     """Multi-process jobs: sets `requested` at the step all processes
     stop at after any of them got SIGTERM (Orbax's preemption check on
     JAX's preemption service; call after every step)."""
-    if (jax.process_count() > 1 and self.requested is None and
-        checkpointer.reached_preemption(step)):
+    if (
+        jax.process_count() > 1
+        and self.requested is None
+        and checkpointer.reached_preemption(step)
+    ):
       self.requested = 'SIGTERM'
-      logging.warning('SIGTERM reached a process of this job: all processes '
-                      'stop at step %d and save a checkpoint.', step)
+      logging.warning(
+          'SIGTERM reached a process of this job: all processes '
+          'stop at step %d and save a checkpoint.',
+          step,
+      )
 
   def __exit__(self, *exc):
     for sig, handler in self._previous.items():
@@ -187,52 +216,81 @@ class Outputs:
   """Everything a run writes besides checkpoints (lead process only;
   the others log scalars to the console)."""
 
-  def __init__(self, config: ml_collections.ConfigDict, workdir: epath.Path,
-               mode: base.Mode, start: int):
+  def __init__(
+      self,
+      config: ml_collections.ConfigDict,
+      workdir: epath.Path,
+      mode: base.Mode,
+      start: int,
+  ):
     self.config, self.mode = config, mode
     self.is_lead = parallel.is_lead()
     self.samples_dir = workdir / 'samples'
     self.writer = metric_writers.create_default_writer(
-        str(workdir), just_logging=not self.is_lead, asynchronous=True)
+        str(workdir), just_logging=not self.is_lead, asynchronous=True
+    )
     if start == 0:
-      self.writer.write_hparams({
-          k: (v if isinstance(v, (int, float, str, bool)) else str(v))
-          for k, v in config.to_dict().items()})
+      self.writer.write_hparams(
+          {
+              k: (v if isinstance(v, (int, float, str, bool)) else str(v))
+              for k, v in config.to_dict().items()
+          }
+      )
     self.last_metrics = None
     self._draw = jax.jit(mode.draw, static_argnums=3)
     self._plot_key = jax.random.PRNGKey(PLOT_SEED)
     self._plot_z = config.init_scale_latent * jax.random.normal(
         jax.random.fold_in(self._plot_key, 0),
-        (config.num_plot,) + tuple(mode.latent_shape))
-    self._fcd = (metrics_lib.TrainingFCD(config, mode)
-                 if self.is_lead and config.fcd_freq else None)
+        (config.num_plot,) + tuple(mode.latent_shape),
+    )
+    self._fcd = (
+        metrics_lib.TrainingFCD(config, mode)
+        if self.is_lead and config.fcd_freq
+        else None
+    )
     self._test_images = None
     if self.is_lead and mode.capabilities.test_loss:
-      self._test_images = data.to_float(data.eval_images(
-          config.data_type, config.data_dir or None, 'test',
-          config.image_dims[0], 10_000))
+      self._test_images = data.to_float(
+          data.eval_images(
+              config.data_type,
+              config.data_dir or None,
+              'test',
+              config.image_dims[0],
+              10_000,
+          )
+      )
     self.report = None
 
-  def restart(self, batches: Iterator[np.ndarray], start: int,
-              mode: base.Mode) -> Iterator[np.ndarray]:
+  def restart(
+      self, batches: Iterator[np.ndarray], start: int, mode: base.Mode
+  ) -> Iterator[np.ndarray]:
     """Starts a segment at `start` with `mode`: a fresh progress report;
     at step 0 a grid of the first training batch. Returns the batches."""
     self.mode = mode
     self.report = periodic_actions.ReportProgress(
-        num_train_steps=self.config.num_training_steps, writer=self.writer,
-        every_steps=self.config.info_freq)
+        num_train_steps=self.config.num_training_steps,
+        writer=self.writer,
+        every_steps=self.config.info_freq,
+    )
     if self.is_lead and start == 0:
       first = next(batches)
-      visualize.save_panels(str(self.samples_dir / 'data.png'), [
-          ('training data',
-           visualize.to_display(first[:self.config.num_plot]))])
+      visualize.save_panels(
+          str(self.samples_dir / 'data.png'),
+          [
+              (
+                  'training data',
+                  visualize.to_display(first[: self.config.num_plot]),
+              )
+          ],
+      )
       batches = itertools.chain([first], batches)
     return batches
 
   def log(self, step: int, metrics: dict[str, jax.Array]) -> None:
     """Writes the step's scalar metrics (a host sync)."""
-    self.last_metrics = {k: float(v)
-                         for k, v in parallel.to_host(metrics).items()}
+    self.last_metrics = {
+        k: float(v) for k, v in parallel.to_host(metrics).items()
+    }
     self.writer.write_scalars(step, self.last_metrics)
 
   def periodic(self, step: int, state: Any) -> None:
@@ -249,24 +307,31 @@ class Outputs:
         self.writer.write_scalars(step, {'test_loss': test_loss})
         logging.info('Step %d: test loss %.4f.', step, test_loss)
     if self._fcd and (step % config.fcd_freq == 0 or last):
-      scores = self._fcd(parallel.local_view(state,
-                                             base.sharded_fields(state)))
+      scores = self._fcd(parallel.local_view(state, base.sharded_fields(state)))
       self.writer.write_scalars(step, scores)
-      logging.info('Step %d: FCD %.3f, KID %.4f (%d samples vs Fashion-MNIST '
-                   'test).', step, scores['fcd'], scores['kid'],
-                   config.fcd_num_samples)
+      logging.info(
+          'Step %d: FCD %.3f, KID %.4f (%d samples vs Fashion-MNIST ' 'test).',
+          step,
+          scores['fcd'],
+          scores['kid'],
+          config.fcd_num_samples,
+      )
 
   def _plot(self, state: Any, step: int) -> None:
     """Grid of the mode's own samples: X, G(z), 5·y for Hat EBMs."""
     source = self.mode.capabilities.sources[0]
-    x_gen, y = jax.device_get(self._draw(
-        state, self._plot_z, jax.random.fold_in(self._plot_key, 1), source))
+    x_gen, y = jax.device_get(
+        self._draw(
+            state, self._plot_z, jax.random.fold_in(self._plot_key, 1), source
+        )
+    )
     path = str(self.samples_dir / f'step_{step:06d}.png')
     if source == 'ebm':
       visualize.save_sample_grid(path, x_gen, y, f'step {step}')
     else:
-      visualize.save_panels(path, [(f'G(z), step {step}',
-                                    visualize.to_display(x_gen))])
+      visualize.save_panels(
+          path, [(f'G(z), step {step}', visualize.to_display(x_gen))]
+      )
 
   def close(self) -> None:
     self.writer.flush()
@@ -278,14 +343,15 @@ class Outputs:
 
 
 class Outcome(enum.Enum):
-  DONE = 'done'          # num_training_steps reached
-  STOPPED = 'stopped'    # Ctrl-C / SIGTERM: saved and stopped
+  DONE = 'done'  # num_training_steps reached
+  STOPPED = 'stopped'  # Ctrl-C / SIGTERM: saved and stopped
   DIVERGED = 'diverged'  # the guard fired; nothing saved since
 
 
 @dataclasses.dataclass
 class Segment:
   """How a stretch of steps ended, and where."""
+
   outcome: Outcome
   step: int
   failure: Optional[divergence.Divergence] = None
@@ -306,8 +372,11 @@ class _Trainer:
     """The step to resume from (the same for every process), or None."""
     latest = self.checkpointer.latest_step()
     if jax.process_count() > 1:
-      latest = int(multihost_utils.broadcast_one_to_all(
-          np.int32(-1 if latest is None else latest)))
+      latest = int(
+          multihost_utils.broadcast_one_to_all(
+              np.int32(-1 if latest is None else latest)
+          )
+      )
       latest = None if latest < 0 else latest
     if latest is not None:
       self._check_fits(latest)
@@ -317,20 +386,33 @@ class _Trainer:
     """Raises ValueError listing the config keys and state entries that
     differ from the checkpoint at `latest`."""
     lines = config_base.state_mismatches(
-        self.checkpointer.restore_config(latest), self.config)
+        self.checkpointer.restore_config(latest), self.config
+    )
     entries = self.checkpointer.structure_mismatches(self.abstract, latest)
     if not lines and not entries:
       return
-    shown = entries[:20] + ([f'... and {len(entries) - 20} more entries']
-                            if len(entries) > 20 else [])
+    shown = entries[:20] + (
+        [f'... and {len(entries) - 20} more entries']
+        if len(entries) > 20
+        else []
+    )
     raise ValueError(
         f'{self.workdir} holds checkpoints (latest: step {latest}) of a run '
         'whose state does not fit this config; nothing was changed in it.\n'
-        + ('Config keys that differ:\n  ' + '\n  '.join(lines) + '\n'
-           if lines else '')
-        + (f'State entries that differ ({len(entries)}):\n  ' +
-           '\n  '.join(shown) + '\n' if entries else '')
-        + 'Use a new --workdir, or the values the run was started with.')
+        + (
+            'Config keys that differ:\n  ' + '\n  '.join(lines) + '\n'
+            if lines
+            else ''
+        )
+        + (
+            f'State entries that differ ({len(entries)}):\n  '
+            + '\n  '.join(shown)
+            + '\n'
+            if entries
+            else ''
+        )
+        + 'Use a new --workdir, or the values the run was started with.'
+    )
 
   def load(self, step: int, init_args: Optional[tuple] = None) -> Any:
     """The state at checkpoint `step`, or a new one for step 0 (from
@@ -338,38 +420,52 @@ class _Trainer:
     mode = self.program.mode
     if step:
       state = self.checkpointer.restore(
-          parallel.with_shardings(self.abstract, self.shardings), step)
+          parallel.with_shardings(self.abstract, self.shardings), step
+      )
     else:
       if init_args is None:
         init_args = mode.init_args(self.config, self.mesh)
       state = jax.jit(mode.init, out_shardings=self.shardings)(
-          jax.random.PRNGKey(self.config.seed), *init_args)
+          jax.random.PRNGKey(self.config.seed), *init_args
+      )
     return self.policy.fresh_randomness(state, step, self.shardings.rng)
 
   def batches(self, step: int) -> Iterator[np.ndarray]:
     """This process's training batches from `step` on."""
-    return data.train_batches(self.config, step,
-                              self.program.mode.images_per_step, self.mesh)
+    return data.train_batches(
+        self.config, step, self.program.mode.images_per_step, self.mesh
+    )
 
-  def segment(self, state: Any, start: int, batches: Iterator[np.ndarray],
-              outputs: Outputs, stop: StopRequest) -> tuple[Any, Segment]:
+  def segment(
+      self,
+      state: Any,
+      start: int,
+      batches: Iterator[np.ndarray],
+      outputs: Outputs,
+      stop: StopRequest,
+  ) -> tuple[Any, Segment]:
     """Steps from `start` until the run is done, stopped or diverged."""
-    config, checkpointer, program = self.config, self.checkpointer, (
-        self.program)
+    config, checkpointer, program = (
+        self.config,
+        self.checkpointer,
+        (self.program),
+    )
     num_steps = config.num_training_steps
     batches = outputs.restart(batches, start, program.mode)
     health = program.fresh_health(self.mesh)
     # XLA:CPU's cross-process collectives (gloo) can deadlock with several
     # steps in flight (seen: 2 processes x 4 devices hung with ~50 steps
     # queued): CPU multi-process jobs keep one step in flight.
-    one_in_flight = (jax.process_count() > 1 and
-                     jax.default_backend() == 'cpu')
+    one_in_flight = jax.process_count() > 1 and jax.default_backend() == 'cpu'
     step = start
     while step < num_steps:
-      with (jax.profiler.StepTraceAnnotation('train', step_num=step),
-            jax.set_mesh(self.mesh)):
+      with (
+          jax.profiler.StepTraceAnnotation('train', step_num=step),
+          jax.set_mesh(self.mesh),
+      ):
         state, metrics, health = program.step(
-            state, parallel.global_batch(next(batches), self.mesh), health)
+            state, parallel.global_batch(next(batches), self.mesh), health
+        )
       if one_in_flight:
         jax.block_until_ready(metrics)
       step += 1
@@ -378,10 +474,12 @@ class _Trainer:
       # the next one (never a stop without its checkpoint).
       stopping = stop.requested
       outputs.report(step)
-      log_now = (step % config.info_freq == 0 or step == num_steps or
-                 step == start + 1)
-      save_now = (step % config.checkpoint_freq == 0 or step == num_steps
-                  or stopping)
+      log_now = (
+          step % config.info_freq == 0 or step == num_steps or step == start + 1
+      )
+      save_now = (
+          step % config.checkpoint_freq == 0 or step == num_steps or stopping
+      )
       if log_now or save_now:
         failure = program.guard.read(parallel.to_host(health))
         if failure:
@@ -392,9 +490,13 @@ class _Trainer:
       if save_now:
         checkpointer.save(step, state, config)
       if stopping:
-        logging.warning('Stopped by %s at step %d; checkpoint saved in %s. '
-                        'Rerun the same command to continue.', stopping, step,
-                        checkpointer.directory)
+        logging.warning(
+            'Stopped by %s at step %d; checkpoint saved in %s. '
+            'Rerun the same command to continue.',
+            stopping,
+            step,
+            checkpointer.directory,
+        )
         return state, Segment(Outcome.STOPPED, step)
     return state, Segment(Outcome.DONE, step)
 
@@ -403,10 +505,12 @@ class _Trainer:
     program of the lowered learning rates (or FloatingPointError)."""
     self.checkpointer.wait()
     good = self.checkpointer.latest_step()
-    restart = self.policy.after_divergence(segment.failure, good,
-                                           self.checkpointer.directory)
-    outputs.writer.write_scalars(segment.step,
-                                 {'rollbacks': len(self.policy.records)})
+    restart = self.policy.after_divergence(
+        segment.failure, good, self.checkpointer.directory
+    )
+    outputs.writer.write_scalars(
+        segment.step, {'rollbacks': len(self.policy.records)}
+    )
     self.program = Program.build(self.policy.training_config(), self.mesh)
     return restart
 
@@ -423,21 +527,26 @@ def _checked_workdir(workdir: str) -> epath.Path:
       is a file.
   """
   if not str(workdir).strip():
-    raise ValueError(f'--workdir={workdir!r} is empty: give a folder (local '
-                     'or gs://) for checkpoints, events and grids.')
+    raise ValueError(
+        f'--workdir={workdir!r} is empty: give a folder (local '
+        'or gs://) for checkpoints, events and grids.'
+    )
   path = epath.Path(workdir)
   if '://' not in str(workdir):
     path = epath.Path(os.path.abspath(workdir))  # Orbax needs absolute paths
   for folder in (path, path / 'checkpoints'):
     if folder.exists() and not folder.is_dir():
-      raise ValueError(f'{folder} is a file, not a folder: --workdir must be '
-                       'a folder (new, or of an earlier run).')
+      raise ValueError(
+          f'{folder} is a file, not a folder: --workdir must be '
+          'a folder (new, or of an earlier run).'
+      )
   path.mkdir(parents=True, exist_ok=True)
   return path
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict,
-                       workdir: str) -> Optional[dict[str, float]]:
+def train_and_evaluate(
+    config: ml_collections.ConfigDict, workdir: str
+) -> Optional[dict[str, float]]:
   """Trains (or resumes) the mode of `config.mode` in `workdir`.
 
   Modes (`hatebm_jax.modes`): 'synthesis' (tandem Hat EBM), 'joint' (Hat EBM
@@ -478,41 +587,58 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   checkpointer = checkpoint.Checkpointer(str(workdir), config.max_to_keep)
   try:
     if config.compute_dtype == 'bfloat16' and jax.default_backend() == 'cpu':
-      logging.warning('compute_dtype=bfloat16 on CPU: XLA:CPU has no fast '
-                      'bfloat16 convolutions, so this runs slower than '
-                      'float32 (docs/performance.md).')
+      logging.warning(
+          'compute_dtype=bfloat16 on CPU: XLA:CPU has no fast '
+          'bfloat16 convolutions, so this runs slower than '
+          'float32 (docs/performance.md).'
+      )
     trainer = _Trainer(config, workdir, mesh, checkpointer)
     latest = trainer.latest_step()
     # A new joint run reads its pretrained generator first, and the data
     # before any compute: a missing path or data set fails at once.
-    init_args = (trainer.program.mode.init_args(config, mesh)
-                 if latest is None else None)
+    init_args = (
+        trainer.program.mode.init_args(config, mesh) if latest is None else None
+    )
     batches = trainer.batches(latest or 0)
 
     # --- Restore or initialise.
     state = trainer.load(latest or 0, init_args)
     start = int(state.step)
     if latest is not None:
-      logging.info('Resumed from %s at step %d on %d devices.',
-                   checkpointer.directory, latest, mesh.size)
+      logging.info(
+          'Resumed from %s at step %d on %d devices.',
+          checkpointer.directory,
+          latest,
+          mesh.size,
+      )
     else:
-      logging.info('New %s run in %s on %d devices: %s.', config.mode,
-                   workdir, mesh.size, _describe(state))
+      logging.info(
+          'New %s run in %s on %d devices: %s.',
+          config.mode,
+          workdir,
+          mesh.size,
+          _describe(state),
+      )
     if start >= config.num_training_steps:
-      logging.info('Step %d already reached num_training_steps=%d: nothing '
-                   'to do.', start, config.num_training_steps)
+      logging.info(
+          'Step %d already reached num_training_steps=%d: nothing ' 'to do.',
+          start,
+          config.num_training_steps,
+      )
       return None
     return _run(trainer, state, start, batches)
   finally:
     checkpointer.close()
 
 
-def _run(trainer: _Trainer, state: Any, start: int,
-         batches: Iterator[np.ndarray]) -> Optional[dict[str, float]]:
+def _run(
+    trainer: _Trainer, state: Any, start: int, batches: Iterator[np.ndarray]
+) -> Optional[dict[str, float]]:
   """The step loop: segments until done or stopped, rolling back after a
   divergence while the policy allows."""
-  outputs = Outputs(trainer.config, trainer.workdir, trainer.program.mode,
-                    start)
+  outputs = Outputs(
+      trainer.config, trainer.workdir, trainer.program.mode, start
+  )
   first, t_start = start, time.time()
   try:
     with StopRequest() as stop:
@@ -525,8 +651,12 @@ def _run(trainer: _Trainer, state: Any, start: int,
         state = trainer.load(restart)
         start = int(state.step)
         batches = trainer.batches(start)
-    logging.info('Trained steps %d-%d in %.1f s.', first, segment.step,
-                 time.time() - t_start)
+    logging.info(
+        'Trained steps %d-%d in %.1f s.',
+        first,
+        segment.step,
+        time.time() - t_start,
+    )
   finally:
     outputs.close()
   return outputs.last_metrics
@@ -534,7 +664,9 @@ def _run(trainer: _Trainer, state: Any, start: int,
 
 def _describe(state: Any) -> str:
   """'hat 66,881 / gen 125,297 params'-style sizes of the networks."""
-  sizes = [f'{name.removesuffix("_params")} {layers.count_params(value):,}'
-           for name, value in base.network_fields(state).items()
-           if name.endswith('_params')]
+  sizes = [
+      f'{name.removesuffix("_params")} {layers.count_params(value):,}'
+      for name, value in base.network_fields(state).items()
+      if name.endswith('_params')
+  ]
   return ', '.join(sizes) + ' parameters'

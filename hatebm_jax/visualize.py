@@ -1,8 +1,8 @@
 """PNG grids of samples, as in the paper's Figure 3.
 
 Images are clipped to [-1, 1] and mapped to [0, 1] for display only
-(facts §4.5, §8 #14). Residuals are shown magnified, 5·y, on a grey
-background where y = 0 is mid-grey (paper Fig. 3).
+(docs/official_release.md §4.5, §8 #14). Residuals are shown magnified, 5·y, on
+a grey background where y = 0 is mid-grey (paper Fig. 3).
 """
 
 import io
@@ -11,6 +11,7 @@ from typing import Optional, Sequence
 
 from etils import epath
 import matplotlib
+
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 import numpy as np
@@ -23,33 +24,40 @@ def to_display(images: np.ndarray) -> np.ndarray:
   return (np.clip(np.asarray(images, np.float32), -1.0, 1.0) + 1.0) / 2.0
 
 
-def tile(images: np.ndarray, columns: Optional[int] = None,
-         pad: int = 1) -> np.ndarray:
+def tile(
+    images: np.ndarray, columns: Optional[int] = None, pad: int = 1
+) -> np.ndarray:
   """Tiles [N, H, W, C] display images in [0, 1] into one [h, w, C] image."""
   n, h, w, c = images.shape
   columns = columns or int(math.ceil(math.sqrt(n)))
   rows = int(math.ceil(n / columns))
-  grid = np.ones((rows * (h + pad) + pad, columns * (w + pad) + pad, c),
-                 np.float32)
+  grid = np.ones(
+      (rows * (h + pad) + pad, columns * (w + pad) + pad, c), np.float32
+  )
   for i in range(n):
     r, col = divmod(i, columns)
     top, left = pad + r * (h + pad), pad + col * (w + pad)
-    grid[top:top + h, left:left + w] = images[i]
+    grid[top : top + h, left : left + w] = images[i]
   return grid
 
 
 def _show(ax, image: np.ndarray, title: str) -> None:
   if image.shape[-1] == 1:
-    ax.imshow(image[..., 0], cmap='gray', vmin=0.0, vmax=1.0,
-              interpolation='nearest')
+    ax.imshow(
+        image[..., 0], cmap='gray', vmin=0.0, vmax=1.0, interpolation='nearest'
+    )
   else:
     ax.imshow(image, interpolation='nearest')
   ax.set_title(title, fontsize=10)
   ax.axis('off')
 
 
-def save_panels(path: str, panels: Sequence[tuple[str, np.ndarray]],
-                suptitle: str = '', columns: Optional[int] = None) -> None:
+def save_panels(
+    path: str,
+    panels: Sequence[tuple[str, np.ndarray]],
+    suptitle: str = '',
+    columns: Optional[int] = None,
+) -> None:
   """Saves titled image grids side by side as one PNG (local or gs://).
 
   Args:
@@ -60,8 +68,9 @@ def save_panels(path: str, panels: Sequence[tuple[str, np.ndarray]],
   """
   grids = [(title, tile(images, columns)) for title, images in panels]
   aspect = max(grid.shape[0] / grid.shape[1] for _, grid in grids)
-  fig, axes = plt.subplots(1, len(grids),
-                           figsize=(4 * len(grids), 4 * aspect + 0.6))
+  fig, axes = plt.subplots(
+      1, len(grids), figsize=(4 * len(grids), 4 * aspect + 0.6)
+  )
   axes = np.atleast_1d(axes)
   for ax, (title, grid) in zip(axes, grids):
     _show(ax, grid, title)
@@ -76,8 +85,9 @@ def save_panels(path: str, panels: Sequence[tuple[str, np.ndarray]],
   path.write_bytes(buffer.getvalue())
 
 
-def save_sample_grid(path: str, x_gen: np.ndarray, y: np.ndarray,
-                     suptitle: str = '') -> None:
+def save_sample_grid(
+    path: str, x_gen: np.ndarray, y: np.ndarray, suptitle: str = ''
+) -> None:
   """Saves the Figure-3 view of conditional samples.
 
   Args:
@@ -87,9 +97,15 @@ def save_sample_grid(path: str, x_gen: np.ndarray, y: np.ndarray,
     suptitle: a title, e.g. the step.
   """
   x_gen, y = np.asarray(x_gen), np.asarray(y)
-  save_panels(path, [
-      ('X = G(z) + y', to_display(x_gen + y)),
-      ('G(z)', to_display(x_gen)),
-      (f'{RESIDUAL_MAGNIFICATION:g}·y (grey = 0)',
-       to_display(RESIDUAL_MAGNIFICATION * y)),
-  ], suptitle)
+  save_panels(
+      path,
+      [
+          ('X = G(z) + y', to_display(x_gen + y)),
+          ('G(z)', to_display(x_gen)),
+          (
+              f'{RESIDUAL_MAGNIFICATION:g}·y (grey = 0)',
+              to_display(RESIDUAL_MAGNIFICATION * y),
+          ),
+      ],
+      suptitle,
+  )

@@ -6,19 +6,26 @@ import sys
 import tempfile
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from hatebm_jax import config_base
 
 # Many tests (and their subprocesses, which inherit the environment) compile
 # the same tiny programs: a persistent XLA cache compiles each once.
-os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', os.path.join(
-    tempfile.gettempdir(), 'hatebm_jax_tests_xla_cache'))
+os.environ.setdefault(
+    'JAX_COMPILATION_CACHE_DIR',
+    os.path.join(tempfile.gettempdir(), 'hatebm_jax_tests_xla_cache'),
+)
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.1')
-jax.config.update('jax_compilation_cache_dir',
-                  os.environ['JAX_COMPILATION_CACHE_DIR'])
-jax.config.update('jax_persistent_cache_min_compile_time_secs', float(
-    os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS']))
+jax.config.update(
+    'jax_compilation_cache_dir', os.environ['JAX_COMPILATION_CACHE_DIR']
+)
+jax.config.update(
+    'jax_persistent_cache_min_compile_time_secs',
+    float(os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS']),
+)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA_DIR = os.path.join(ROOT, 'tests', 'data', 'fashion-mnist')
@@ -31,8 +38,7 @@ def device_env(devices):
   this checkout and the test helpers."""
   env = dict(os.environ)
   env['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={devices}'
-  env['PYTHONPATH'] = os.pathsep.join([ROOT, TESTS,
-                                       env.get('PYTHONPATH', '')])
+  env['PYTHONPATH'] = os.pathsep.join([ROOT, TESTS, env.get('PYTHONPATH', '')])
   return env
 
 
@@ -42,9 +48,20 @@ def load_config(name):
 
 
 # Overrides of fashion_mnist_synth that make a run take seconds.
-TINY = dict(data_dir=DATA_DIR, ebm_ngf=8, gen_ngf=8, state_dims=(16,),
-            batch_size=8, mcmc_steps=2, persistent_size=32, num_plot=4,
-            num_training_steps=4, info_freq=2, plot_freq=2, checkpoint_freq=2)
+TINY = dict(
+    data_dir=DATA_DIR,
+    ebm_ngf=8,
+    gen_ngf=8,
+    state_dims=(16,),
+    batch_size=8,
+    mcmc_steps=2,
+    persistent_size=32,
+    num_plot=4,
+    num_training_steps=4,
+    info_freq=2,
+    plot_freq=2,
+    checkpoint_freq=2,
+)
 
 
 def tiny_config(**overrides):
@@ -58,16 +75,28 @@ def tiny_config(**overrides):
 # The same run through the entry point: fashion_mnist_synth with TINY as
 # flags, metrics logged every step, no grids or checkpoints on the way.
 TINY_FLAGS = [
-    f'--config.{k}={v if isinstance(v, str) else repr(v)}' for k, v in
-    {**TINY, 'info_freq': 1, 'plot_freq': 1000, 'checkpoint_freq': 1000}.items()
-    if k != 'num_training_steps']
+    f'--config.{k}={v if isinstance(v, str) else repr(v)}'
+    for k, v in {
+        **TINY,
+        'info_freq': 1,
+        'plot_freq': 1000,
+        'checkpoint_freq': 1000,
+    }.items()
+    if k != 'num_training_steps'
+]
 
 
 def main_command(workdir, *flags):
   """argv of `python -m hatebm_jax.main` on the tiny config (+ flags)."""
-  return [sys.executable, '-m', 'hatebm_jax.main',
-          f'--config={os.path.join(CONFIG_DIR, "fashion_mnist_synth.py")}',
-          f'--workdir={workdir}', *TINY_FLAGS, *flags]
+  return [
+      sys.executable,
+      '-m',
+      'hatebm_jax.main',
+      f'--config={os.path.join(CONFIG_DIR, "fashion_mnist_synth.py")}',
+      f'--workdir={workdir}',
+      *TINY_FLAGS,
+      *flags,
+  ]
 
 
 @pytest.fixture
@@ -86,3 +115,70 @@ def _cache_dir(tmp_path_factory):
     os.environ.pop('HATEBM_CACHE_DIR', None)
   else:
     os.environ['HATEBM_CACHE_DIR'] = old
+
+
+# Overrides of the generator stages (fashion_mnist_sngan / _ae) that make a
+# run take seconds.
+STAGE = dict(
+    data_dir=DATA_DIR,
+    num_training_steps=2,
+    info_freq=1,
+    plot_freq=2,
+    checkpoint_freq=2,
+    num_plot=4,
+    fcd_freq=0,
+)
+
+
+def stage_config(name, **overrides):
+  c = load_config(name)
+  for key, value in {**STAGE, **overrides}.items():
+    c[key] = value
+  return c
+
+
+SNGAN = dict(gen_ngf=16, disc_ndf=16, batch_size=8, n_dis=2, ddls_steps=3)
+AE = dict(gen_ngf=8, inf_ngf=8, batch_size=8)
+
+
+@pytest.fixture(scope='module')
+def generator_runs(tmp_path_factory):
+  """Tiny trained SN-GAN and autoencoder runs: the generators of joint
+  runs (module scope: trained once per test module that asks)."""
+  from hatebm_jax import train  # pylint: disable=g-import-not-at-top
+
+  root = tmp_path_factory.mktemp('stages')
+  train.train_and_evaluate(
+      stage_config('fashion_mnist_sngan', **SNGAN), str(root / 'sngan')
+  )
+  train.train_and_evaluate(
+      stage_config('fashion_mnist_ae', **AE), str(root / 'ae')
+  )
+  return root
+
+
+def assert_stage_resumes_bitwise(tmp_path, name, sizes):
+  """A generator stage (sngan / autoencoder) of 3 steps equals 2 steps,
+  stopped, and one more, bit for bit."""
+  import shutil  # pylint: disable=g-import-not-at-top
+
+  from hatebm_jax import train  # pylint: disable=g-import-not-at-top
+  from hatebm_jax.serving import run as run_lib  # pylint: disable=g-import-not-at-top
+
+  config = stage_config(name, **dict(sizes, num_training_steps=3))
+  straight, resumed = tmp_path / 'straight', tmp_path / 'resumed'
+  train.train_and_evaluate(config, str(straight))  # checkpoints 2 and 3
+  # A run stopped after step 2: the same workdir without checkpoint 3.
+  shutil.copytree(straight, resumed)
+  shutil.rmtree(resumed / 'checkpoints' / '3')
+  assert run_lib.load_run(str(resumed)).step == 2
+  train.train_and_evaluate(config, str(resumed))  # the rerun: step 3
+  a, b = (run_lib.load_run(str(d)) for d in (straight, resumed))
+  assert a.step == b.step == 3
+  as_array = lambda x: np.asarray(
+      jax.random.key_data(x)
+      if jnp.issubdtype(x.dtype, jax.dtypes.prng_key)
+      else x
+  )
+  for u, v in zip(jax.tree.leaves(a.state), jax.tree.leaves(b.state)):
+    np.testing.assert_array_equal(as_array(u), as_array(v))

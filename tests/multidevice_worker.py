@@ -18,8 +18,7 @@ import os
 import re
 import sys
 
-os.environ.setdefault('XLA_FLAGS',
-                      '--xla_force_host_platform_device_count=8')
+os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=8')
 
 import jax  # pylint: disable=g-import-not-at-top
 import numpy as np
@@ -34,10 +33,16 @@ from conftest import DATA_DIR, load_config, tiny_config
 SMALL = dict(data_dir=DATA_DIR, batch_size=8, fcd_freq=0)
 CONFIGS = {
     'synthesis': lambda: tiny_config(fcd_freq=0),
-    'joint': lambda: _stage('fashion_mnist_refine', ebm_ngf=8, gen_ngf=16,
-                            mcmc_steps=2, gen_weights='unused'),
-    'sngan': lambda: _stage('fashion_mnist_sngan', gen_ngf=16, disc_ndf=16,
-                            n_dis=2),
+    'joint': lambda: _stage(
+        'fashion_mnist_refine',
+        ebm_ngf=8,
+        gen_ngf=16,
+        mcmc_steps=2,
+        gen_weights='unused',
+    ),
+    'sngan': lambda: _stage(
+        'fashion_mnist_sngan', gen_ngf=16, disc_ndf=16, n_dis=2
+    ),
     'autoencoder': lambda: _stage('fashion_mnist_ae', gen_ngf=8, inf_ngf=8),
 }
 
@@ -81,7 +86,8 @@ class Runner:
     if self.config.mode == 'joint':  # a random "pretrained" generator
       args = self.model.gen.init(jax.random.PRNGKey(7))
     return jax.jit(self.model.init, out_shardings=program.shardings)(
-        jax.random.PRNGKey(self.config.seed), *args)
+        jax.random.PRNGKey(self.config.seed), *args
+    )
 
   def train(self, n, state, steps):
     mesh, program = self.mesh(n)
@@ -91,7 +97,8 @@ class Runner:
       for _ in range(steps):
         batch = self.batches.batch(int(parallel.to_host(state.step)))
         state, metrics, health = program.step(
-            state, parallel.global_batch(batch, mesh), health)
+            state, parallel.global_batch(batch, mesh), health
+        )
     return state, {k: float(v) for k, v in parallel.to_host(metrics).items()}
 
   def save(self, state, workdir):
@@ -103,8 +110,9 @@ class Runner:
     _, program = self.mesh(n)
     ckpt = checkpoint.Checkpointer(workdir)
     try:
-      return ckpt.restore(parallel.with_shardings(self.abstract,
-                                                  program.shardings))
+      return ckpt.restore(
+          parallel.with_shardings(self.abstract, program.shardings)
+      )
     finally:
       ckpt.close()
 
@@ -122,32 +130,41 @@ def compare(mode, out):
     state, metrics = runner.train(n, runner.init(n), 3)
     result[f'metrics_{n}'] = metrics
     if n == 8:  # the state really is laid out over 8 devices
-      result['devices_used'] = len(jax.tree.leaves(state)[0].sharding.device_set)
+      result['devices_used'] = len(
+          jax.tree.leaves(state)[0].sharding.device_set
+      )
     states[n] = leaves(state)
     runner.save(state, os.path.join(out, f'{mode}_{n}'))
-  result['metric_rel'] = {k: relative_error(result['metrics_8'][k], v)
-                          for k, v in result['metrics_1'].items()}
-  result['state_rel'] = max(relative_error(a, b)
-                            for a, b in zip(states[8], states[1]))
+  result['metric_rel'] = {
+      k: relative_error(result['metrics_8'][k], v)
+      for k, v in result['metrics_1'].items()
+  }
+  result['state_rel'] = max(
+      relative_error(a, b) for a, b in zip(states[8], states[1])
+  )
   if mode == 'sngan':
     # The generator's conv and dense biases feed batch norm in training
     # mode, which removes them: their exact gradient is 0, the computed one
     # round-off, which Adam scales up to ±lr on any device count (and the
     # running means take them in). Compare every other leaf.
-    paths = [jax.tree_util.keystr(p) for p, _ in
-             jax.tree_util.tree_flatten_with_path(runner.abstract)[0]]
+    paths = [
+        jax.tree_util.keystr(p)
+        for p, _ in jax.tree_util.tree_flatten_with_path(runner.abstract)[0]
+    ]
     keep = [i for i, p in enumerate(paths) if not _before_batch_norm(p)]
     result['excluded'] = [p for i, p in enumerate(paths) if i not in keep]
-    result['state_rel'] = max(relative_error(states[8][i], states[1][i])
-                              for i in keep)
+    result['state_rel'] = max(
+        relative_error(states[8][i], states[1][i]) for i in keep
+    )
   resumed = {}
   for source, n in ((8, 1), (1, 8)):
     state = runner.restore(n, os.path.join(out, f'{mode}_{source}'))
     state, _ = runner.train(n, state, 2)
     resumed[n] = leaves(state)
   result['resumed_step'] = [int(resumed[1][0]), int(resumed[8][0])]
-  result['resume_rel'] = max(relative_error(resumed[1][i], resumed[8][i])
-                             for i in keep)
+  result['resume_rel'] = max(
+      relative_error(resumed[1][i], resumed[8][i]) for i in keep
+  )
   return result, runner
 
 
@@ -159,16 +176,20 @@ def _before_batch_norm(path):
     return path.endswith("['mean']")
   return path.startswith(('.gen_params', '.gen_opt_state')) and any(
       f"['{layer}']['bias']" in path
-      for layer in ('dense', 'conv1', 'conv2', 'shortcut'))
+      for layer in ('dense', 'conv1', 'conv2', 'shortcut')
+  )
 
 
 def collectives(hlo):
   """{op: [result shapes]} of the cross-device ops in compiled HLO text."""
   found = {}
   for line in hlo.splitlines():
-    match = re.match(r'\s*(ROOT )?%\S+ = (.*?) (all-gather|all-to-all|'
-                     r'all-reduce|collective-permute|reduce-scatter)'
-                     r'(-start)?\(', line)
+    match = re.match(
+        r'\s*(ROOT )?%\S+ = (.*?) (all-gather|all-to-all|'
+        r'all-reduce|collective-permute|reduce-scatter)'
+        r'(-start)?\(',
+        line,
+    )
     if match:
       found.setdefault(match.group(3), []).append(match.group(2)[:200])
   return found
@@ -181,18 +202,27 @@ def main(out):
     results[mode], runner = compare(mode, out)
     if mode == 'synthesis':
       mesh, program = runner.mesh(8)
-      batch = jax.ShapeDtypeStruct((8, 32, 32, 1), np.float32,
-                                   sharding=parallel.batch_sharding(mesh))
+      batch = jax.ShapeDtypeStruct(
+          (8, 32, 32, 1), np.float32, sharding=parallel.batch_sharding(mesh)
+      )
       with jax.set_mesh(mesh):
         health = program.fresh_health(mesh)
-        hlo = program.step.lower(parallel.with_shardings(
-            runner.abstract, program.shardings), batch,
-                                 health).compile().as_text()
+        hlo = (
+            program.step.lower(
+                parallel.with_shardings(runner.abstract, program.shardings),
+                batch,
+                health,
+            )
+            .compile()
+            .as_text()
+        )
       results['hlo'] = {
           'collectives': collectives(hlo),
-          'bank_local_shapes': [[a.shape[0] // 8] + list(a.shape[1:])
-                                for a in jax.tree.leaves(
-                                    runner.abstract.bank)]}
+          'bank_local_shapes': [
+              [a.shape[0] // 8] + list(a.shape[1:])
+              for a in jax.tree.leaves(runner.abstract.bank)
+          ],
+      }
   with open(os.path.join(out, 'results.json'), 'w') as f:
     json.dump(results, f, indent=1)
 

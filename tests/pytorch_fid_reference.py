@@ -20,12 +20,20 @@ import torch
 def random_state_dict(seed: int) -> dict:
   torch.manual_seed(seed)
   model = fid._inception_v3(  # pylint: disable=protected-access
-      num_classes=1008, aux_logits=False, weights=None)
-  for block, args in [('Mixed_5b', (192, 32)), ('Mixed_5c', (256, 64)),
-                      ('Mixed_5d', (288, 64))]:
+      num_classes=1008, aux_logits=False, weights=None
+  )
+  for block, args in [
+      ('Mixed_5b', (192, 32)),
+      ('Mixed_5c', (256, 64)),
+      ('Mixed_5d', (288, 64)),
+  ]:
     setattr(model, block, fid.FIDInceptionA(*args))
-  for block, c7 in [('Mixed_6b', 128), ('Mixed_6c', 160), ('Mixed_6d', 160),
-                    ('Mixed_6e', 192)]:
+  for block, c7 in [
+      ('Mixed_6b', 128),
+      ('Mixed_6c', 160),
+      ('Mixed_6d', 160),
+      ('Mixed_6e', 192),
+  ]:
     setattr(model, block, fid.FIDInceptionC(768, c7))
   model.Mixed_7b = fid.FIDInceptionE_1(1280)
   model.Mixed_7c = fid.FIDInceptionE_2(2048)

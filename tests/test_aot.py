@@ -11,18 +11,18 @@ import numpy as np
 import pytest
 
 from hatebm_jax import modes
-from hatebm_jax import train
 from conftest import ROOT, device_env, load_config
 
-GIB = 2 ** 30
+GIB = 2**30
 
 
 def _state_gib(config, devices):
   """The training state per device: networks and Adam replicated, the
   replay bank split over the devices."""
   abstract = modes.build(config).abstract_state(config.seed)
-  nbytes = lambda tree: sum(int(np.prod(a.shape)) * a.dtype.itemsize
-                            for a in jax.tree.leaves(tree))
+  nbytes = lambda tree: sum(
+      int(np.prod(a.shape)) * a.dtype.itemsize for a in jax.tree.leaves(tree)
+  )
   bank = nbytes(abstract.bank)
   return (nbytes(abstract) - bank + bank / devices) / GIB
 
@@ -33,11 +33,20 @@ def test_imagenet_scaled_compiles_for_a_pod(tmp_path):
   devices = 32
   out = tmp_path / 'report.json'
   proc = subprocess.run(
-      [sys.executable, '-m', 'hatebm_jax.aot',
-       '--config=' + os.path.join(ROOT, 'configs', 'imagenet_scaled.py'),
-       f'--num_devices={devices}', f'--json={out}'],
-      env=device_env(1), cwd=ROOT, capture_output=True, text=True,
-      timeout=900)
+      [
+          sys.executable,
+          '-m',
+          'hatebm_jax.aot',
+          '--config=' + os.path.join(ROOT, 'configs', 'imagenet_scaled.py'),
+          f'--num_devices={devices}',
+          f'--json={out}',
+      ],
+      env=device_env(1),
+      cwd=ROOT,
+      capture_output=True,
+      text=True,
+      timeout=900,
+  )
   assert proc.returncode == 0, proc.stderr[-5000:]
   report = json.loads(out.read_text())
   assert report['num_devices'] == devices
@@ -49,22 +58,37 @@ def test_imagenet_scaled_compiles_for_a_pod(tmp_path):
   assert report['state_gib_per_device'] == pytest.approx(expected, abs=2e-3)
   assert report['argument_gib'] >= report['state_gib_per_device']
   # The donated state is reused for the output; the chain needs workspace.
-  assert report['alias_gib'] == pytest.approx(report['state_gib_per_device'],
-                                              abs=2e-3)
+  assert report['alias_gib'] == pytest.approx(
+      report['state_gib_per_device'], abs=2e-3
+  )
   assert report['temp_gib'] > 0.1
   assert report['peak_gib'] == pytest.approx(
-      report['argument_gib'] + report['output_gib'] + report['temp_gib'] -
-      report['alias_gib'], abs=3e-3)
+      report['argument_gib']
+      + report['output_gib']
+      + report['temp_gib']
+      - report['alias_gib'],
+      abs=3e-3,
+  )
   assert f'{devices} devices, batch 128' in proc.stdout
   assert 'peak_gib' in proc.stdout
 
 
 def test_aot_rejects_a_batch_that_does_not_split(tmp_path):
   proc = subprocess.run(
-      [sys.executable, '-m', 'hatebm_jax.aot',
-       '--config=' + os.path.join(ROOT, 'configs', 'cifar10_synth.py'),
-       '--num_devices=3'], env=device_env(1), cwd=ROOT, capture_output=True,
-      text=True, timeout=300)
+      [
+          sys.executable,
+          '-m',
+          'hatebm_jax.aot',
+          '--config=' + os.path.join(ROOT, 'configs', 'cifar10_synth.py'),
+          '--num_devices=3',
+      ],
+      env=device_env(1),
+      cwd=ROOT,
+      capture_output=True,
+      text=True,
+      timeout=300,
+  )
   assert proc.returncode != 0
   assert 'batch_size=128 must be divisible by the number of devices, 3' in (
-      proc.stderr)
+      proc.stderr
+  )

@@ -11,10 +11,13 @@ from hatebm_jax import modes
 from hatebm_jax.models import layers
 from conftest import CONFIG_DIR, load_config, tiny_config
 
-CONFIGS = sorted(os.path.basename(p)[:-3]
-                 for p in glob.glob(os.path.join(CONFIG_DIR, '*.py')))
+CONFIGS = sorted(
+    os.path.basename(p)[:-3]
+    for p in glob.glob(os.path.join(CONFIG_DIR, '*.py'))
+)
 
-# (config, hat params, generator params, bank pairs), facts §1.6 and §0.9.
+# (config, hat params, generator params, bank pairs), docs/official_release.md
+# §1.6 and §0.9.
 PAPER_SIZES = {
     'cifar10_synth': (4_204_800, 4_276_739),
     'celeba_synth': (19_542_720, 12_220_675),
@@ -23,26 +26,65 @@ PAPER_SIZES = {
 }
 
 
-JOINT_AND_STAGES = ('cifar10_sngan', 'cifar10_refine', 'celeba_refine',
-                    'cifar10_ae', 'cifar10_retrofit', 'fashion_mnist_sngan',
-                    'fashion_mnist_refine', 'fashion_mnist_ae',
-                    'fashion_mnist_retrofit')
+JOINT_AND_STAGES = (
+    'cifar10_sngan',
+    'cifar10_refine',
+    'celeba_refine',
+    'cifar10_ae',
+    'cifar10_retrofit',
+    'fashion_mnist_sngan',
+    'fashion_mnist_refine',
+    'fashion_mnist_ae',
+    'fashion_mnist_retrofit',
+)
 
 
 def test_every_experiment_has_a_config():
   assert set(PAPER_SIZES) | {'fashion_mnist_synth'} | set(
-      JOINT_AND_STAGES) <= set(CONFIGS)
+      JOINT_AND_STAGES
+  ) <= set(CONFIGS)
 
 
-# Official joint settings (facts §9.1): (gen_type, gen_factor, K, T, ε, ε_z,
+# Official joint settings (docs/official_release.md §9.1): (gen_type,
+# gen_factor, K, T, ε, ε_z,
 # τ, data noise, hat rate, steps).
 JOINT_OFFICIAL = {
-    'cifar10_refine': ('gen_sngan', 1.0, 250, 1e-3, 1e-4, 5e-3, 0.0, 1e-3,
-                       1e-5, 25_000),
-    'celeba_refine': ('gen_sngan', 1.0, 100, 1e-6, 1e-4, 5e-3, 0.0, 1e-3,
-                      1e-5, 25_000),
-    'cifar10_retrofit': ('gen_decoder', 2.0, 100, 1e-3, 5e-4, 1e-3, 50.0,
-                         1e-2, 1e-4, 25_000),
+    'cifar10_refine': (
+        'gen_sngan',
+        1.0,
+        250,
+        1e-3,
+        1e-4,
+        5e-3,
+        0.0,
+        1e-3,
+        1e-5,
+        25_000,
+    ),
+    'celeba_refine': (
+        'gen_sngan',
+        1.0,
+        100,
+        1e-6,
+        1e-4,
+        5e-3,
+        0.0,
+        1e-3,
+        1e-5,
+        25_000,
+    ),
+    'cifar10_retrofit': (
+        'gen_decoder',
+        2.0,
+        100,
+        1e-3,
+        5e-4,
+        1e-3,
+        50.0,
+        1e-2,
+        1e-4,
+        25_000,
+    ),
 }
 
 
@@ -50,26 +92,52 @@ JOINT_OFFICIAL = {
 def test_official_joint_hyperparameters(name):
   c = load_config(name)
   assert (c.mode, c.update_latents, c.batch_size, c.init_scale_res) == (
-      'joint', True, 128, 0.0)
-  assert (c.gen_type, c.gen_factor, c.mcmc_steps, c.mcmc_temp, c.epsilon,
-          c.epsilon_latent, c.tau_res, c.data_epsilon, c.ebm_lr_info[0][0],
-          c.num_training_steps) == JOINT_OFFICIAL[name]
+      'joint',
+      True,
+      128,
+      0.0,
+  )
+  assert (
+      c.gen_type,
+      c.gen_factor,
+      c.mcmc_steps,
+      c.mcmc_temp,
+      c.epsilon,
+      c.epsilon_latent,
+      c.tau_res,
+      c.data_epsilon,
+      c.ebm_lr_info[0][0],
+      c.num_training_steps,
+  ) == JOINT_OFFICIAL[name]
 
 
 def test_official_stage_configs():
   gan = load_config('cifar10_sngan')
-  assert (gan.mode, gan.batch_size, gan.n_dis, gan.gan_lr, gan.gan_beta1,
-          gan.gan_beta2, gan.num_training_steps, gan.gen_factor,
-          gan.gen_ngf, gan.disc_ndf) == ('sngan', 64, 5, 2e-4, 0.0, 0.9,
-                                          100_000, 1.0, 256, 128)
+  assert (
+      gan.mode,
+      gan.batch_size,
+      gan.n_dis,
+      gan.gan_lr,
+      gan.gan_beta1,
+      gan.gan_beta2,
+      gan.num_training_steps,
+      gan.gen_factor,
+      gan.gen_ngf,
+      gan.disc_ndf,
+  ) == ('sngan', 64, 5, 2e-4, 0.0, 0.9, 100_000, 1.0, 256, 128)
   ae = load_config('cifar10_ae')
-  assert (ae.mode, ae.batch_size, ae.data_epsilon, ae.loss_factor,
-          ae.num_training_steps, tuple(ae.state_dims), ae.gen_ngf,
-          ae.inf_ngf) == ('autoencoder', 128, 2e-2, 1000.0, 49_900,
-                          (16, 16, 1), 256, 256)
-  abstract = jax.eval_shape(modes.build(ae).init,
-                            jax.random.PRNGKey(0))
-  # facts §1.6: Encoder-32 and Decoder-32 (+ 4,096 frozen statistics).
+  assert (
+      ae.mode,
+      ae.batch_size,
+      ae.data_epsilon,
+      ae.loss_factor,
+      ae.num_training_steps,
+      tuple(ae.state_dims),
+      ae.gen_ngf,
+      ae.inf_ngf,
+  ) == ('autoencoder', 128, 2e-2, 1000.0, 49_900, (16, 16, 1), 256, 256)
+  abstract = jax.eval_shape(modes.build(ae).init, jax.random.PRNGKey(0))
+  # docs/official_release.md §1.6: Encoder-32 and Decoder-32 (+ 4,096 frozen statistics).
   assert layers.count_params(abstract.enc_params) == 4_206_849
   assert layers.count_params(abstract.gen_params) == 4_210_435
   assert layers.count_params(abstract.gen_frozen) == 4_096
@@ -86,68 +154,120 @@ def test_config_validates_and_builds(name):
   model = modes.build(config)
   abstract = model.abstract_state(0)
   if name in PAPER_SIZES:
-    assert (layers.count_params(abstract.hat_params),
-            layers.count_params(abstract.gen_params)) == PAPER_SIZES[name]
+    assert (
+        layers.count_params(abstract.hat_params),
+        layers.count_params(abstract.gen_params),
+    ) == PAPER_SIZES[name]
     assert abstract.bank.latents.shape == (128, 78, 128)  # 9,984 pairs
 
 
 @pytest.mark.parametrize('name', sorted(PAPER_SIZES))
 def test_official_hyperparameters(name):
   c = load_config(name)
-  assert (c.batch_size, c.mcmc_steps, c.mcmc_temp, c.epsilon,
-          c.data_epsilon, c.persistent_size, c.gen_loss_factor_coop,
-          c.max_langevin_norm_res, c.gen_factor, c.init_scale_res) == (
-              128, 50, 1e-8, 5e-4, 1e-3, 10_000, 1000.0, 2.5, 2.0, 0.0)
+  assert (
+      c.batch_size,
+      c.mcmc_steps,
+      c.mcmc_temp,
+      c.epsilon,
+      c.data_epsilon,
+      c.persistent_size,
+      c.gen_loss_factor_coop,
+      c.max_langevin_norm_res,
+      c.gen_factor,
+      c.init_scale_res,
+  ) == (128, 50, 1e-8, 5e-4, 1e-3, 10_000, 1000.0, 2.5, 2.0, 0.0)
   imagenet = name.startswith('imagenet')
   assert c.num_training_steps == (300_000 if imagenet else 50_000)
   assert c.clip_ebm_grad == imagenet and c.random_crop == imagenet
   if imagenet:
     assert tuple(map(tuple, c.ebm_lr_info)) == (
-        (1e-4, 0), (1e-5, 230_000), (1e-6, 260_000))
+        (1e-4, 0),
+        (1e-5, 230_000),
+        (1e-6, 260_000),
+    )
     assert tuple(map(tuple, c.gen_lr_info)) == (
-        (5e-5, 0), (1e-5, 230_000), (1e-6, 260_000))
+        (5e-5, 0),
+        (1e-5, 230_000),
+        (1e-6, 260_000),
+    )
   else:
     assert tuple(map(tuple, c.ebm_lr_info)) == ((1e-4, 0),)
     assert tuple(map(tuple, c.gen_lr_info)) == ((1e-4, 0),)
 
 
-@pytest.mark.parametrize('key,value,message', [
-    ('mcmc_steps', 0, 'mcmc_steps=0'),
-    ('epsilon', 0.0, 'epsilon=0.0'),
-    ('mcmc_temp', -1.0, 'mcmc_temp=-1.0'),
-    ('persistent_size', 4, 'persistent_size=4'),
-    ('data_type', 'svhn', "data_type='svhn'"),
-    ('image_dims', (48, 48, 1), r'image_dims=\(48, 48, 1\)'),
-    ('langevin_unroll', -2, 'langevin_unroll=-2'),
-    ('epsilon', float('inf'), 'epsilon=inf .* finite'),
-    ('ebm_ngf', 0, 'ebm_ngf=0 .* positive integer'),
-    ('state_dims', (0,), r'state_dims=\(0,\)'),
-    ('ebm_lr_info', (1e-4, 0), r'ebm_lr_info=\(0.0001, 0\) .* pairs'),
-    ('gen_lr_info', ((1e-4, 10),), 'gen_lr_info=.* starting at update 0'),
-    ('mcmc_temp', 0.0, r'mcmc_temp=0.0 is invalid: must be finite and > 0'),
-    ('mcmc_steps', -3, r'mcmc_steps=-3 is invalid: must be an integer >= 1'),
-    ('batch_size', 0, r'batch_size=0 is invalid: must be an integer >= 1'),
-    ('persistent_size', 7, r'persistent_size=7 is invalid: the replay bank '
-     r'must hold at least one batch \(batch_size=8\)'),
-    ('image_dims', (64, 64, 1), r'image_dims=\(64, 64, 1\) is invalid: '
-     r'fashion_mnist is trained at \(32, 32, 1\)'),
-    ('state_dims', (4, 4), r"state_dims=\(4, 4\) is invalid: 'gen_sngan' "
-     r'takes a latent vector \[nz\]'),
-    ('on_divergence', 'ignore', r"on_divergence='ignore' is invalid: choose "
-     r"one of \('stop', 'rollback'\)"),
-    ('rollback_lr_factor', 2.0, r'rollback_lr_factor=2.0 is invalid: must be '
-     r'in \(0, 1\]'),
-    ('max_rollbacks', -1, 'max_rollbacks=-1 is invalid'),
-    ('divergence_max_energy', 0.0, 'divergence_max_energy=0.0 is invalid'),
-    ('seed', -1, 'seed=-1 is invalid: must be an integer >= 0'),
-    ('state_dims', (16.5,), r'state_dims=\(16.5,\) is invalid: must be a '
-     'tuple of integers >= 1'),
-    ('num_plot', 100_000, 'num_plot=100000 is invalid: a grid shows at most '
-     '1024 images'),
-    ('ebm_lr_info', ((float('inf'), 0),), 'rates must be finite and > 0'),
-    ('ebm_type', 'foo', "ebm_type='foo' is invalid: the only hat network is "
-     "'ebm_sngan'"),
-])
+@pytest.mark.parametrize(
+    'key,value,message',
+    [
+        ('mcmc_steps', 0, 'mcmc_steps=0'),
+        ('epsilon', 0.0, 'epsilon=0.0'),
+        ('mcmc_temp', -1.0, 'mcmc_temp=-1.0'),
+        ('persistent_size', 4, 'persistent_size=4'),
+        ('data_type', 'svhn', "data_type='svhn'"),
+        ('image_dims', (48, 48, 1), r'image_dims=\(48, 48, 1\)'),
+        ('langevin_unroll', -2, 'langevin_unroll=-2'),
+        ('epsilon', float('inf'), 'epsilon=inf .* finite'),
+        ('ebm_ngf', 0, 'ebm_ngf=0 .* positive integer'),
+        ('state_dims', (0,), r'state_dims=\(0,\)'),
+        ('ebm_lr_info', (1e-4, 0), r'ebm_lr_info=\(0.0001, 0\) .* pairs'),
+        ('gen_lr_info', ((1e-4, 10),), 'gen_lr_info=.* starting at update 0'),
+        ('mcmc_temp', 0.0, r'mcmc_temp=0.0 is invalid: must be finite and > 0'),
+        (
+            'mcmc_steps',
+            -3,
+            r'mcmc_steps=-3 is invalid: must be an integer >= 1',
+        ),
+        ('batch_size', 0, r'batch_size=0 is invalid: must be an integer >= 1'),
+        (
+            'persistent_size',
+            7,
+            r'persistent_size=7 is invalid: the replay bank '
+            r'must hold at least one batch \(batch_size=8\)',
+        ),
+        (
+            'image_dims',
+            (64, 64, 1),
+            r'image_dims=\(64, 64, 1\) is invalid: '
+            r'fashion_mnist is trained at \(32, 32, 1\)',
+        ),
+        (
+            'state_dims',
+            (4, 4),
+            r"state_dims=\(4, 4\) is invalid: 'gen_sngan' "
+            r'takes a latent vector \[nz\]',
+        ),
+        (
+            'on_divergence',
+            'ignore',
+            r"on_divergence='ignore' is invalid: choose "
+            r"one of \('stop', 'rollback'\)",
+        ),
+        (
+            'rollback_lr_factor',
+            2.0,
+            r'rollback_lr_factor=2.0 is invalid: must be ' r'in \(0, 1\]',
+        ),
+        ('max_rollbacks', -1, 'max_rollbacks=-1 is invalid'),
+        ('divergence_max_energy', 0.0, 'divergence_max_energy=0.0 is invalid'),
+        ('seed', -1, 'seed=-1 is invalid: must be an integer >= 0'),
+        (
+            'state_dims',
+            (16.5,),
+            r'state_dims=\(16.5,\) is invalid: must be a '
+            'tuple of integers >= 1',
+        ),
+        (
+            'num_plot',
+            100_000,
+            'num_plot=100000 is invalid: a grid shows at most ' '1024 images',
+        ),
+        ('ebm_lr_info', ((float('inf'), 0),), 'rates must be finite and > 0'),
+        (
+            'ebm_type',
+            'foo',
+            "ebm_type='foo' is invalid: the only hat network is " "'ebm_sngan'",
+        ),
+    ],
+)
 def test_bad_values_name_the_key(key, value, message):
   with pytest.raises(ValueError, match=message):
     config_base.validate(tiny_config(**{key: value}))
@@ -167,12 +287,22 @@ def test_unknown_keys_are_errors():
     config.mcmc_step = 3  # typo of mcmc_steps
 
 
-@pytest.mark.parametrize('key,value,message', [
-    ('epsilon_latent', 0.0, 'epsilon_latent=0.0 is invalid: must be finite '
-     'and > 0'),
-    ('gen_weights', '', "gen_weights='' is invalid: a joint run needs the "
-     'workdir of a trained sngan or autoencoder run'),
-])
+@pytest.mark.parametrize(
+    'key,value,message',
+    [
+        (
+            'epsilon_latent',
+            0.0,
+            'epsilon_latent=0.0 is invalid: must be finite ' 'and > 0',
+        ),
+        (
+            'gen_weights',
+            '',
+            "gen_weights='' is invalid: a joint run needs the "
+            'workdir of a trained sngan or autoencoder run',
+        ),
+    ],
+)
 def test_joint_values_name_the_key(key, value, message):
   config = load_config('fashion_mnist_refine')
   config.gen_weights = '/runs/sngan'
@@ -188,14 +318,20 @@ def test_sngan_step_size_and_decoder_latents_are_checked():
     config_base.validate(config)
   config = load_config('fashion_mnist_ae')
   config.state_dims = (8, 8, 1)
-  with pytest.raises(ValueError, match=r"state_dims=\(8, 8, 1\) is invalid: "
-                     r"'gen_decoder' takes latents \(16, 16, 1\)"):
+  with pytest.raises(
+      ValueError,
+      match=r'state_dims=\(8, 8, 1\) is invalid: '
+      r"'gen_decoder' takes latents \(16, 16, 1\)",
+  ):
     config_base.validate(config)
 
 
 def test_unknown_key_of_a_config_built_in_python():
   config = tiny_config()  # unlocked, as in a notebook
   config.mcmc_step = 3
-  with pytest.raises(ValueError, match=r'config.mcmc_step is not a known key '
-                     r'\(did you mean mcmc_steps\?\)'):
+  with pytest.raises(
+      ValueError,
+      match=r'config.mcmc_step is not a known key '
+      r'\(did you mean mcmc_steps\?\)',
+  ):
     config_base.validate(config)

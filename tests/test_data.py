@@ -29,8 +29,9 @@ def test_fashion_mnist_slice_is_read_and_padded():
 
 
 def test_missing_fashion_mnist_says_how_to_install(tmp_path):
-  with pytest.raises(FileNotFoundError, match='apt-get install -y '
-                     'dataset-fashion-mnist'):
+  with pytest.raises(
+      FileNotFoundError, match='apt-get install -y ' 'dataset-fashion-mnist'
+  ):
     data.load_fashion_mnist('train', str(tmp_path))
   with pytest.raises(ValueError, match="split='valid'"):
     data.load_fashion_mnist('valid', DATA_DIR)
@@ -45,8 +46,9 @@ def test_batches_are_a_function_of_the_step():
     np.testing.assert_array_equal(next(resumed), first[t])
   # Each epoch is a permutation: steps 0-1 and half of 2 cover every image.
   seen = np.concatenate([b.ravel() for b in first])[:10]
-  np.testing.assert_array_equal(np.sort(np.round((seen + 1) * 127.5)),
-                                np.arange(10))
+  np.testing.assert_array_equal(
+      np.sort(np.round((seen + 1) * 127.5)), np.arange(10)
+  )
   other = data.ArrayBatches(images, 4, seed=4).batch(0)
   assert not np.array_equal(other, first[0])
 
@@ -60,11 +62,18 @@ def test_train_batches_check_data_type_and_shape():
   assert batch.shape == (8, 32, 32, 1)
 
 
-@pytest.mark.parametrize('name,size,random_crop', [
-    ('cifar10', 32, False), ('celeb_a', 64, False),
-    ('imagenet2012', 128, True), ('imagenet2012', 128, False)])
+@pytest.mark.parametrize(
+    'name,size,random_crop',
+    [
+        ('cifar10', 32, False),
+        ('celeb_a', 64, False),
+        ('imagenet2012', 128, True),
+        ('imagenet2012', 128, False),
+    ],
+)
 def test_tfds_preprocessing_on_mock_data(name, size, random_crop):
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
   with tfds.testing.mock_data(num_examples=8):
     batches = data.tfds_batches(name, None, 4, size, random_crop, seed=0)
     batch = next(batches)
@@ -74,7 +83,7 @@ def test_tfds_preprocessing_on_mock_data(name, size, random_crop):
 
 
 def test_celeba_crop_is_the_centre_square():
-  """218x178 -> rows 20..198 -> 64x64, antialiased (facts §2)."""
+  """218x178 -> rows 20..198 -> 64x64, antialiased (docs/official_release.md §2)."""
   tf = pytest.importorskip('tensorflow')
   image = np.zeros((218, 178, 3), np.uint8)
   image[20:198] = 255  # the centre square is white, the rest black
@@ -105,18 +114,22 @@ def test_imagenet_crop_is_seeded_by_position():
   op: a function of (seed, position), varying with both."""
   tf = pytest.importorskip('tensorflow')
   image = np.random.default_rng(0).integers(0, 256, (256, 384, 3), np.uint8)
-  resized = tf.image.resize(data.to_float(image), (128, 192), 'bilinear',
-                            antialias=True).numpy()
+  resized = tf.image.resize(
+      data.to_float(image), (128, 192), 'bilinear', antialias=True
+  ).numpy()
   crop = data._tfds_preprocess('imagenet2012', 128, True, seed=3)
   crops = [crop({'image': image}, p).numpy() for p in range(8)]
   for p, out in enumerate(crops):
     np.testing.assert_array_equal(crop({'image': image}, p).numpy(), out)
-    assert any(np.allclose(out, resized[:, o:o + 128], atol=1e-5)
-               for o in range(65))
+    assert any(
+        np.allclose(out, resized[:, o : o + 128], atol=1e-5) for o in range(65)
+    )
   assert len({out.tobytes() for out in crops}) > 1
   other = data._tfds_preprocess('imagenet2012', 128, True, seed=4)
-  assert any(not np.array_equal(other({'image': image}, p).numpy(), out)
-             for p, out in enumerate(crops))
+  assert any(
+      not np.array_equal(other({'image': image}, p).numpy(), out)
+      for p, out in enumerate(crops)
+  )
 
 
 @pytest.fixture(scope='module')
@@ -125,6 +138,7 @@ def tfds_dir(tmp_path_factory):
   TFDS_EXAMPLES examples in TFDS_SHARDS TFRecord files each."""
   pytest.importorskip('tensorflow_datasets')
   import tfds_fixture  # pylint: disable=g-import-not-at-top
+
   path = str(tmp_path_factory.mktemp('tfds'))
   start = time.time()
   tfds_fixture.prepare(path, TFDS_EXAMPLES, TFDS_SHARDS)
@@ -135,20 +149,32 @@ def tfds_dir(tmp_path_factory):
 def _tfds_stream(name, data_dir, start_step, steps, seed=5, **kwargs):
   """Batches start_step .. start_step + steps - 1 of `data.tfds_batches`."""
   size = data.IMAGE_DIMS[name][0]
-  batches = data.tfds_batches(name, data_dir, TFDS_BATCH, size,
-                              name == 'imagenet2012', seed,
-                              start_step=start_step, **kwargs)
+  batches = data.tfds_batches(
+      name,
+      data_dir,
+      TFDS_BATCH,
+      size,
+      name == 'imagenet2012',
+      seed,
+      start_step=start_step,
+      **kwargs,
+  )
   return list(itertools.islice(batches, steps))
 
 
 @pytest.mark.parametrize('buffer', [data.SHUFFLE_BUFFER, 16])
-@pytest.mark.parametrize('name,steps,starts', [
-    # Epochs end within steps 9, 18 (positions 300, 600): 8 and 18 cross
-    # a boundary, 21 starts inside epoch 2; 11 starts inside epoch 1.
-    ('cifar10', 25, (8, 18, 21)),
-    ('imagenet2012', 13, (9, 11))])
-def test_tfds_resume_equals_straight(tfds_dir, monkeypatch, buffer, name,
-                                     steps, starts):
+@pytest.mark.parametrize(
+    'name,steps,starts',
+    [
+        # Epochs end within steps 9, 18 (positions 300, 600): 8 and 18 cross
+        # a boundary, 21 starts inside epoch 2; 11 starts inside epoch 1.
+        ('cifar10', 25, (8, 18, 21)),
+        ('imagenet2012', 13, (9, 11)),
+    ],
+)
+def test_tfds_resume_equals_straight(
+    tfds_dir, monkeypatch, buffer, name, steps, starts
+):
   """Opened at step t, the stream yields bit for bit the batches t, t+1, ...
   of a stream opened at 0, with the official shuffle buffer (a full shuffle
   of this small split) and a small one (order set by the file order)."""
@@ -164,8 +190,10 @@ def test_tfds_resume_equals_straight(tfds_dir, monkeypatch, buffer, name,
   assert straight[0].dtype == np.float32
   assert min(b.min() for b in straight) >= -1.0 - 1e-5
   assert max(b.max() for b in straight) <= 1.0 + 1e-5
-  print(f'{name}: {steps} + {sum(steps - t for t in starts)} batches in '
-        f'{time.time() - start:.1f} s')
+  print(
+      f'{name}: {steps} + {sum(steps - t for t in starts)} batches in '
+      f'{time.time() - start:.1f} s'
+  )
 
 
 @pytest.mark.parametrize('buffer', [data.SHUFFLE_BUFFER, 16])
@@ -174,15 +202,16 @@ def test_tfds_stream_is_a_seeded_shuffle(tfds_dir, monkeypatch, buffer):
   seed, the same for the same seed; even splits partition the split."""
   import tfds_fixture  # pylint: disable=g-import-not-at-top
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
   monkeypatch.setattr(data, 'SHUFFLE_BUFFER', buffer)
   n = TFDS_EXAMPLES
   steps = -(-2 * n // TFDS_BATCH)  # two epochs
   stream = _tfds_stream('cifar10', tfds_dir, 0, steps)
   index = tfds_fixture.index_of(np.concatenate(stream))
-  for epoch in (index[:n], index[n:2 * n]):
+  for epoch in (index[:n], index[n : 2 * n]):
     np.testing.assert_array_equal(np.sort(epoch), np.arange(n))
   assert not np.array_equal(index[:n], np.arange(n))
-  assert not np.array_equal(index[:n], index[n:2 * n])
+  assert not np.array_equal(index[:n], index[n : 2 * n])
   again = _tfds_stream('cifar10', tfds_dir, 0, steps)
   for a, b in zip(stream, again):
     np.testing.assert_array_equal(a, b)
@@ -191,19 +220,26 @@ def test_tfds_stream_is_a_seeded_shuffle(tfds_dir, monkeypatch, buffer):
   np.testing.assert_array_equal(np.sort(other_index[:n]), np.arange(n))
   assert not np.array_equal(other_index[:n], index[:n])
   # The split of each of 2 processes: disjoint halves, each shuffled whole.
-  halves = [tfds_fixture.index_of(np.concatenate(_tfds_stream(
-      'cifar10', tfds_dir, 0, n // 2 // TFDS_BATCH + 1, split=split)))[:n // 2]
-            for split in tfds.even_splits('train', n=2)]
+  halves = [
+      tfds_fixture.index_of(
+          np.concatenate(
+              _tfds_stream(
+                  'cifar10', tfds_dir, 0, n // 2 // TFDS_BATCH + 1, split=split
+              )
+          )
+      )[: n // 2]
+      for split in tfds.even_splits('train', n=2)
+  ]
   np.testing.assert_array_equal(np.sort(np.concatenate(halves)), np.arange(n))
 
 
 def test_tfds_stream_checks_its_arguments(tfds_dir):
   with pytest.raises(ValueError, match='start_step=-1'):
-    next(data.tfds_batches('cifar10', tfds_dir, 4, 32, False, 0,
-                           start_step=-1))
+    next(data.tfds_batches('cifar10', tfds_dir, 4, 32, False, 0, start_step=-1))
   with pytest.raises(ValueError, match=f'holds {TFDS_EXAMPLES} examples'):
-    next(data.tfds_batches('cifar10', tfds_dir, TFDS_EXAMPLES + 1, 32, False,
-                           0))
+    next(
+        data.tfds_batches('cifar10', tfds_dir, TFDS_EXAMPLES + 1, 32, False, 0)
+    )
 
 
 def test_train_batches_resume_tfds(tfds_dir):
@@ -215,6 +251,7 @@ def test_train_batches_resume_tfds(tfds_dir):
   resumed = list(itertools.islice(data.train_batches(config, 8), 4))
   for t, batch in enumerate(resumed, 8):
     np.testing.assert_array_equal(batch, straight[t])
-  np.testing.assert_array_equal(straight[0], _tfds_stream(
-      'cifar10', tfds_dir, 0, 1, seed=config.seed)[0])
+  np.testing.assert_array_equal(
+      straight[0], _tfds_stream('cifar10', tfds_dir, 0, 1, seed=config.seed)[0]
+  )
   assert straight[0].shape == (TFDS_BATCH, 32, 32, 3)

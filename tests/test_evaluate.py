@@ -15,8 +15,13 @@ from hatebm_jax.serving import run as run_lib
 from hatebm_jax import train
 from conftest import DATA_DIR, ROOT, tiny_config
 
-SMALL = dict(num_samples=200, batch_size=100, num_reference=500, num_ood=300,
-             data_dir=DATA_DIR)
+SMALL = dict(
+    num_samples=200,
+    batch_size=100,
+    num_reference=500,
+    num_ood=300,
+    data_dir=DATA_DIR,
+)
 
 
 @pytest.fixture(scope='module')
@@ -29,8 +34,14 @@ def run_dir(tmp_path_factory):
 def test_every_metric_with_its_settings(run_dir, tmp_path):
   out = tmp_path / 'metrics.json'
   result = evaluate.evaluate(
-      str(run_dir), 'fcd,kid,ood', 'ebm,generator,initial', output=str(out),
-      ood_sets='mnist,uniform_noise,constant', mcmc_steps=3, **SMALL)
+      str(run_dir),
+      'fcd,kid,ood',
+      'ebm,generator,initial',
+      output=str(out),
+      ood_sets='mnist,uniform_noise,constant',
+      mcmc_steps=3,
+      **SMALL,
+  )
   assert json.loads(out.read_text()) == json.loads(json.dumps(result))
   assert result['step'] == 2 and result['num_samples'] == 200
   assert result['sampler']['num_steps'] == 3
@@ -52,17 +63,16 @@ def test_every_metric_with_its_settings(run_dir, tmp_path):
 
 def test_evaluation_is_deterministic(run_dir, tmp_path):
   kwargs = dict(SMALL, metrics='fcd', sources='ebm', num_samples=150)
-  a = evaluate.evaluate(str(run_dir), output=str(tmp_path / 'a.json'),
-                        **kwargs)
-  b = evaluate.evaluate(str(run_dir), output=str(tmp_path / 'b.json'),
-                        **kwargs)
+  a = evaluate.evaluate(str(run_dir), output=str(tmp_path / 'a.json'), **kwargs)
+  b = evaluate.evaluate(str(run_dir), output=str(tmp_path / 'b.json'), **kwargs)
   assert a['samples']['ebm']['fcd'] == b['samples']['ebm']['fcd']
 
 
 def test_generator_source_is_g_of_z(run_dir):
   run = run_lib.load_run(str(run_dir))
-  images, (z, x_gen, y) = draw.draw_images(run, 5, 5, 0, 'generator',
-                                               return_first=True)
+  images, (z, x_gen, y) = draw.draw_images(
+      run, 5, 5, 0, 'generator', return_first=True
+  )
   assert np.all(y == 0)
   np.testing.assert_array_equal(images, draw.to_uint8(x_gen))
   initial = draw.draw_images(run, 5, 5, 0, 'initial')
@@ -72,12 +82,15 @@ def test_generator_source_is_g_of_z(run_dir):
 def test_reference_cache_is_keyed_by_the_images(run_dir, tmp_path):
   net = evaluate.classifier.FeatureNetwork.load()
   a_stats, a_feats = metrics.reference_features(
-      net, 'fashion_mnist', DATA_DIR, 'test', 32, 100)
+      net, 'fashion_mnist', DATA_DIR, 'test', 32, 100
+  )
   b_stats, _ = metrics.reference_features(
-      net, 'fashion_mnist', DATA_DIR, 'test', 32, 200)
+      net, 'fashion_mnist', DATA_DIR, 'test', 32, 200
+  )
   assert (a_stats.num_samples, b_stats.num_samples) == (100, 200)
   again_stats, again_feats = metrics.reference_features(
-      net, 'fashion_mnist', DATA_DIR, 'test', 32, 100)
+      net, 'fashion_mnist', DATA_DIR, 'test', 32, 100
+  )
   np.testing.assert_array_equal(again_feats, a_feats)
   np.testing.assert_array_equal(again_stats.cov, a_stats.cov)
 
@@ -100,11 +113,25 @@ def test_bad_requests_fail_before_sampling(run_dir, tmp_path):
 def test_command_line(run_dir, tmp_path):
   out = tmp_path / 'cli.json'
   proc = subprocess.run(
-      [sys.executable, '-m', 'hatebm_jax.evaluate', f'--workdir={run_dir}',
-       '--metrics=fcd,kid', '--num_samples=150', '--batch_size=50',
-       '--num_reference=500', f'--data_dir={DATA_DIR}', f'--output={out}',
-       '--mcmc_steps=2'], cwd=ROOT, capture_output=True, text=True,
-      timeout=600, env=dict(os.environ))
+      [
+          sys.executable,
+          '-m',
+          'hatebm_jax.evaluate',
+          f'--workdir={run_dir}',
+          '--metrics=fcd,kid',
+          '--num_samples=150',
+          '--batch_size=50',
+          '--num_reference=500',
+          f'--data_dir={DATA_DIR}',
+          f'--output={out}',
+          '--mcmc_steps=2',
+      ],
+      cwd=ROOT,
+      capture_output=True,
+      text=True,
+      timeout=600,
+      env=dict(os.environ),
+  )
   assert proc.returncode == 0, proc.stderr[-3000:]
   saved = json.loads(out.read_text())
   assert saved['samples']['ebm']['fcd'] > 0
@@ -113,8 +140,9 @@ def test_command_line(run_dir, tmp_path):
   assert printed['samples'] == saved['samples']
 
 
-def test_checkpoints_saved_before_a_key_existed_still_load(run_dir,
-                                                           monkeypatch):
+def test_checkpoints_saved_before_a_key_existed_still_load(
+    run_dir, monkeypatch
+):
   original = run_lib.checkpoint.Checkpointer.restore_config
 
   def without_new_keys(self, step=None):
@@ -122,7 +150,8 @@ def test_checkpoints_saved_before_a_key_existed_still_load(run_dir,
     del saved['fcd_freq'], saved['fcd_num_samples']
     return saved
 
-  monkeypatch.setattr(run_lib.checkpoint.Checkpointer, 'restore_config',
-                      without_new_keys)
+  monkeypatch.setattr(
+      run_lib.checkpoint.Checkpointer, 'restore_config', without_new_keys
+  )
   run = run_lib.load_run(str(run_dir))
   assert run.config.fcd_freq == 0 and run.config.fcd_num_samples == 2000

@@ -7,16 +7,18 @@ from hatebm_jax.evaluation import frechet
 
 
 def _stats(mean, cov, net='net', prep='prep', n=100):
-  return frechet.FeatureStats(np.asarray(mean, float), np.asarray(cov, float),
-                              n, net, prep)
+  return frechet.FeatureStats(
+      np.asarray(mean, float), np.asarray(cov, float), n, net, prep
+  )
 
 
 def test_diagonal_gaussians_match_closed_form():
   m1, m2 = np.array([0.0, 1.0, 2.0]), np.array([1.0, 1.0, 0.0])
   s1, s2 = np.array([1.0, 4.0, 0.25]), np.array([4.0, 1.0, 0.25])
   expected = np.sum((m1 - m2) ** 2) + np.sum(s1 + s2 - 2 * np.sqrt(s1 * s2))
-  got = frechet.frechet_distance(_stats(m1, np.diag(s1)),
-                                 _stats(m2, np.diag(s2)))
+  got = frechet.frechet_distance(
+      _stats(m1, np.diag(s1)), _stats(m2, np.diag(s2))
+  )
   assert got == pytest.approx(expected, rel=1e-10)  # 5 + 2 = 7
 
 
@@ -67,14 +69,18 @@ def test_mismatches_are_refused():
 
 
 def test_statistics_round_trip_through_npz(tmp_path):
-  s = frechet.feature_stats(np.random.default_rng(3).normal(size=(20, 4)),
-                            'lenet', 'pad 32, [-1, 1]')
+  s = frechet.feature_stats(
+      np.random.default_rng(3).normal(size=(20, 4)), 'lenet', 'pad 32, [-1, 1]'
+  )
   s.save(str(tmp_path / 'ref.npz'))
   t = frechet.FeatureStats.load(str(tmp_path / 'ref.npz'))
   np.testing.assert_array_equal(t.mean, s.mean)
   np.testing.assert_array_equal(t.cov, s.cov)
   assert (t.num_samples, t.feature_net, t.preprocessing) == (
-      20, 'lenet', 'pad 32, [-1, 1]')
+      20,
+      'lenet',
+      'pad 32, [-1, 1]',
+  )
   with pytest.raises(FileNotFoundError, match='No feature statistics'):
     frechet.FeatureStats.load(str(tmp_path / 'missing.npz'))
   np.savez(tmp_path / 'bad.npz', mean=s.mean)

@@ -19,12 +19,13 @@ import pytest
 
 from hatebm_jax import evaluate
 from hatebm_jax.serving import pretrained
-from hatebm_jax.serving import storage
 from hatebm_jax import sample
 from hatebm_jax.serving import draw
 from hatebm_jax.serving import run as run_lib
 from hatebm_jax import train
 from conftest import DATA_DIR, tiny_config
+
+pytestmark = pytest.mark.slow
 
 BUCKET = 'hatebm-test'
 
@@ -35,8 +36,9 @@ def gcs():
   with socket.socket() as s:
     s.bind(('localhost', 0))
     port = s.getsockname()[1]
-  server = emulator.create_server('localhost', port, in_memory=True,
-                                  default_bucket=BUCKET)
+  server = emulator.create_server(
+      'localhost', port, in_memory=True, default_bucket=BUCKET
+  )
   download = emulator_objects.download
 
   def download_with_generation(request, response, storage, *args, **kwargs):
@@ -45,8 +47,9 @@ def gcs():
     manifest of a checkpoint ('Malformed StorageGeneration')."""
     download(request, response, storage, *args, **kwargs)
     try:
-      obj = storage.get_file_obj(request.params['bucket_name'],
-                                 request.params['object_id'])
+      obj = storage.get_file_obj(
+          request.params['bucket_name'], request.params['object_id']
+      )
     except emulator_objects.NotFound:
       return
     response['x-goog-generation'] = str(obj['generation'])
@@ -80,8 +83,11 @@ def runs(gcs, tmp_path_factory):
   events = tmp_path_factory.mktemp('events')
   create = train.metric_writers.create_default_writer
   with pytest.MonkeyPatch.context() as mp:
-    mp.setattr(train.metric_writers, 'create_default_writer',
-               lambda logdir, **kwargs: create(str(events), **kwargs))
+    mp.setattr(
+        train.metric_writers,
+        'create_default_writer',
+        lambda logdir, **kwargs: create(str(events), **kwargs),
+    )
     train.train_and_evaluate(tiny_config(num_training_steps=2), remote)
     train.train_and_evaluate(tiny_config(), remote)
   return str(local), remote
@@ -92,7 +98,10 @@ def test_training_and_resuming_on_gcs(runs):
   root = epath.Path(remote)
   assert sorted(p.name for p in (root / 'checkpoints').iterdir()) == ['2', '4']
   assert sorted(p.name for p in (root / 'samples').iterdir()) == [
-      'data.png', 'step_000002.png', 'step_000004.png']
+      'data.png',
+      'step_000002.png',
+      'step_000004.png',
+  ]
   a, b = run_lib.load_run(local), run_lib.load_run(remote)
   assert a.step == b.step == 4
   leaves_a, leaves_b = jax.tree.leaves(a.state), jax.tree.leaves(b.state)
@@ -103,23 +112,35 @@ def test_training_and_resuming_on_gcs(runs):
 
 def test_sampling_from_gcs_equals_sampling_locally(runs, tmp_path):
   local, remote = runs
-  sample.sample_checkpoint(local, 6, 3, seed=1,
-                           output_dir=str(tmp_path / 'local'))
+  sample.sample_checkpoint(
+      local, 6, 3, seed=1, output_dir=str(tmp_path / 'local')
+  )
   settings = sample.sample_checkpoint(remote, 6, 3, seed=1)
   out = epath.Path(remote) / 'eval' / 'step_4'
   assert sorted(p.name for p in out.iterdir()) == [
-      'grid.png', 'path.png', 'samples.npz', 'settings.json']
+      'grid.png',
+      'path.png',
+      'samples.npz',
+      'settings.json',
+  ]
   assert settings['step'] == 4 and settings['workdir'] == remote
   with (out / 'samples.npz').open('rb') as f:
     from_gcs = np.load(f)['images']
   np.testing.assert_array_equal(
-      from_gcs, np.load(tmp_path / 'local' / 'samples.npz')['images'])
+      from_gcs, np.load(tmp_path / 'local' / 'samples.npz')['images']
+  )
 
 
 def test_evaluate_writes_its_json_to_gcs(runs):
   _, remote = runs
-  result = evaluate.evaluate(remote, 'fcd', num_samples=100, batch_size=50,
-                             num_reference=500, data_dir=DATA_DIR)
+  result = evaluate.evaluate(
+      remote,
+      'fcd',
+      num_samples=100,
+      batch_size=50,
+      num_reference=500,
+      data_dir=DATA_DIR,
+  )
   written = epath.Path(remote) / 'eval' / 'step_4' / 'metrics.json'
   assert written.exists()
   assert result['samples']['ebm']['fcd'] > 0

@@ -22,13 +22,23 @@ def reference(tmp_path_factory):
   """(path of random .pth weights, {size: images}, {size: features})."""
   out = tmp_path_factory.mktemp('inception')
   rng = np.random.default_rng(0)
-  images = {f's{size}': rng.integers(0, 256, (3, size, size, 3), np.uint8)
-            for size in SIZES}
+  images = {
+      f's{size}': rng.integers(0, 256, (3, size, size, 3), np.uint8)
+      for size in SIZES
+  }
   np.savez(out / 'images.npz', **images)
   proc = subprocess.run(
-      [sys.executable, os.path.join(ROOT, 'tests', 'pytorch_fid_reference.py'),
-       str(out), str(out / 'images.npz')], capture_output=True, text=True,
-      timeout=600, check=False)
+      [
+          sys.executable,
+          os.path.join(ROOT, 'tests', 'pytorch_fid_reference.py'),
+          str(out),
+          str(out / 'images.npz'),
+      ],
+      capture_output=True,
+      text=True,
+      timeout=600,
+      check=False,
+  )
   assert proc.returncode == 0, proc.stderr[-3000:]
   features = dict(np.load(out / 'features.npz'))
   return str(out / 'random_inception.pth'), images, features
@@ -51,8 +61,9 @@ def test_features_match_pytorch_fid(reference, net, tmp_path, size):
   assert np.std(expected, axis=0).mean() > 1e-3  # features differ by image
   relative = np.linalg.norm(ours - expected) / np.linalg.norm(expected)
   assert relative <= 1e-4, relative
-  np.testing.assert_allclose(ours, expected, rtol=1e-4,
-                             atol=1e-4 * np.abs(expected).max())
+  np.testing.assert_allclose(
+      ours, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max()
+  )
 
   # The conversion is cached once and reused (no PyTorch needed for it).
   cached = list(tmp_path.glob('fid_inception_*.npz'))
@@ -64,14 +75,17 @@ def test_features_match_pytorch_fid(reference, net, tmp_path, size):
 
 def test_grayscale_is_repeated_to_rgb(net):
   gray = np.random.default_rng(1).integers(0, 256, (2, 32, 32, 1), np.uint8)
-  np.testing.assert_allclose(net.features(gray),
-                             net.features(np.repeat(gray, 3, axis=-1)),
-                             rtol=1e-6)
+  np.testing.assert_allclose(
+      net.features(gray), net.features(np.repeat(gray, 3, axis=-1)), rtol=1e-6
+  )
 
 
 def test_missing_weights_say_where_to_get_them(tmp_path):
-  with pytest.raises(FileNotFoundError, match='pt_inception-2015-12-05-'
-                     '6726825d.pth.*never downloaded.*github.com/mseitzer'):
+  with pytest.raises(
+      FileNotFoundError,
+      match='pt_inception-2015-12-05-'
+      '6726825d.pth.*never downloaded.*github.com/mseitzer',
+  ):
     inception.InceptionFeatures.load(str(tmp_path / 'nope.pth'))
   with pytest.raises(FileNotFoundError, match='--inception_weights'):
     inception.InceptionFeatures.load(None)
@@ -81,11 +95,13 @@ def test_wrong_files_are_refused(tmp_path, monkeypatch):
   monkeypatch.setenv('HATEBM_CACHE_DIR', str(tmp_path))
   with pytest.raises(ValueError, match='Not an FID Inception-v3 state dict'):
     inception.convert_torch_state_dict(
-        {'Conv2d_1a_3x3.conv.weight': np.zeros((32, 3, 3, 3))})
+        {'Conv2d_1a_3x3.conv.weight': np.zeros((32, 3, 3, 3))}
+    )
   bogus = tmp_path / 'bogus.pth'
   bogus.write_bytes(b'not a torch file')
   with pytest.warns(UserWarning), pytest.raises(
-      ValueError, match='Could not read .*bogus.pth as a PyTorch state dict'):
+      ValueError, match='Could not read .*bogus.pth as a PyTorch state dict'
+  ):
     inception.InceptionFeatures.load(str(bogus))
 
 

@@ -26,8 +26,7 @@ def test_unbiased_near_zero_for_one_distribution_and_positive_for_two():
   x, y = rng.normal(size=(2000, 8)), rng.normal(size=(2000, 8))
   same, same_sd = kid.kernel_distance(x, y, num_subsets=20, subset_size=500)
   assert abs(same) < 3 * same_sd + 1e-3
-  shifted, _ = kid.kernel_distance(x, y + 1.0, num_subsets=20,
-                                   subset_size=500)
+  shifted, _ = kid.kernel_distance(x, y + 1.0, num_subsets=20, subset_size=500)
   assert shifted > 0.1 and shifted > 20 * abs(same)
 
 

@@ -1,4 +1,4 @@
-"""Networks: exact parameter counts (facts §1.6), layers, initialisers."""
+"""Networks: exact parameter counts (docs/official_release.md §1.6), layers, initialisers."""
 
 import jax
 import jax.numpy as jnp
@@ -18,12 +18,20 @@ def _counts(build):
   return layers.count_params(params), layers.count_params(frozen)
 
 
-# (image size, ngf, trainable params, frozen BN statistics), facts §1.6.
-HAT_COUNTS = [(32, 256, 4_204_800), (64, 1024, 19_542_720),
-              (128, 1024, 38_419_136), (128, 2048, 153_654_656)]
-GEN_COUNTS = [(32, 256, 4_276_739, 3_584), (64, 1024, 12_220_675, 5_888),
-              (128, 1024, 32_150_787, 9_984),
-              (128, 2048, 124_340_739, 19_968)]
+# (image size, ngf, trainable params, frozen BN statistics),
+# docs/official_release.md §1.6.
+HAT_COUNTS = [
+    (32, 256, 4_204_800),
+    (64, 1024, 19_542_720),
+    (128, 1024, 38_419_136),
+    (128, 2048, 153_654_656),
+]
+GEN_COUNTS = [
+    (32, 256, 4_276_739, 3_584),
+    (64, 1024, 12_220_675, 5_888),
+    (128, 1024, 32_150_787, 9_984),
+    (128, 2048, 124_340_739, 19_968),
+]
 
 
 @pytest.mark.parametrize('size,ngf,expected', HAT_COUNTS)
@@ -35,7 +43,8 @@ def test_hat_network_parameter_count(size, ngf, expected):
 @pytest.mark.parametrize('size,ngf,expected,expected_frozen', GEN_COUNTS)
 def test_generator_parameter_count(size, ngf, expected, expected_frozen):
   trainable, frozen = _counts(
-      lambda r: generator.SNGANGenerator(size, 3, ngf, 128, 2.0, r))
+      lambda r: generator.SNGANGenerator(size, 3, ngf, 128, 2.0, r)
+  )
   assert (trainable, frozen) == (expected, expected_frozen)
 
 
@@ -60,8 +69,8 @@ def test_generator_output_scale_is_gen_factor_tanh():
 
 def test_initialisers_are_keras_defaults():
   h = hat.HatNetwork(32, 3, 64, nnx.Rngs(0))
-  kernel = np.asarray(h.block1.conv2.kernel[...])   # 3x3, 64 -> 64
-  limit = np.sqrt(6.0 / (9 * 64 + 9 * 64))            # glorot-uniform
+  kernel = np.asarray(h.block1.conv2.kernel[...])  # 3x3, 64 -> 64
+  limit = np.sqrt(6.0 / (9 * 64 + 9 * 64))  # glorot-uniform
   assert np.abs(kernel).max() <= limit
   assert np.abs(kernel).max() > 0.95 * limit
   np.testing.assert_allclose(kernel.std(), limit / np.sqrt(3), rtol=0.05)
@@ -70,7 +79,7 @@ def test_initialisers_are_keras_defaults():
 
 
 def test_batch_norm_is_frozen_affine_map():
-  """BN is gamma * x / sqrt(1 + 1e-3) + beta with stored stats (facts §0.1)."""
+  """BN is gamma * x / sqrt(1 + 1e-3) + beta with stored stats (docs/official_release.md §0.1)."""
   bn = layers.frozen_batch_norm(4, nnx.Rngs(0))
   bn.scale[...] = jnp.array([1.0, 2.0, -1.0, 0.5])
   bn.bias[...] = jnp.array([0.0, 1.0, 0.5, -2.0])
@@ -86,12 +95,13 @@ def test_upsampling_matches_keras_bilinear():
   tf = pytest.importorskip('tensorflow')
   x = np.random.default_rng(0).normal(size=(2, 5, 7, 3)).astype(np.float32)
   expected = tf.keras.layers.UpSampling2D(interpolation='bilinear')(x)
-  np.testing.assert_allclose(layers.upsample_2x(jnp.asarray(x)),
-                             np.asarray(expected), atol=1e-5)
+  np.testing.assert_allclose(
+      layers.upsample_2x(jnp.asarray(x)), np.asarray(expected), atol=1e-5
+  )
 
 
 def test_generator_input_is_channel_major():
-  """Dense output viewed as (ngf, 4, 4) then NHWC (facts §1.4)."""
+  """Dense output viewed as (ngf, 4, 4) then NHWC (docs/official_release.md §1.4)."""
   g = generator.SNGANGenerator(32, 1, 8, 4, 2.0, nnx.Rngs(0))
   z = jax.random.normal(jax.random.PRNGKey(3), (1, 4))
   flat = np.asarray(g.dense(z))[0]
@@ -100,19 +110,26 @@ def test_generator_input_is_channel_major():
   def spy(self, x):
     captured.setdefault('x', x)  # the first block's input
     return original(self, x)
+
   original = generator.GenBlock.__call__
   generator.GenBlock.__call__ = spy
   try:
     g(z)
   finally:
     generator.GenBlock.__call__ = original
-  np.testing.assert_allclose(np.asarray(captured['x'])[0, 1, 2, 3],
-                             flat[3 * 16 + 1 * 4 + 2], rtol=1e-6)
+  np.testing.assert_allclose(
+      np.asarray(captured['x'])[0, 1, 2, 3], flat[3 * 16 + 1 * 4 + 2], rtol=1e-6
+  )
 
 
-@pytest.mark.parametrize('size,ngf,message', [
-    (48, 256, 'image size 48'), (64, 100, 'multiple of 16'),
-    (32, 0, 'must be positive')])
+@pytest.mark.parametrize(
+    'size,ngf,message',
+    [
+        (48, 256, 'image size 48'),
+        (64, 100, 'multiple of 16'),
+        (32, 0, 'must be positive'),
+    ],
+)
 def test_bad_architectures_are_rejected(size, ngf, message):
   with pytest.raises(ValueError, match=message):
     hat.hat_architecture(size, ngf)
@@ -126,8 +143,9 @@ def test_functional_apply_matches_module():
   params, frozen = net.init(jax.random.PRNGKey(0))
   module = build(nnx.Rngs(jax.random.PRNGKey(0)))
   z = jax.random.normal(jax.random.PRNGKey(1), (2, 8))
-  np.testing.assert_allclose(net.apply(params, frozen, z), module(z),
-                             rtol=1e-6)
-  frozen_names = {path[-1].key for path, _ in
-                  jax.tree_util.tree_flatten_with_path(frozen)[0]}
+  np.testing.assert_allclose(net.apply(params, frozen, z), module(z), rtol=1e-6)
+  frozen_names = {
+      path[-1].key
+      for path, _ in jax.tree_util.tree_flatten_with_path(frozen)[0]
+  }
   assert frozen_names == {'mean', 'var'}  # only BN statistics are frozen

@@ -2,6 +2,7 @@
 through the real entry point, its checkpoint continued by 1 process, and
 SIGTERM to one of its processes."""
 
+import pytest
 import os
 import re
 import signal
@@ -15,8 +16,9 @@ import numpy as np
 
 from hatebm_jax.infra import checkpoint
 from hatebm_jax import modes
-from hatebm_jax import train
 from conftest import DATA_DIR, ROOT, device_env, tiny_config
+
+pytestmark = [pytest.mark.multiprocess, pytest.mark.slow]
 
 
 def _free_port():
@@ -26,15 +28,32 @@ def _free_port():
 
 
 def _main_command(workdir, *extra):
-  overrides = dict(data_dir=DATA_DIR, ebm_ngf=8, gen_ngf=8,
-                   state_dims='(16,)', batch_size=8, mcmc_steps=2,
-                   persistent_size=32, num_plot=4, num_training_steps=3,
-                   info_freq=1, plot_freq=100, checkpoint_freq=3, fcd_freq=0)
-  return ([sys.executable, '-m', 'hatebm_jax.main',
-           '--config=' + os.path.join(ROOT, 'configs',
-                                      'fashion_mnist_synth.py'),
-           f'--workdir={workdir}'] +
-          [f'--config.{k}={v}' for k, v in overrides.items()] + list(extra))
+  overrides = dict(
+      data_dir=DATA_DIR,
+      ebm_ngf=8,
+      gen_ngf=8,
+      state_dims='(16,)',
+      batch_size=8,
+      mcmc_steps=2,
+      persistent_size=32,
+      num_plot=4,
+      num_training_steps=3,
+      info_freq=1,
+      plot_freq=100,
+      checkpoint_freq=3,
+      fcd_freq=0,
+  )
+  return (
+      [
+          sys.executable,
+          '-m',
+          'hatebm_jax.main',
+          '--config=' + os.path.join(ROOT, 'configs', 'fashion_mnist_synth.py'),
+          f'--workdir={workdir}',
+      ]
+      + [f'--config.{k}={v}' for k, v in overrides.items()]
+      + list(extra)
+  )
 
 
 def _state(workdir):
@@ -53,11 +72,22 @@ def test_two_processes_then_one(tmp_path):
   a single 1-device process continues from it."""
   multi, single = tmp_path / 'multi', tmp_path / 'single'
   port = _free_port()
-  procs = [subprocess.Popen(
-      _main_command(multi, f'--coordinator_address=localhost:{port}',
-                    '--num_processes=2', f'--process_id={i}'),
-      env=device_env(4), cwd=ROOT, stdout=subprocess.PIPE,
-      stderr=subprocess.STDOUT, text=True) for i in range(2)]
+  procs = [
+      subprocess.Popen(
+          _main_command(
+              multi,
+              f'--coordinator_address=localhost:{port}',
+              '--num_processes=2',
+              f'--process_id={i}',
+          ),
+          env=device_env(4),
+          cwd=ROOT,
+          stdout=subprocess.PIPE,
+          stderr=subprocess.STDOUT,
+          text=True,
+      )
+      for i in range(2)
+  ]
   logs = [p.communicate(timeout=600)[0] for p in procs]
   for p, log in zip(procs, logs):
     assert p.returncode == 0, log[-5000:]
@@ -67,9 +97,14 @@ def test_two_processes_then_one(tmp_path):
   assert (multi / 'samples' / 'step_000003.png').exists()
   assert 'Trained steps 0-3' in logs[1]
 
-  proc = subprocess.run(_main_command(single, '--config.num_devices=1'),
-                        env=device_env(1), cwd=ROOT, capture_output=True,
-                        text=True, timeout=600)
+  proc = subprocess.run(
+      _main_command(single, '--config.num_devices=1'),
+      env=device_env(1),
+      cwd=ROOT,
+      capture_output=True,
+      text=True,
+      timeout=600,
+  )
   assert proc.returncode == 0, proc.stderr[-5000:]
   (step_m, state_m), (step_s, state_s) = _state(multi), _state(single)
   assert step_m == step_s == 3
@@ -78,12 +113,19 @@ def test_two_processes_then_one(tmp_path):
     assert np.abs(a - b).max() <= 1e-4 * max(np.abs(b).max(), 1e-30)
 
   proc = subprocess.run(
-      _main_command(multi, '--config.num_devices=1',
-                    '--config.num_training_steps=5'),
-      env=device_env(1), cwd=ROOT, capture_output=True, text=True, timeout=600)
+      _main_command(
+          multi, '--config.num_devices=1', '--config.num_training_steps=5'
+      ),
+      env=device_env(1),
+      cwd=ROOT,
+      capture_output=True,
+      text=True,
+      timeout=600,
+  )
   assert proc.returncode == 0, proc.stderr[-5000:]
   assert 'Resumed from' in proc.stderr and 'at step 3 on 1 devices' in (
-      proc.stderr)
+      proc.stderr
+  )
   assert _state(multi)[0] == 5
 
 
@@ -95,17 +137,28 @@ def test_sigterm_to_one_process_stops_every_process_at_one_step(tmp_path):
   procs = []
   for i, log in enumerate(logs):
     with open(log, 'w') as f:
-      procs.append(subprocess.Popen(
-          _main_command(workdir, f'--coordinator_address=localhost:{port}',
-                        '--num_processes=2', f'--process_id={i}',
-                        '--config.num_training_steps=100000',
-                        '--config.checkpoint_freq=100000'),
-          env=device_env(4), cwd=ROOT, stdout=f, stderr=subprocess.STDOUT))
+      procs.append(
+          subprocess.Popen(
+              _main_command(
+                  workdir,
+                  f'--coordinator_address=localhost:{port}',
+                  '--num_processes=2',
+                  f'--process_id={i}',
+                  '--config.num_training_steps=100000',
+                  '--config.checkpoint_freq=100000',
+              ),
+              env=device_env(4),
+              cwd=ROOT,
+              stdout=f,
+              stderr=subprocess.STDOUT,
+          )
+      )
   try:
     deadline = time.time() + 300
     while '[1] ebm_loss' not in logs[1].read_text():  # training is under way
-      assert time.time() < deadline and procs[1].poll() is None, (
-          logs[1].read_text()[-3000:])
+      assert time.time() < deadline and procs[1].poll() is None, logs[
+          1
+      ].read_text()[-3000:]
       time.sleep(0.5)
     time.sleep(2)
     procs[1].send_signal(signal.SIGTERM)

@@ -10,9 +10,12 @@ import re
 import threading
 
 import nbclient
+import pytest
 import nbformat
 
 from conftest import ROOT
+
+pytestmark = [pytest.mark.notebook, pytest.mark.slow]
 
 NOTEBOOK = os.path.join(ROOT, 'notebooks', 'hat_ebm_demo.ipynb')
 ASSETS = os.path.join(ROOT, 'hatebm_jax', 'assets')
@@ -21,25 +24,40 @@ ASSETS = os.path.join(ROOT, 'hatebm_jax', 'assets')
 def _set_parameters(cell, **values):
   """Sets `NAME = value` lines of the parameters cell (values as code)."""
   for name, value in values.items():
-    cell.source, count = re.subn(rf'^{name} = .*$', f'{name} = {value}',
-                                 cell.source, flags=re.M)
+    cell.source, count = re.subn(
+        rf'^{name} = .*$', f'{name} = {value}', cell.source, flags=re.M
+    )
     assert count == 1, name
 
 
 def test_demo_notebook_runs_and_shows_samples_and_paths(tmp_path):
   notebook = nbformat.read(NOTEBOOK, as_version=4)
-  handler = functools.partial(http.server.SimpleHTTPRequestHandler,
-                              directory=ASSETS)
+  handler = functools.partial(
+      http.server.SimpleHTTPRequestHandler, directory=ASSETS
+  )
   server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), handler)
   threading.Thread(target=server.serve_forever, daemon=True).start()
-  url = (f'http://127.0.0.1:{server.server_address[1]}/'
-         'fashion_mnist_synth.hatebm')
-  _set_parameters(notebook.cells[1], MODEL=repr(url), MCMC_STEPS=12,
-                  MCMC_TEMP=1e-3, EPSILON=1e-3, NUM_SAMPLES=16,
-                  TRAIN_STEPS=3, WORKDIR=repr(str(tmp_path / 'run')))
+  url = (
+      f'http://127.0.0.1:{server.server_address[1]}/'
+      'fashion_mnist_synth.hatebm'
+  )
+  _set_parameters(
+      notebook.cells[1],
+      MODEL=repr(url),
+      MCMC_STEPS=12,
+      MCMC_TEMP=1e-3,
+      EPSILON=1e-3,
+      NUM_SAMPLES=16,
+      TRAIN_STEPS=3,
+      WORKDIR=repr(str(tmp_path / 'run')),
+  )
   try:
-    nbclient.NotebookClient(notebook, timeout=600, kernel_name='python3',
-                            resources={'metadata': {'path': ROOT}}).execute()
+    nbclient.NotebookClient(
+        notebook,
+        timeout=600,
+        kernel_name='python3',
+        resources={'metadata': {'path': ROOT}},
+    ).execute()
   finally:
     server.shutdown()
   nbformat.write(notebook, str(tmp_path / 'executed.ipynb'))
@@ -51,16 +69,26 @@ def test_demo_notebook_runs_and_shows_samples_and_paths(tmp_path):
     return ''.join(out.get('text', '') for out in cell.outputs)
 
   code = [c for c in notebook.cells if c.cell_type == 'code']
-  by_source = {key: next(c for c in code if key in c.source) for key in (
-      'load_pretrained(path)', 'model.sample(NUM_SAMPLES', 'langevin_path',
-      'model.energy(images)', "'-m', 'hatebm_jax.main'")}
-  assert ('this notebook samples with: K = 12  T = 0.001  epsilon = 0.001'
-          in text(by_source['load_pretrained(path)']))
+  by_source = {
+      key: next(c for c in code if key in c.source)
+      for key in (
+          'load_pretrained(path)',
+          'model.sample(NUM_SAMPLES',
+          'langevin_path',
+          'model.energy(images)',
+          "'-m', 'hatebm_jax.main'",
+      )
+  }
+  assert (
+      'this notebook samples with: K = 12  T = 0.001  epsilon = 0.001'
+      in text(by_source['load_pretrained(path)'])
+  )
   assert images(by_source['model.sample(NUM_SAMPLES']) == 1
   assert images(by_source['langevin_path']) == 2  # paths, energy curve
   assert images(by_source['model.energy(images)']) == 1
   assert 'AUROC uniform noise vs Fashion-MNIST test' in text(
-      by_source['model.energy(images)'])
+      by_source['model.energy(images)']
+  )
   training = by_source["'-m', 'hatebm_jax.main'"]
   assert images(training) == 1
   assert 'Trained steps 0-3' in text(training)

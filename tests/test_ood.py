@@ -25,7 +25,8 @@ def test_unpickler_refuses_anything_but_arrays(tmp_path):
   payload = pickle.dumps(os.system)
   with pytest.raises(pickle.UnpicklingError, match='not allowed'):
     ood._NumpyOnlyUnpickler(  # pylint: disable=protected-access
-        gzip.io.BytesIO(payload)).load()
+        gzip.io.BytesIO(payload)
+    ).load()
 
 
 def test_controls():
@@ -47,8 +48,9 @@ def test_auroc_values():
   assert ood.auroc([0.0, 1.0], [2.0, 3.0]) == 1.0  # OOD has higher energy
   assert ood.auroc([2.0, 3.0], [0.0, 1.0]) == 0.0
   # Shifted Gaussians: AUROC = Φ(d / √2).
-  shifted = ood.auroc(rng.standard_normal(20_000),
-                      1.0 + rng.standard_normal(20_000))
+  shifted = ood.auroc(
+      rng.standard_normal(20_000), 1.0 + rng.standard_normal(20_000)
+  )
   assert shifted == pytest.approx(0.7602, abs=0.01)
   with pytest.raises(ValueError, match='non-finite'):
     ood.auroc([0.0, np.nan], [1.0])
@@ -58,7 +60,7 @@ def test_auroc_values():
 
 def test_energy_scores_do_not_depend_on_batching():
   images = ood.control_images('uniform_noise', 23, (32, 32, 1))
-  energy = lambda x: (x ** 2).sum(axis=(1, 2, 3))
+  energy = lambda x: (x**2).sum(axis=(1, 2, 3))
   a = ood.energy_scores(energy, images, batch_size=5)
   b = ood.energy_scores(energy, images, batch_size=500)
   expected = ((images.astype(np.float64) * 2 / 255 - 1) ** 2).sum((1, 2, 3))
@@ -79,6 +81,7 @@ def test_unknown_or_unfit_sets():
 def test_paper_ood_sets_through_tfds(name):
   """CIFAR-10's OOD sets (paper Table 3) come out as 32x32 uint8 test images."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
   with tfds.testing.mock_data(num_examples=7):
     images = ood.ood_images(name, 5, (32, 32, 3))
   assert images.shape == (5, 32, 32, 3) and images.dtype == np.uint8

@@ -9,16 +9,28 @@ from hatebm_jax import optim
 
 
 def test_imagenet_learning_rate_steps():
-  """H: 1e-4, 1e-5 from update 230k, 1e-6 from 260k (facts §8 #6)."""
+  """H: 1e-4, 1e-5 from update 230k, 1e-6 from 260k (docs/official_release.md §8 #6)."""
   schedule = optim.lr_schedule([[1e-4, 0], [1e-5, 230_000], [1e-6, 260_000]])
-  for update, lr in [(0, 1e-4), (229_999, 1e-4), (230_000, 1e-5),
-                     (259_999, 1e-5), (260_000, 1e-6), (10**6, 1e-6)]:
+  for update, lr in [
+      (0, 1e-4),
+      (229_999, 1e-4),
+      (230_000, 1e-5),
+      (259_999, 1e-5),
+      (260_000, 1e-6),
+      (10**6, 1e-6),
+  ]:
     assert float(schedule(update)) == pytest.approx(lr, rel=1e-6)
 
 
-@pytest.mark.parametrize('lr_info,message', [
-    ([], 'non-empty'), ([[1e-4, 10]], 'starting at update 0'),
-    ([[1e-4, 0], [1e-5, 0]], 'increase'), ([[0.0, 0]], '> 0')])
+@pytest.mark.parametrize(
+    'lr_info,message',
+    [
+        ([], 'non-empty'),
+        ([[1e-4, 10]], 'starting at update 0'),
+        ([[1e-4, 0], [1e-5, 0]], 'increase'),
+        ([[0.0, 0]], '> 0'),
+    ],
+)
 def test_bad_learning_rate_info(lr_info, message):
   with pytest.raises(ValueError, match=message):
     optim.lr_schedule(lr_info)
@@ -36,5 +48,8 @@ def test_first_adam_step_is_lr_times_sign():
   params = {'w': jnp.array([1.0, 2.0, 3.0])}
   grads = {'w': jnp.array([1e8, -1e8, 0.0])}  # 1/T-scaled gradients
   updates, _ = opt.update(grads, opt.init(params), params)
-  np.testing.assert_allclose(optax.apply_updates(params, updates)['w'],
-                             [1.0 - 1e-3, 2.0 + 1e-3, 3.0], rtol=1e-6)
+  np.testing.assert_allclose(
+      optax.apply_updates(params, updates)['w'],
+      [1.0 - 1e-3, 2.0 + 1e-3, 3.0],
+      rtol=1e-6,
+  )

@@ -16,7 +16,6 @@ from conftest import tiny_config
 from hatebm_jax import config_base
 from hatebm_jax.hat_ebm import langevin
 from hatebm_jax.infra import parallel
-from hatebm_jax.modes import base
 from hatebm_jax.modes import synthesis
 from hatebm_jax import train
 
@@ -49,10 +48,12 @@ def test_train_step_compiles_once():
   program = train.Program.build(config, mesh)
   step = program.step
   state = jax.jit(program.mode.init, out_shardings=program.shardings)(
-      jax.random.PRNGKey(0))
+      jax.random.PRNGKey(0)
+  )
   health = program.fresh_health(mesh)
-  images = jax.random.uniform(jax.random.PRNGKey(1), (8, 32, 32, 1),
-                              minval=-1.0)
+  images = jax.random.uniform(
+      jax.random.PRNGKey(1), (8, 32, 32, 1), minval=-1.0
+  )
   with jax.set_mesh(mesh):
     with count_lowerings() as first:
       state, _, health = step(state, images, health)
@@ -70,13 +71,16 @@ def test_training_loop_compiles_nothing_per_step(tmp_path):
   checkpoints every step or two, compiles the same programs whether it
   runs 2 or 6 steps: nothing is compiled again as steps go by."""
   flags = dict(info_freq=1, plot_freq=2, checkpoint_freq=2, fcd_freq=0)
-  train.train_and_evaluate(tiny_config(num_training_steps=2, **flags),
-                           str(tmp_path / 'warm'))
+  train.train_and_evaluate(
+      tiny_config(num_training_steps=2, **flags), str(tmp_path / 'warm')
+  )
   counts = {}
   for steps in (2, 6):
     with count_lowerings() as names:
-      train.train_and_evaluate(tiny_config(num_training_steps=steps, **flags),
-                               str(tmp_path / f'run{steps}'))
+      train.train_and_evaluate(
+          tiny_config(num_training_steps=steps, **flags),
+          str(tmp_path / f'run{steps}'),
+      )
     counts[steps] = sorted(names)
   assert counts[2], 'a fresh model must be compiled (the counter is live)'
   assert counts[6] == counts[2]
@@ -87,8 +91,9 @@ def _synthesis_step_memory(num_steps):
   model = synthesis.SynthesisMode.from_config(config)
   state = jax.eval_shape(model.init, jax.random.PRNGKey(0))
   images = jax.ShapeDtypeStruct((8, 32, 32, 1), jnp.float32)
-  compiled = jax.jit(model.train_step, donate_argnums=0).lower(
-      state, images).compile()
+  compiled = (
+      jax.jit(model.train_step, donate_argnums=0).lower(state, images).compile()
+  )
   return compiled.memory_analysis().temp_size_in_bytes, compiled
 
 
@@ -112,19 +117,32 @@ def test_joint_chain_memory_does_not_grow_with_k():
   params = jax.eval_shape(model.init, jax.random.PRNGKey(0))
 
   def temporaries(k):
-    sampler = langevin.LangevinConfig.from_config(config, num_steps=k,
-                                                  unroll=True)
+    sampler = langevin.LangevinConfig.from_config(
+        config, num_steps=k, unroll=True
+    )
 
     def chain(hat, gen, frozen, z):
       return langevin.joint_langevin(
           lambda v: model.energy(hat, v),
-          lambda u: model.generate(gen, frozen, u), z,
-          jnp.zeros((8, 32, 32, 1)), jax.random.PRNGKey(0), sampler)[:3]
+          lambda u: model.generate(gen, frozen, u),
+          z,
+          jnp.zeros((8, 32, 32, 1)),
+          jax.random.PRNGKey(0),
+          sampler,
+      )[:3]
 
-    return jax.jit(chain).lower(
-        params.hat_params, params.gen_params, params.gen_frozen,
-        jax.ShapeDtypeStruct((8, 16), jnp.float32)).compile(
-        ).memory_analysis().temp_size_in_bytes
+    return (
+        jax.jit(chain)
+        .lower(
+            params.hat_params,
+            params.gen_params,
+            params.gen_frozen,
+            jax.ShapeDtypeStruct((8, 16), jnp.float32),
+        )
+        .compile()
+        .memory_analysis()
+        .temp_size_in_bytes
+    )
 
   small, large = temporaries(3), temporaries(12)
   assert large - small < BATCH_BYTES, (small, large)
@@ -137,7 +155,8 @@ def test_chain_noise_is_the_step_keys_draw():
   y = jax.random.normal(jax.random.PRNGKey(4), (5, 4, 4, 2))
   np.testing.assert_array_equal(
       jax.jit(langevin.chain_noise)(key, y),
-      parallel.per_example_normal(key, y.shape))
+      parallel.per_example_normal(key, y.shape),
+  )
 
 
 def test_synthesis_iteration_does_the_minimal_flops():
@@ -162,13 +181,17 @@ def test_synthesis_iteration_does_the_minimal_flops():
   per_image = compiled.cost_analysis()['flops'] / 8
   minimal = 4 * f_g + (2 * k + 6) * f_h
   assert (2 * k + 5) * f_h + 3 * f_g < per_image <= 1.03 * minimal, (
-      per_image, f_h, f_g)
+      per_image,
+      f_h,
+      f_g,
+  )
 
 
 def test_joint_chain_runs_the_generator_once_per_step():
   """The joint chain's G forward of each step feeds both sub-steps: its
-  cost is (2K + 1) F_G + 4K F_H per image (facts §7.2 minimal), plus 1-2%
-  for the noise draws and norms at these tiny widths; a second G forward
+  cost is (2K + 1) F_G + 4K F_H per image (docs/official_release.md §7.2
+  minimal), plus 1-2% for the noise draws and norms at these tiny widths; a
+  second G forward
   per step (the official code's (3K + 1) F_G) would add 30% here."""
   k = 4
   config = tiny_config(mcmc_steps=k, update_latents=True)
@@ -181,18 +204,26 @@ def test_joint_chain_runs_the_generator_once_per_step():
   def chain(hat, gen, frozen, z):
     return langevin.joint_langevin(
         lambda v: model.energy(hat, v),
-        lambda u: model.generate(gen, frozen, u), z, jnp.zeros((8, 32, 32, 1)),
-        jax.random.PRNGKey(0), sampler)[:3]
+        lambda u: model.generate(gen, frozen, u),
+        z,
+        jnp.zeros((8, 32, 32, 1)),
+        jax.random.PRNGKey(0),
+        sampler,
+    )[:3]
 
   def flops(fn, *args):
     return jax.jit(fn).lower(*args).compile().cost_analysis()['flops'] / 8
 
   f_h = flops(model.energy, params.hat_params, x)
   f_g = flops(model.generate, params.gen_params, params.gen_frozen, z)
-  per_image = flops(chain, params.hat_params, params.gen_params,
-                    params.gen_frozen, z)
+  per_image = flops(
+      chain, params.hat_params, params.gen_params, params.gen_frozen, z
+  )
   assert per_image <= 1.02 * ((2 * k + 1) * f_g + 4 * k * f_h), (
-      per_image, f_h, f_g)
+      per_image,
+      f_h,
+      f_g,
+  )
   assert per_image > 2 * k * f_g + 4 * k * f_h - 2 * f_g
 
 
@@ -215,8 +246,9 @@ def test_bfloat16_compute_keeps_float32_state_and_energies():
   np.testing.assert_allclose(e16, e32, atol=0.02 * scale)
   jaxpr = str(jax.make_jaxpr(m16.energy)(state.hat_params, x))
   assert 'bf16[8,32,32' in jaxpr and 'conv_general_dilated' in jaxpr
-  assert 'bf16[8,32,32' not in str(jax.make_jaxpr(m32.energy)(
-      state.hat_params, x))
+  assert 'bf16[8,32,32' not in str(
+      jax.make_jaxpr(m32.energy)(state.hat_params, x)
+  )
   grad = jax.grad(lambda v: m16.energy(state.hat_params, v).sum())(x)
   assert grad.dtype == jnp.float32
   g32 = m32.generate(state.gen_params, state.gen_frozen, jnp.ones((2, 16)))
@@ -231,17 +263,28 @@ def test_bfloat16_compute_keeps_float32_state_and_energies():
       assert leaf.dtype == jnp.float32, jax.tree_util.keystr(path)
   for name, value in metrics.items():
     assert value.dtype == jnp.float32 and np.isfinite(value), name
-  _, y, _ = m16.sample(state.hat_params, state.gen_params, state.gen_frozen,
-                       jnp.ones((2, 16)), jax.random.PRNGKey(2))
+  _, y, _ = m16.sample(
+      state.hat_params,
+      state.gen_params,
+      state.gen_frozen,
+      jnp.ones((2, 16)),
+      jax.random.PRNGKey(2),
+  )
   assert y.dtype == jnp.float32
 
 
-@pytest.mark.parametrize('dtype, mode, message', [
-    ('float16', 'synthesis', 'float16 overflows: .* 1/T \\(1/mcmc_temp = '),
-    ('float64', 'synthesis',
-     re.escape("choose one of ('float32', 'bfloat16')")),
-    ('bfloat16', 'sngan', "the 'sngan' mode trains in float32"),
-])
+@pytest.mark.parametrize(
+    'dtype, mode, message',
+    [
+        ('float16', 'synthesis', 'float16 overflows: .* 1/T \\(1/mcmc_temp = '),
+        (
+            'float64',
+            'synthesis',
+            re.escape("choose one of ('float32', 'bfloat16')"),
+        ),
+        ('bfloat16', 'sngan', "the 'sngan' mode trains in float32"),
+    ],
+)
 def test_compute_dtype_refused(dtype, mode, message):
   with pytest.raises(ValueError, match=message):
     config_base.validate(tiny_config(compute_dtype=dtype, mode=mode))

@@ -21,6 +21,8 @@ from hatebm_jax.modes import synthesis
 from hatebm_jax import train
 from conftest import ROOT, main_command, tiny_config
 
+pytestmark = pytest.mark.slow
+
 ENV = dict(os.environ, PYTHONUNBUFFERED='1')
 STEPS = 12  # length of the runs compared with an uninterrupted one
 
@@ -31,7 +33,8 @@ def _state(workdir):
   ckpt = checkpoint.Checkpointer(str(workdir))
   try:
     return ckpt.latest_step(), ckpt.restore(
-        jax.eval_shape(model.init, jax.random.PRNGKey(0)))
+        jax.eval_shape(model.init, jax.random.PRNGKey(0))
+    )
   finally:
     ckpt.close()
 
@@ -39,7 +42,12 @@ def _state(workdir):
 def _run(workdir, steps, *flags):
   result = subprocess.run(
       main_command(workdir, f'--config.num_training_steps={steps}', *flags),
-      cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+      cwd=ROOT,
+      env=ENV,
+      capture_output=True,
+      text=True,
+      timeout=300,
+  )
   assert result.returncode == 0, result.stderr[-3000:]
   return result.stderr
 
@@ -68,8 +76,12 @@ def straight(tmp_path_factory):
 def test_sigterm_saves_exits_cleanly_and_resumes_exactly(tmp_path, straight):
   proc = subprocess.Popen(
       main_command(tmp_path, '--config.num_training_steps=100000'),
-      cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-      text=True)
+      cwd=ROOT,
+      env=ENV,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT,
+      text=True,
+  )
   lines = []
   deadline = time.time() + 300
   for line in proc.stdout:  # until a few training steps are logged
@@ -83,9 +95,10 @@ def test_sigterm_saves_exits_cleanly_and_resumes_exactly(tmp_path, straight):
   assert 'Stopped by SIGTERM' in log, log[-3000:]
   step, _ = _state(tmp_path)
   assert 3 <= step < 100000
-  assert (f'Stopped by SIGTERM at step {step}; checkpoint saved in '
-          f'{tmp_path}/checkpoints. Rerun the same command to continue.'
-          in log)
+  assert (
+      f'Stopped by SIGTERM at step {step}; checkpoint saved in '
+      f'{tmp_path}/checkpoints. Rerun the same command to continue.' in log
+  )
   end = max(STEPS, step + 2)  # STEPS: the straight run the kill test uses
   log = _run(tmp_path, end)
   assert f'Resumed from {tmp_path}/checkpoints at step {step}' in log
@@ -99,8 +112,7 @@ def _temporary(directory):
   return [p for p in os.listdir(directory) if 'tmp' in p]
 
 
-def test_kill_9_while_saving_never_leaves_a_used_checkpoint(tmp_path,
-                                                           straight):
+def test_kill_9_while_saving_never_leaves_a_used_checkpoint(tmp_path, straight):
   """SIGKILL while a checkpoint is half written (a save every step): the
   rerun resumes from the newest complete checkpoint and ends exactly where
   an uninterrupted run ends."""
@@ -109,15 +121,25 @@ def test_kill_9_while_saving_never_leaves_a_used_checkpoint(tmp_path,
   for _ in range(5):  # until the kill lands in the middle of a save
     shutil.rmtree(workdir, ignore_errors=True)
     proc = subprocess.Popen(
-        main_command(workdir, f'--config.num_training_steps={steps}',
-                     '--config.checkpoint_freq=1', '--config.max_to_keep=2'),
-        cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL)
+        main_command(
+            workdir,
+            f'--config.num_training_steps={steps}',
+            '--config.checkpoint_freq=1',
+            '--config.max_to_keep=2',
+        ),
+        cwd=ROOT,
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     directory = workdir / 'checkpoints'
     deadline = time.time() + 300
     while proc.poll() is None and time.time() < deadline:
-      if (directory.exists() and _temporary(directory) and
-          any(p.isdigit() for p in os.listdir(directory))):
+      if (
+          directory.exists()
+          and _temporary(directory)
+          and any(p.isdigit() for p in os.listdir(directory))
+      ):
         proc.kill()
         break
       time.sleep(0.005)
@@ -130,8 +152,9 @@ def test_kill_9_while_saving_never_leaves_a_used_checkpoint(tmp_path,
   complete = sorted(int(p) for p in os.listdir(directory) if p.isdigit())
   killed_at, _ = _state(workdir)
   assert killed_at == complete[-1] < steps
-  log = _run(workdir, steps, '--config.checkpoint_freq=1',
-             '--config.max_to_keep=2')
+  log = _run(
+      workdir, steps, '--config.checkpoint_freq=1', '--config.max_to_keep=2'
+  )
   assert f'at step {killed_at} on 1 devices' in log
   _assert_same_state(_state(workdir)[1], straight(steps)[1])
   assert not set(half_written) & set(os.listdir(directory))
@@ -142,11 +165,17 @@ def test_unreadable_checkpoint_names_older_ones_and_is_kept(tmp_path):
   train.train_and_evaluate(config, str(tmp_path))  # checkpoints 2 and 4
   state_dir = tmp_path / 'checkpoints' / '4' / 'state'
   for path in state_dir.rglob('*'):
-    if path.is_file() and path.name.startswith('ocdbt') is False and (
-        path.parent.name == 'd'):
+    if (
+        path.is_file()
+        and path.name.startswith('ocdbt') is False
+        and (path.parent.name == 'd')
+    ):
       path.write_bytes(b'\0' * 16)  # a disk error in the array data
   before = sorted(os.listdir(tmp_path / 'checkpoints'))
-  with pytest.raises(IOError, match=r'checkpoints/4 cannot be read .*Older '
-                     r'checkpoints: steps \[2\]: move the broken folder'):
+  with pytest.raises(
+      IOError,
+      match=r'checkpoints/4 cannot be read .*Older '
+      r'checkpoints: steps \[2\]: move the broken folder',
+  ):
     train.train_and_evaluate(tiny_config(num_training_steps=6), str(tmp_path))
   assert sorted(os.listdir(tmp_path / 'checkpoints')) == before == ['2', '4']

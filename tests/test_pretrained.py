@@ -47,7 +47,10 @@ def test_export_holds_networks_and_config_only(run):
   assert payload['version'] == file_format.VERSION == 2
   stored = payload['networks']
   assert {name.split(']')[0] for name in stored} == {
-      "['gen_frozen'", "['gen_params'", "['hat_params'"}
+      "['gen_frozen'",
+      "['gen_params'",
+      "['hat_params'",
+  }
   state = run_lib.load_run(workdir).state
   want = file_format.flat_arrays(base.network_fields(state))
   assert stored.keys() == want.keys()
@@ -64,8 +67,9 @@ def test_sngan_runs_export_their_spectral_norm_statistics(tmp_path):
   """SN-GAN discriminator statistics have tuple keys (('kernel', 'sigma')),
   which msgpack cannot hold as map keys: the flat layout keeps them."""
   config = load_config('fashion_mnist_sngan')
-  for key, value in dict(data_dir=DATA_DIR, gen_ngf=16, disc_ndf=16,
-                         batch_size=8).items():
+  for key, value in dict(
+      data_dir=DATA_DIR, gen_ngf=16, disc_ndf=16, batch_size=8
+  ).items():
     config[key] = value
   model = modes.build(config)
   state = jax.jit(model.init)(jax.random.PRNGKey(0))
@@ -76,9 +80,15 @@ def test_sngan_runs_export_their_spectral_norm_statistics(tmp_path):
   run_lib.export(str(tmp_path / 'run'), path)
   loaded = pretrained.load_pretrained(path)
   assert sorted(base.network_fields(loaded.run.state)) == [
-      'disc_params', 'disc_stats', 'gen_frozen', 'gen_params']
-  assert any("('kernel', 'sigma')" in name for name in file_format.flat_arrays(
-      base.network_fields(loaded.run.state)))
+      'disc_params',
+      'disc_stats',
+      'gen_frozen',
+      'gen_params',
+  ]
+  assert any(
+      "('kernel', 'sigma')" in name
+      for name in file_format.flat_arrays(base.network_fields(loaded.run.state))
+  )
   for name in base.network_fields(loaded.run.state):
     a, b = getattr(loaded.run.state, name), getattr(state, name)
     assert jax.tree.structure(a) == jax.tree.structure(b)
@@ -97,13 +107,21 @@ def test_reexport_and_version_1_files(run, tmp_path):
   assert sorted(p.name for p in tmp_path.iterdir()) == ['again.hatebm']
   model = pretrained.load_pretrained(path)
   old = tmp_path / 'v1.hatebm'
-  old.write_bytes(flax.serialization.msgpack_serialize({
-      'format': file_format.FORMAT, 'version': 1, 'step': model.step,
-      'config': json.dumps(model.config.to_dict()),
-      'networks': jax.device_get(base.network_fields(model.run.state))}))
+  old.write_bytes(
+      flax.serialization.msgpack_serialize(
+          {
+              'format': file_format.FORMAT,
+              'version': 1,
+              'step': model.step,
+              'config': json.dumps(model.config.to_dict()),
+              'networks': jax.device_get(base.network_fields(model.run.state)),
+          }
+      )
+  )
   loaded = pretrained.load_pretrained(str(old)).run.state
-  assert len(jax.tree.leaves(loaded)) == len(jax.tree.leaves(
-      model.run.state)) > 10
+  assert (
+      len(jax.tree.leaves(loaded)) == len(jax.tree.leaves(model.run.state)) > 10
+  )
   for a, b in zip(jax.tree.leaves(loaded), jax.tree.leaves(model.run.state)):
     np.testing.assert_array_equal(a, b)
 
@@ -116,22 +134,26 @@ def test_exported_model_samples_like_the_checkpoint(run):
   np.testing.assert_array_equal(model.sample(6, seed=5, batch_size=3), want)
   # Sampler settings per call, as for a checkpoint.
   want = draw.draw_images(
-      run_lib.load_run(workdir, mcmc_steps=3, mcmc_temp=1e-3), 4, 4, seed=2)
+      run_lib.load_run(workdir, mcmc_steps=3, mcmc_temp=1e-3), 4, 4, seed=2
+  )
   np.testing.assert_array_equal(
-      model.sample(4, seed=2, batch_size=4, mcmc_steps=3, mcmc_temp=1e-3),
-      want)
+      model.sample(4, seed=2, batch_size=4, mcmc_steps=3, mcmc_temp=1e-3), want
+  )
 
 
 def test_sample_entry_point_takes_an_exported_model(run, tmp_path):
   workdir, path, _ = run
-  sample.sample_checkpoint(workdir, 6, 3, seed=1,
-                           output_dir=str(tmp_path / 'ckpt'))
-  settings = sample.sample_checkpoint(path, 6, 3, seed=1,
-                                      output_dir=str(tmp_path / 'export'))
+  sample.sample_checkpoint(
+      workdir, 6, 3, seed=1, output_dir=str(tmp_path / 'ckpt')
+  )
+  settings = sample.sample_checkpoint(
+      path, 6, 3, seed=1, output_dir=str(tmp_path / 'export')
+  )
   assert settings['step'] == 4
   np.testing.assert_array_equal(
       np.load(tmp_path / 'export' / 'samples.npz')['images'],
-      np.load(tmp_path / 'ckpt' / 'samples.npz')['images'])
+      np.load(tmp_path / 'ckpt' / 'samples.npz')['images'],
+  )
   assert (tmp_path / 'export' / 'path.png').exists()
 
 
@@ -151,8 +173,9 @@ def test_loads_from_a_url(run):
   """The notebook's https:// path (served over plain http here)."""
   _, path, _ = run
   folder, name = path.rsplit('/', 1)
-  handler = functools.partial(http.server.SimpleHTTPRequestHandler,
-                              directory=folder)
+  handler = functools.partial(
+      http.server.SimpleHTTPRequestHandler, directory=folder
+  )
   server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), handler)
   thread = threading.Thread(target=server.serve_forever, daemon=True)
   thread.start()
@@ -161,7 +184,8 @@ def test_loads_from_a_url(run):
     from_url = pretrained.load_pretrained(url)
     np.testing.assert_array_equal(
         from_url.sample(2, seed=0, batch_size=2),
-        pretrained.load_pretrained(path).sample(2, seed=0, batch_size=2))
+        pretrained.load_pretrained(path).sample(2, seed=0, batch_size=2),
+    )
     with pytest.raises(FileNotFoundError, match='Cannot download'):
       pretrained.load_pretrained(url + '.missing')
   finally:
@@ -177,12 +201,17 @@ def test_bad_paths_and_files(run, tmp_path):
   workdir, path, _ = run
   with pytest.raises(FileNotFoundError, match='python -m hatebm_jax.export'):
     pretrained.load_pretrained(str(tmp_path / 'none.hatebm'))
-  with pytest.raises(ValueError, match='is a training workdir, not an '
-                     'exported model. Export one with'):
+  with pytest.raises(
+      ValueError,
+      match='is a training workdir, not an ' 'exported model. Export one with',
+  ):
     pretrained.load_pretrained(workdir)
-  with pytest.raises(ValueError, match='is a checkpoints folder, not an '
-                     f'exported model. Export one with python -m hatebm_jax'
-                     f'.export --workdir={workdir} '):
+  with pytest.raises(
+      ValueError,
+      match='is a checkpoints folder, not an '
+      f'exported model. Export one with python -m hatebm_jax'
+      f'.export --workdir={workdir} ',
+  ):
     pretrained.load_pretrained(f'{workdir}/checkpoints')
   with pytest.raises(ValueError, match='The model path is empty'):
     pretrained.load_pretrained('')
@@ -206,30 +235,37 @@ def test_bad_paths_and_files(run, tmp_path):
     with pytest.raises(ValueError, match='is a damaged exported model'):
       pretrained.load_pretrained(str(junk))
   payload = _payload(path)
-  payload['config'] = json.dumps({**json.loads(payload['config']),
-                                  'a_newer_key': 1})
+  payload['config'] = json.dumps(
+      {**json.loads(payload['config']), 'a_newer_key': 1}
+  )
   junk.write_bytes(flax.serialization.msgpack_serialize(payload))
-  with pytest.raises(ValueError, match='its config does not fit this '
-                     'hatebm_jax .*a_newer_key'):
+  with pytest.raises(
+      ValueError,
+      match='its config does not fit this ' 'hatebm_jax .*a_newer_key',
+  ):
     pretrained.load_pretrained(str(junk))
   payload = _payload(path)
   first = sorted(payload['networks'])[0]
   payload['networks'][first + 'x'] = payload['networks'].pop(first)
   junk.write_bytes(flax.serialization.msgpack_serialize(payload))
-  with pytest.raises(ValueError, match=r"do not fit the stored config .*"
-                     rf"{re.escape(first)} missing; {re.escape(first)}x "
-                     'unexpected'):
+  with pytest.raises(
+      ValueError,
+      match=r'do not fit the stored config .*'
+      rf'{re.escape(first)} missing; {re.escape(first)}x '
+      'unexpected',
+  ):
     pretrained.load_pretrained(str(junk))
   payload = _payload(path)
-  payload['networks'][first] = np.full_like(payload['networks'][first],
-                                            np.nan)
+  payload['networks'][first] = np.full_like(payload['networks'][first], np.nan)
   junk.write_bytes(flax.serialization.msgpack_serialize(payload))
   with pytest.raises(ValueError, match='hold non-finite values'):
     pretrained.load_pretrained(str(junk))
   with pytest.raises(ValueError, match='holds one step'):
     run_lib.load_run(path, step=2)
-  with pytest.raises(FileNotFoundError, match=r'No checkpoint of step 3 in '
-                     r'.*; it holds steps \[2, 4\]'):
+  with pytest.raises(
+      FileNotFoundError,
+      match=r'No checkpoint of step 3 in ' r'.*; it holds steps \[2, 4\]',
+  ):
     run_lib.export(workdir, str(tmp_path / 'x.hatebm'), step=3)
   with pytest.raises(ValueError, match='is a folder'):
     run_lib.export(workdir, str(tmp_path))
@@ -244,11 +280,15 @@ def test_sampler_settings_are_checked_and_reused(run):
   with pytest.raises(ValueError, match='mcmc_steps=0 is invalid'):
     pretrained.load_pretrained(path, mcmc_steps=0)
   model = pretrained.load_pretrained(path)
-  with pytest.raises(ValueError, match='state_dims: not a sampler setting. '
-                     'A trained model can be sampled with other mcmc_steps'):
+  with pytest.raises(
+      ValueError,
+      match='state_dims: not a sampler setting. '
+      'A trained model can be sampled with other mcmc_steps',
+  ):
     model.with_settings(state_dims=(64,))
-  with pytest.raises(ValueError, match='mcmc_steps=2.5: expected int, not '
-                     'float'):
+  with pytest.raises(
+      ValueError, match='mcmc_steps=2.5: expected int, not ' 'float'
+  ):
     model.sample(2, mcmc_steps=2.5)
   for bad in ({'num_samples': 2.5}, {'num_samples': 0}, {'seed': None}):
     with pytest.raises(ValueError, match='must be'):
@@ -268,10 +308,13 @@ def test_energy_refuses_images_on_another_scale(run):
   images = model.sample(2, seed=0, batch_size=2)
   for bad, message in [
       (images.astype(np.int64), 'dtype int64; give uint8'),
-      (images.astype(np.float32),
-       r'float images in \[\d+, \d+\]; this model takes \[-1, 1\]'),
+      (
+          images.astype(np.float32),
+          r'float images in \[\d+, \d+\]; this model takes \[-1, 1\]',
+      ),
       (np.full(images.shape, np.nan, np.float32), 'non-finite'),
-      (images[:0], 'with N >= 1')]:
+      (images[:0], 'with N >= 1'),
+  ]:
     with pytest.raises(ValueError, match=message):
       model.energy(bad)
   with pytest.raises(ValueError, match='batch_size=0 must be'):
@@ -281,7 +324,8 @@ def test_energy_refuses_images_on_another_scale(run):
   x = images.astype(np.float32) / 127.5 - 1
   np.testing.assert_allclose(  # bfloat16 is a float type too
       model.energy(jnp.asarray(x, jnp.bfloat16)),
-      model.energy(np.asarray(jnp.asarray(x, jnp.bfloat16), np.float32)))
+      model.energy(np.asarray(jnp.asarray(x, jnp.bfloat16), np.float32)),
+  )
   with warnings.catch_warnings():
     warnings.simplefilter('error')
     model.energy(np.zeros_like(x))  # mid-grey: no [0, 1] warning
@@ -290,30 +334,52 @@ def test_energy_refuses_images_on_another_scale(run):
 def test_output_folders_of_exported_models(tmp_path):
   shipped = f'{ROOT}/hatebm_jax/assets/fashion_mnist_synth.hatebm'
   assert str(storage.eval_folder(shipped, 5)) == (
-      'fashion_mnist_synth_eval/step_5')  # not inside the package
-  assert str(storage.eval_folder(
-      'https://host/models/m.hatebm?download=1', 3)) == 'm_eval/step_3'
+      'fashion_mnist_synth_eval/step_5'
+  )  # not inside the package
+  assert (
+      str(storage.eval_folder('https://host/models/m.hatebm?download=1', 3))
+      == 'm_eval/step_3'
+  )
   assert storage.eval_folder(str(tmp_path / 'm.hatebm'), 3) == (
-      tmp_path / 'm_eval' / 'step_3')
-  assert storage.eval_folder(str(tmp_path), 3) == (
-      tmp_path / 'eval' / 'step_3')
+      tmp_path / 'm_eval' / 'step_3'
+  )
+  assert storage.eval_folder(str(tmp_path), 3) == (tmp_path / 'eval' / 'step_3')
 
 
 def test_export_entry_point(run, tmp_path):
   workdir, path, _ = run
   out = tmp_path / 'cli.hatebm'
-  subprocess.run([sys.executable, '-m', 'hatebm_jax.export',
-                  f'--workdir={workdir}', f'--output={out}'], check=True,
-                 cwd=ROOT, capture_output=True)
+  subprocess.run(
+      [
+          sys.executable,
+          '-m',
+          'hatebm_jax.export',
+          f'--workdir={workdir}',
+          f'--output={out}',
+      ],
+      check=True,
+      cwd=ROOT,
+      capture_output=True,
+  )
   assert out.read_bytes() == open(path, 'rb').read()
   # A user's error is one line, without a traceback.
-  bad = subprocess.run([sys.executable, '-m', 'hatebm_jax.export',
-                        f'--workdir={workdir}', f'--output={tmp_path}'],
-                       cwd=ROOT, capture_output=True, text=True)
+  bad = subprocess.run(
+      [
+          sys.executable,
+          '-m',
+          'hatebm_jax.export',
+          f'--workdir={workdir}',
+          f'--output={tmp_path}',
+      ],
+      cwd=ROOT,
+      capture_output=True,
+      text=True,
+  )
   assert bad.returncode == 1
   assert bad.stderr.strip().splitlines()[-1] == (
       f"Error: ValueError: --output='{tmp_path}' is a folder: give a file "
-      f'name, e.g. {tmp_path}/model.hatebm.')
+      f'name, e.g. {tmp_path}/model.hatebm.'
+  )
   assert 'Traceback' not in bad.stderr
 
 
@@ -322,7 +388,8 @@ def test_shipped_fashion_mnist_model():
   (FCD 47.1 in that run), exported. Its samples look like Fashion-MNIST
   in bulk: dark backgrounds and a mean intensity near the data's 73/255."""
   model = hatebm_jax.load_pretrained(
-      f'{ROOT}/hatebm_jax/assets/fashion_mnist_synth.hatebm')
+      f'{ROOT}/hatebm_jax/assets/fashion_mnist_synth.hatebm'
+  )
   assert model.step == 2200 and model.config.data_type == 'fashion_mnist'
   images = model.sample(64, seed=0, batch_size=64)
   assert images.shape == (64, 32, 32, 1) and images.dtype == np.uint8
@@ -338,10 +405,10 @@ def test_langevin_path_follows_the_chain(run):
   model = pretrained.load_pretrained(path)
   out = model.langevin_path(num_chains=3, seed=1, mcmc_steps=4)
   assert out['x_gen'].shape == out['y'].shape == (5, 3, 32, 32, 1)
-  assert out['energy'].shape == (5, 3) and list(out['steps']) == [0, 1, 2,
-                                                                   3, 4]
-  np.testing.assert_allclose(out['x_gen'][0], out['x_gen'][4],  # z fixed
-                             atol=1e-6)
+  assert out['energy'].shape == (5, 3) and list(out['steps']) == [0, 1, 2, 3, 4]
+  np.testing.assert_allclose(
+      out['x_gen'][0], out['x_gen'][4], atol=1e-6  # z fixed
+  )
   assert not np.array_equal(out['y'][0], out['y'][4])
   want = model.energy(out['x_gen'][4] + out['y'][4])
   np.testing.assert_allclose(out['energy'][4], want, rtol=1e-5, atol=1e-7)

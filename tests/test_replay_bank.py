@@ -9,12 +9,19 @@ from hatebm_jax.hat_ebm import replay_bank
 
 
 def test_official_bank_size():
-  assert replay_bank.bank_size(10_000, 128) == 9_984  # facts §0.9
+  assert (
+      replay_bank.bank_size(10_000, 128) == 9_984
+  )  # docs/official_release.md §0.9
   assert replay_bank.bank_size(1024, 32) == 1024
 
 
 def test_bank_smaller_than_batch_is_rejected():
-  with pytest.raises(ValueError, match=r'config.persistent_size=100 is invalid: the replay bank must hold at least one batch \(batch_size=128\)'):
+  with pytest.raises(
+      ValueError,
+      match=r'config.persistent_size=100 is '
+      r'invalid: the replay bank must hold at least one '
+      r'batch \(batch_size=128\)',
+  ):
     replay_bank.bank_size(100, 128)
 
 
@@ -25,8 +32,9 @@ def test_init_bank_holds_generator_samples_by_lane():
   assert bank.images.shape == (4, 3, 2, 2, 1)
   assert bank.latents.shape == (4, 3, 5)
   assert (bank.lanes, bank.depth, bank.size) == (4, 3, 12)
-  np.testing.assert_allclose(bank.images[..., 0, 0, 0],
-                             3 * bank.latents[..., 0])
+  np.testing.assert_allclose(
+      bank.images[..., 0, 0, 0], 3 * bank.latents[..., 0]
+  )
   assert np.unique(np.asarray(bank.latents[..., 0])).size == 12
   # Lane b depends on fold_in(key, b) only: a bank of 6 lanes starts alike.
   wider = replay_bank.init_bank(generate, key, 6, 3, (5,))
@@ -48,12 +56,16 @@ def test_slot_draws_are_uniform_per_lane_and_independent_of_lane_count():
 
 
 def test_write_replaces_exactly_the_drawn_slots():
-  bank = replay_bank.ReplayBank(jnp.zeros((3, 4, 2, 2, 1)),
-                                jnp.zeros((3, 4, 5)))
+  bank = replay_bank.ReplayBank(
+      jnp.zeros((3, 4, 2, 2, 1)), jnp.zeros((3, 4, 5))
+  )
   slots = jnp.array([2, 0, 3])
-  new = replay_bank.write(bank, slots, jnp.ones((3, 2, 2, 1)) *
-                          jnp.array([1., 2., 3.])[:, None, None, None],
-                          jnp.ones((3, 5)))
+  new = replay_bank.write(
+      bank,
+      slots,
+      jnp.ones((3, 2, 2, 1)) * jnp.array([1.0, 2.0, 3.0])[:, None, None, None],
+      jnp.ones((3, 5)),
+  )
   x, z = replay_bank.read(new, slots)
   np.testing.assert_array_equal(x[:, 0, 0, 0], [1, 2, 3])
   np.testing.assert_array_equal(z, 1)

@@ -23,20 +23,29 @@ def run_dir(tmp_path_factory):
 
 def test_uint8_conversion_is_the_official_one():
   x = np.array([-1.5, -1.0, 0.0, 0.5, 1.0, 2.0])
-  np.testing.assert_array_equal(draw.to_uint8(x),
-                                [0, 0, 128, 191, 255, 255])
+  np.testing.assert_array_equal(draw.to_uint8(x), [0, 0, 128, 191, 255, 255])
 
 
 def test_samples_grids_and_settings(run_dir, tmp_path):
   settings = sample.sample_checkpoint(
-      str(run_dir), num_samples=10, batch_size=4, output_dir=str(tmp_path),
-      mcmc_steps=4, mcmc_temp=1e-3, init_scale_res=0.01,
-      clip_langevin_grad_res=False)
+      str(run_dir),
+      num_samples=10,
+      batch_size=4,
+      output_dir=str(tmp_path),
+      mcmc_steps=4,
+      mcmc_temp=1e-3,
+      init_scale_res=0.01,
+      clip_langevin_grad_res=False,
+  )
   images = np.load(tmp_path / 'samples.npz')['images']
   assert images.shape == (10, 32, 32, 1) and images.dtype == np.uint8
   assert len(np.unique(images)) > 10
-  assert sorted(os.listdir(tmp_path)) == ['grid.png', 'path.png',
-                                          'samples.npz', 'settings.json']
+  assert sorted(os.listdir(tmp_path)) == [
+      'grid.png',
+      'path.png',
+      'samples.npz',
+      'settings.json',
+  ]
   saved = json.loads((tmp_path / 'settings.json').read_text())
   assert saved == json.loads(json.dumps(settings))
   assert saved['step'] == 2
@@ -50,8 +59,9 @@ def test_samples_grids_and_settings(run_dir, tmp_path):
 
 def test_same_seed_same_samples(run_dir, tmp_path):
   for name in ('a', 'b'):
-    sample.sample_checkpoint(str(run_dir), 4, 4, seed=3,
-                             output_dir=str(tmp_path / name))
+    sample.sample_checkpoint(
+        str(run_dir), 4, 4, seed=3, output_dir=str(tmp_path / name)
+    )
   a = np.load(tmp_path / 'a' / 'samples.npz')['images']
   b = np.load(tmp_path / 'b' / 'samples.npz')['images']
   np.testing.assert_array_equal(a, b)
@@ -66,15 +76,64 @@ def test_errors(tmp_path):
 
 def test_command_line(run_dir, tmp_path):
   result = subprocess.run(
-      [sys.executable, '-m', 'hatebm_jax.sample', f'--workdir={run_dir}',
-       '--num_samples=3', '--batch_size=3', '--mcmc_steps=2',
-       f'--output_dir={tmp_path}'], cwd=ROOT, capture_output=True, text=True,
-      timeout=300)
+      [
+          sys.executable,
+          '-m',
+          'hatebm_jax.sample',
+          f'--workdir={run_dir}',
+          '--num_samples=3',
+          '--batch_size=3',
+          '--mcmc_steps=2',
+          f'--output_dir={tmp_path}',
+      ],
+      cwd=ROOT,
+      capture_output=True,
+      text=True,
+      timeout=300,
+  )
   assert result.returncode == 0, result.stderr
   assert np.load(tmp_path / 'samples.npz')['images'].shape[0] == 3
 
 
 def test_bad_sampler_settings_name_the_key(run_dir, tmp_path):
   with pytest.raises(ValueError, match='config.init_scale_res=-1.0'):
-    sample.sample_checkpoint(str(run_dir), 4, 4, output_dir=str(tmp_path),
-                             init_scale_res=-1.0)
+    sample.sample_checkpoint(
+        str(run_dir), 4, 4, output_dir=str(tmp_path), init_scale_res=-1.0
+    )
+
+
+# SHA-256 of the 64 images `python -m hatebm_jax.sample` draws from the shipped
+# model with seed 0 (batch 64, the model's own K, T, ε), recorded before the
+# package was regrouped (issue 17) and unchanged since. The images are
+# uint8 after rounding, so the hash is exact on this project's machines
+# (x86-64 CPUs, XLA:CPU of the pinned jax with the entry point's flags);
+# another CPU family or jax version may round a pixel differently.
+SHIPPED_SAMPLES_SHA256 = (
+    '9e79f8f4df7daccca3909c523990b253247177b6644907452d4236c7f1abbf4e'
+)
+
+
+def test_shipped_model_samples_are_those_recorded(tmp_path):
+  import hashlib  # pylint: disable=g-import-not-at-top
+
+  model = os.path.join(
+      ROOT, 'hatebm_jax', 'assets', 'fashion_mnist_synth.hatebm'
+  )
+  subprocess.run(
+      [
+          sys.executable,
+          '-m',
+          'hatebm_jax.sample',
+          f'--workdir={model}',
+          '--num_samples=64',
+          '--seed=0',
+          f'--output_dir={tmp_path}',
+      ],
+      cwd=ROOT,
+      check=True,
+      capture_output=True,
+  )
+  with open(tmp_path / 'samples.npz', 'rb') as f:
+    images = np.load(f)['images']
+  assert images.shape == (64, 32, 32, 1)
+  assert hashlib.sha256(images.tobytes()).hexdigest() == SHIPPED_SAMPLES_SHA256

@@ -18,8 +18,10 @@ def _setup(**overrides):
 
 
 def _changed(a, b):
-  return any(bool(jnp.any(u != v)) for u, v in
-             zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+  return any(
+      bool(jnp.any(u != v))
+      for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b))
+  )
 
 
 def test_initial_bank_is_the_initial_generator():
@@ -28,9 +30,12 @@ def test_initial_bank_is_the_initial_generator():
   assert state.bank.images.shape == (8, 4, 32, 32, 1)  # 8 lanes of 4
   np.testing.assert_allclose(
       state.bank.images.reshape(32, 32, 32, 1),
-      model.generate(state.gen_params, state.gen_frozen,
-                     state.bank.latents.reshape(32, 16)),
-      rtol=1e-5, atol=1e-6)
+      model.generate(
+          state.gen_params, state.gen_frozen, state.bank.latents.reshape(32, 16)
+      ),
+      rtol=1e-5,
+      atol=1e-6,
+  )
 
 
 def test_one_step_updates_everything_and_overwrites_b_bank_slots():
@@ -41,24 +46,27 @@ def test_one_step_updates_everything_and_overwrites_b_bank_slots():
   assert _changed(state.hat_params, new.hat_params)
   assert _changed(state.gen_params, new.gen_params)
   # The frozen batch-norm statistics never move.
-  for a, b in zip(jax.tree.leaves(state.gen_frozen),
-                  jax.tree.leaves(new.gen_frozen)):
+  for a, b in zip(
+      jax.tree.leaves(state.gen_frozen), jax.tree.leaves(new.gen_frozen)
+  ):
     np.testing.assert_array_equal(a, b)
-  changed = np.any(np.asarray(new.bank.latents != state.bank.latents),
-                   axis=-1)
+  changed = np.any(np.asarray(new.bank.latents != state.bank.latents), axis=-1)
   np.testing.assert_array_equal(changed.sum(axis=1), 1)  # one slot per lane
   # The first generator update fits G_0 to its own samples: zero loss.
   assert float(metrics['gen_loss']) < 1e-8
   # New pairs are (G_t(z) + y_K, z) with G_t the generator before the step.
-  x_gen = model.generate(state.gen_params, state.gen_frozen,
-                         new.bank.latents[changed])
+  x_gen = model.generate(
+      state.gen_params, state.gen_frozen, new.bank.latents[changed]
+  )
   residual = np.asarray(new.bank.images[changed] - x_gen)
-  norms = np.sqrt((residual ** 2).sum(axis=(1, 2, 3)))
+  norms = np.sqrt((residual**2).sum(axis=(1, 2, 3)))
   assert np.all(norms > 0) and np.all(norms < 2.5 * 2 + 1)  # K=2 clipped drifts
   np.testing.assert_allclose(
       float(metrics['ebm_loss']),
       float(metrics['energy_pos'] - metrics['energy_neg'])
-      / model.sampler.temperature, rtol=1e-3)
+      / model.sampler.temperature,
+      rtol=1e-3,
+  )
 
 
 def test_hat_loss_gradient_is_eq8():
@@ -66,10 +74,12 @@ def test_hat_loss_gradient_is_eq8():
   model, state, x = _setup(ebm_lr_info=((1e-3, 0),), mcmc_steps=1)
   step = jax.jit(model.train_step)
   new, _ = step(state, x)
-  x_neg = new.bank.images[np.any(np.asarray(
-      new.bank.latents != state.bank.latents), axis=-1)]
-  gap = lambda p: float(jnp.mean(model.energy(p, x)) -
-                        jnp.mean(model.energy(p, x_neg)))
+  x_neg = new.bank.images[
+      np.any(np.asarray(new.bank.latents != state.bank.latents), axis=-1)
+  ]
+  gap = lambda p: float(
+      jnp.mean(model.energy(p, x)) - jnp.mean(model.energy(p, x_neg))
+  )
   assert gap(new.hat_params) < gap(state.hat_params)
 
 
@@ -90,6 +100,7 @@ def test_no_recompilation_and_deterministic_steps():
 
 def test_paper_config_sizes():
   from conftest import load_config
+
   model = synthesis.SynthesisMode.from_config(load_config('cifar10_synth'))
   abstract = jax.eval_shape(model.init, jax.random.PRNGKey(0))
   assert layers.count_params(abstract.hat_params) == 4_204_800

@@ -14,6 +14,7 @@ from hatebm_jax.modes import synthesis
 from hatebm_jax import train
 from conftest import ROOT, main_command, tiny_config
 
+
 def _restore(workdir, config):
   model = synthesis.SynthesisMode.from_config(config)
   abstract = jax.eval_shape(model.init, jax.random.PRNGKey(config.seed))
@@ -27,8 +28,13 @@ def _restore(workdir, config):
 def test_run_writes_checkpoints_events_and_grids(tmp_path):
   config = tiny_config()
   metrics = train.train_and_evaluate(config, str(tmp_path))
-  assert {'ebm_loss', 'gen_loss', 'energy_pos', 'energy_neg',
-          'residual_drift_norm'} <= set(metrics)
+  assert {
+      'ebm_loss',
+      'gen_loss',
+      'energy_pos',
+      'energy_neg',
+      'residual_drift_norm',
+  } <= set(metrics)
   assert all(np.isfinite(v) for v in metrics.values())
   assert sorted(os.listdir(tmp_path / 'checkpoints')) == ['2', '4']
   assert any(f.startswith('events.out.tfevents') for f in os.listdir(tmp_path))
@@ -55,22 +61,25 @@ def test_resume_is_bitwise_identical(tmp_path):
     np.testing.assert_array_equal(x, y)
 
 
-def test_non_finite_metric_stops_with_step_and_quantity(tmp_path,
-                                                       monkeypatch):
+def test_non_finite_metric_stops_with_step_and_quantity(tmp_path, monkeypatch):
   def nan_batches(config, start_step, batch_size=None, mesh=None):
     del start_step, batch_size, mesh
     while True:
       yield np.full((config.batch_size, 32, 32, 1), np.nan, np.float32)
 
-  with pytest.raises(FloatingPointError,
-                     match=r'diverged at step 1: .*=nan.*No checkpoint was written'):
+  with pytest.raises(
+      FloatingPointError,
+      match=r'diverged at step 1: .*=nan.*No checkpoint was written',
+  ):
     monkeypatch.setattr(train.data, 'train_batches', nan_batches)
     train.train_and_evaluate(tiny_config(), str(tmp_path / 'new'))
   monkeypatch.undo()
   train.train_and_evaluate(tiny_config(num_training_steps=2), str(tmp_path))
   monkeypatch.setattr(train.data, 'train_batches', nan_batches)
-  with pytest.raises(FloatingPointError,
-                     match=r'diverged at step 3: .*Last good checkpoint: step 2'):
+  with pytest.raises(
+      FloatingPointError,
+      match=r'diverged at step 3: .*Last good checkpoint: step 2',
+  ):
     train.train_and_evaluate(tiny_config(), str(tmp_path))
 
 
@@ -78,9 +87,14 @@ def test_entry_point_ctrl_c_saves_and_rerun_continues(tmp_path):
   """SIGINT mid-run saves the current step; rerunning continues from it
   (tests/test_preemption.py: SIGTERM, and bitwise equality)."""
   env = dict(os.environ, PYTHONUNBUFFERED='1')
-  proc = subprocess.Popen(main_command(tmp_path, '--config.num_training_steps=100000'),
-                          cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True)
+  proc = subprocess.Popen(
+      main_command(tmp_path, '--config.num_training_steps=100000'),
+      cwd=ROOT,
+      env=env,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT,
+      text=True,
+  )
   lines = []
   deadline = time.time() + 300
   for line in proc.stdout:  # wait until training steps are logged
@@ -94,22 +108,37 @@ def test_entry_point_ctrl_c_saves_and_rerun_continues(tmp_path):
   assert 'Stopped by SIGINT' in log
   step, _, _ = _restore(tmp_path, tiny_config())
   assert 3 <= step < 100000
-  rerun = subprocess.run(main_command(tmp_path, f'--config.num_training_steps={step + 1}'),
-                         cwd=ROOT, env=env, capture_output=True, text=True,
-                         timeout=300)
+  rerun = subprocess.run(
+      main_command(tmp_path, f'--config.num_training_steps={step + 1}'),
+      cwd=ROOT,
+      env=env,
+      capture_output=True,
+      text=True,
+      timeout=300,
+  )
   assert rerun.returncode == 0, rerun.stderr
   assert 'Resumed from' in rerun.stderr and f'at step {step}' in rerun.stderr
   assert _restore(tmp_path, tiny_config())[0] == step + 1
 
 
 def test_entry_point_rejects_bad_values_before_compute(tmp_path):
-  result = subprocess.run(main_command(tmp_path, '--config.mcmc_steps=0'), cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+  result = subprocess.run(
+      main_command(tmp_path, '--config.mcmc_steps=0'),
+      cwd=ROOT,
+      capture_output=True,
+      text=True,
+      timeout=120,
+  )
   assert result.returncode != 0
   assert 'config.mcmc_steps=0 is invalid' in result.stderr
   assert not (tmp_path / 'checkpoints').exists()
-  result = subprocess.run(main_command(tmp_path, '--config.mcmc_stepz=3'), cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+  result = subprocess.run(
+      main_command(tmp_path, '--config.mcmc_stepz=3'),
+      cwd=ROOT,
+      capture_output=True,
+      text=True,
+      timeout=120,
+  )
   assert result.returncode != 0 and 'mcmc_stepz' in result.stderr
   assert 'Traceback' not in result.stderr  # one line: runtime.parse_flags
 
@@ -127,6 +156,7 @@ def test_checkpoint_of_another_structure_lists_the_entries(tmp_path):
   ebm_ngf=16, its arrays are 8 wide) is an error listing the entries; the
   workdir is left as it was, never overwritten by a new initialisation."""
   import json  # pylint: disable=g-import-not-at-top
+
   train.train_and_evaluate(tiny_config(num_training_steps=2), str(tmp_path))
   saved = tmp_path / 'checkpoints' / '2' / 'config' / 'metadata'
   config_json = json.loads(saved.read_text())
@@ -138,8 +168,10 @@ def test_checkpoint_of_another_structure_lists_the_entries(tmp_path):
   message = str(error.value)
   assert 'Config keys that differ' not in message
   assert 'State entries that differ (' in message
-  assert ('hat_params/block1/conv1/kernel: checkpoint float32[3, 3, 1, 8], '
-          'config float32[3, 3, 1, 16]') in message
+  assert (
+      'hat_params/block1/conv1/kernel: checkpoint float32[3, 3, 1, 8], '
+      'config float32[3, 3, 1, 16]'
+  ) in message
   assert 'nothing was changed in it' in message
   assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob('*')} == before
 
@@ -148,10 +180,15 @@ def test_relative_workdir_and_workdirs_that_are_files(tmp_path, monkeypatch):
   monkeypatch.chdir(tmp_path)  # Orbax needs absolute paths: made absolute
   train.train_and_evaluate(tiny_config(num_training_steps=4), 'runs/rel')
   assert sorted(os.listdir(tmp_path / 'runs' / 'rel' / 'checkpoints')) == [
-      '2', '4']
+      '2',
+      '4',
+  ]
   (tmp_path / 'afile').write_text('')
-  with pytest.raises(ValueError, match=f'{tmp_path}/afile is a file, not a '
-                     'folder: --workdir must be a folder'):
+  with pytest.raises(
+      ValueError,
+      match=f'{tmp_path}/afile is a file, not a '
+      'folder: --workdir must be a folder',
+  ):
     train.train_and_evaluate(tiny_config(), 'afile')
   (tmp_path / 'w').mkdir()
   (tmp_path / 'w' / 'checkpoints').write_text('')
@@ -164,22 +201,26 @@ def test_relative_workdir_and_workdirs_that_are_files(tmp_path, monkeypatch):
 def test_checkpoint_without_metadata_is_unreadable_not_a_mismatch(tmp_path):
   train.train_and_evaluate(tiny_config(), str(tmp_path))  # checkpoints 2, 4
   (tmp_path / 'checkpoints' / '4' / 'state' / '_METADATA').unlink()
-  with pytest.raises(IOError, match=r'checkpoints/4 cannot be read .*Older '
-                     r'checkpoints: steps \[2\]'):
+  with pytest.raises(
+      IOError,
+      match=r'checkpoints/4 cannot be read .*Older '
+      r'checkpoints: steps \[2\]',
+  ):
     train.train_and_evaluate(tiny_config(num_training_steps=6), str(tmp_path))
 
 
 def test_fcd_is_logged_during_training(tmp_path):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  train.train_and_evaluate(tiny_config(fcd_freq=2, fcd_num_samples=150),
-                           str(tmp_path))
+
+  train.train_and_evaluate(
+      tiny_config(fcd_freq=2, fcd_num_samples=150), str(tmp_path)
+  )
   logged = {}
   for events in tmp_path.glob('events.out.tfevents.*'):
     for event in tf.compat.v1.train.summary_iterator(str(events)):
       for value in event.summary.value:
         if value.tag in ('fcd', 'kid'):
-          logged[(value.tag, event.step)] = float(
-              tf.make_ndarray(value.tensor))
+          logged[(value.tag, event.step)] = float(tf.make_ndarray(value.tensor))
   assert sorted(logged) == [('fcd', 2), ('fcd', 4), ('kid', 2), ('kid', 4)]
   assert all(np.isfinite(v) for v in logged.values())
   assert logged[('fcd', 2)] > 0
@@ -188,5 +229,5 @@ def test_fcd_is_logged_during_training(tmp_path):
 def test_fcd_only_for_fashion_mnist():
   config = tiny_config(fcd_freq=2)
   config.data_type, config.image_dims = 'cifar10', (32, 32, 3)
-  with pytest.raises(ValueError, match="fcd_freq=2.*Fashion-MNIST classifier"):
+  with pytest.raises(ValueError, match='fcd_freq=2.*Fashion-MNIST classifier'):
     train.train_and_evaluate(config, '/nonexistent/never/created')

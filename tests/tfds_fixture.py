@@ -47,9 +47,9 @@ def prepare(data_dir: str, num_train: int, num_shards: int) -> None:
         image[0, :2, 0] = (i % 256, i // 256)
         yield i, {'id': f'train_{i:05d}', 'image': image, 'label': label}
 
-  class Imagenet2012(tfds.builder_cls('imagenet2012'),
-                     skip_registration=True):
+  class Imagenet2012(tfds.builder_cls('imagenet2012'), skip_registration=True):
     """ImageNet's builder with JPEGs of various sizes (32..60 a side)."""
+
     name = 'imagenet2012'
 
     def _split_generators(self, dl_manager):
@@ -59,8 +59,11 @@ def prepare(data_dir: str, num_train: int, num_shards: int) -> None:
     def _generate_examples(self):  # pylint: disable=arguments-differ
       for i, (image, label) in enumerate(zip(images, labels)):
         pad = ((0, 4 * (i % 8)), (0, 4 * (i % 7)), (0, 0))
-        yield i, {'file_name': f'n{i:08d}_0.JPEG', 'label': label,
-                  'image': np.pad(image, pad, mode='reflect')}
+        yield i, {
+            'file_name': f'n{i:08d}_0.JPEG',
+            'label': label,
+            'image': np.pad(image, pad, mode='reflect'),
+        }
 
   config = tfds.download.DownloadConfig(num_shards=num_shards)
   for builder in (Cifar10, Imagenet2012):

@@ -39,12 +39,14 @@ import optax
 from hatebm_jax import data
 
 FEATURE_NET = 'fashion-mnist-lenet-v1'
-PREPROCESSING = ('uint8 [N, 32, 32, 1], 28x28 zero-padded to 32x32, '
-                 'x / 127.5 - 1')
+PREPROCESSING = (
+    'uint8 [N, 32, 32, 1], 28x28 zero-padded to 32x32, ' 'x / 127.5 - 1'
+)
 IMAGE_SHAPE = (32, 32, 1)
 NUM_FEATURES = 128
-DEFAULT_WEIGHTS = epath.resource_path('hatebm_jax') / 'assets' / (
-    'fashion_mnist_lenet.npz')
+DEFAULT_WEIGHTS = (
+    epath.resource_path('hatebm_jax') / 'assets' / ('fashion_mnist_lenet.npz')
+)
 # Training recipe of the shipped weights.
 SEED, EPOCHS, BATCH_SIZE, LEARNING_RATE = 0, 3, 128, 1e-3
 
@@ -61,8 +63,8 @@ class LeNet(nnx.Module):
   def features(self, x: jax.Array) -> jax.Array:
     """[B, 32, 32, 1] -> penultimate activations [B, 128] (≥ 0)."""
     pool = lambda h: nnx.max_pool(h, (2, 2), strides=(2, 2))
-    h = pool(nnx.relu(self.conv1(x)))   # 28 -> 14
-    h = pool(nnx.relu(self.conv2(h)))   # 10 -> 5
+    h = pool(nnx.relu(self.conv1(x)))  # 28 -> 14
+    h = pool(nnx.relu(self.conv2(h)))  # 10 -> 5
     return nnx.relu(self.dense1(h.reshape(h.shape[0], -1)))
 
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -76,9 +78,11 @@ def _graphdef():
 
 def _check_images(images: np.ndarray) -> None:
   if images.dtype != np.uint8 or images.shape[1:] != IMAGE_SHAPE:
-    raise ValueError(f'FCD features need uint8 images [N, 32, 32, 1] (the '
-                     f'padded Fashion-MNIST layout); got {images.dtype} '
-                     f'{images.shape}.')
+    raise ValueError(
+        f'FCD features need uint8 images [N, 32, 32, 1] (the '
+        f'padded Fashion-MNIST layout); got {images.dtype} '
+        f'{images.shape}.'
+    )
 
 
 class FeatureNetwork:
@@ -98,8 +102,7 @@ class FeatureNetwork:
     self.preprocessing = PREPROCESSING
     self.test_accuracy = test_accuracy
     graphdef = _graphdef()
-    self._features = jax.jit(
-        lambda p, x: nnx.merge(graphdef, p).features(x))
+    self._features = jax.jit(lambda p, x: nnx.merge(graphdef, p).features(x))
     self._logits = jax.jit(lambda p, x: nnx.merge(graphdef, p)(x))
 
   @classmethod
@@ -114,7 +117,8 @@ class FeatureNetwork:
       raise FileNotFoundError(
           f'No FCD classifier weights at {path}. Rebuild them with `python '
           '-m hatebm_jax.evaluation.classifier --output=<path>` (about 5 minutes on 2 '
-          'CPU cores).')
+          'CPU cores).'
+      )
     raw = path.read_bytes()
     with path.open('rb') as f:
       arrays = dict(np.load(f, allow_pickle=False))
@@ -130,11 +134,12 @@ class FeatureNetwork:
     _check_images(images)
     outputs = []
     for start in range(0, len(images), batch_size):
-      chunk = data.to_float(images[start:start + batch_size])
+      chunk = data.to_float(images[start : start + batch_size])
       size = len(chunk)
       if size < batch_size:  # pad so that one shape compiles once
         chunk = np.concatenate(
-            [chunk, np.zeros((batch_size - size,) + IMAGE_SHAPE, np.float32)])
+            [chunk, np.zeros((batch_size - size,) + IMAGE_SHAPE, np.float32)]
+        )
       outputs.append(np.asarray(fn(self.params, chunk))[:size])
     return np.concatenate(outputs)
 
@@ -151,9 +156,14 @@ class FeatureNetwork:
     return self._batches(self._logits, images, batch_size).argmax(-1)
 
 
-def train_classifier(images: np.ndarray, labels: np.ndarray, seed: int = SEED,
-                     epochs: int = EPOCHS, batch_size: int = BATCH_SIZE,
-                     learning_rate: float = LEARNING_RATE) -> dict:
+def train_classifier(
+    images: np.ndarray,
+    labels: np.ndarray,
+    seed: int = SEED,
+    epochs: int = EPOCHS,
+    batch_size: int = BATCH_SIZE,
+    learning_rate: float = LEARNING_RATE,
+) -> dict:
   """Trains the LeNet with Adam on softmax cross-entropy.
 
   Deterministic on one machine for a given seed: initialisation from
@@ -179,6 +189,7 @@ def train_classifier(images: np.ndarray, labels: np.ndarray, seed: int = SEED,
     def loss_fn(p):
       logits = nnx.merge(graphdef, p)(x)
       return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
     loss, grads = jax.value_and_grad(loss_fn)(params)
     updates, opt_state = optimizer.update(grads, opt_state)
     return optax.apply_updates(params, updates), opt_state, loss
@@ -187,19 +198,24 @@ def train_classifier(images: np.ndarray, labels: np.ndarray, seed: int = SEED,
   for epoch in range(epochs):
     order = rng.permutation(len(images))
     for start in range(0, len(images) - batch_size + 1, batch_size):
-      idx = order[start:start + batch_size]
-      params, opt_state, loss = step(params, opt_state,
-                                     data.to_float(images[idx]),
-                                     labels[idx].astype(np.int32))
+      idx = order[start : start + batch_size]
+      params, opt_state, loss = step(
+          params,
+          opt_state,
+          data.to_float(images[idx]),
+          labels[idx].astype(np.int32),
+      )
     logging.info('epoch %d: last batch loss %.4f', epoch + 1, float(loss))
   return params
 
 
 def save_weights(path: str, params: dict, test_accuracy: float) -> None:
   """Writes parameters and test accuracy as one .npz (local or gs://)."""
-  arrays = {f'{layer}/{leaf}': np.asarray(value)
-            for layer, leaves in params.items() for leaf, value in
-            leaves.items()}
+  arrays = {
+      f'{layer}/{leaf}': np.asarray(value)
+      for layer, leaves in params.items()
+      for leaf, value in leaves.items()
+  }
   path = epath.Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
   with path.open('wb') as f:
@@ -217,14 +233,20 @@ def main(argv):
   accuracy = float(np.mean(net.predict(test_images) == test_labels))
   save_weights(output, params, accuracy)
   net = FeatureNetwork.load(output)
-  print(f'{net.name}: Fashion-MNIST test accuracy {accuracy:.4f} '
-        f'({len(test_images)} images); weights in {output}')
+  print(
+      f'{net.name}: Fashion-MNIST test accuracy {accuracy:.4f} '
+      f'({len(test_images)} images); weights in {output}'
+  )
 
 
 if __name__ == '__main__':
   # Defined here, not at import, so that other entry points can import this.
-  flags.DEFINE_string('output', str(DEFAULT_WEIGHTS),
-                      'Where to write the weights (.npz).')
-  flags.DEFINE_string('data_dir', None, 'Fashion-MNIST IDX folder (default: '
-                      'Debian dataset-fashion-mnist).')
+  flags.DEFINE_string(
+      'output', str(DEFAULT_WEIGHTS), 'Where to write the weights (.npz).'
+  )
+  flags.DEFINE_string(
+      'data_dir',
+      None,
+      'Fashion-MNIST IDX folder (default: ' 'Debian dataset-fashion-mnist).',
+  )
   app.run(main)

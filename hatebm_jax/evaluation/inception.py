@@ -11,10 +11,10 @@ block). This module is a layer-for-layer Flax NNX port of that network:
   centres, no antialiasing, i.e. torch `align_corners=False`) -> 2x − 1 ->
   Inception-v3 up to Mixed_7c -> global average pool -> [N, 2048].
 
-Grayscale images (C = 1) are repeated to three channels. The official Hat
-EBM code fed uint8 images to the TF graph (facts §6.2); pytorch-fid's port is
-"close but not bit-identical because of the resize", so FIDs from it are
-comparable to pytorch-fid's, and close to TTUR's.
+Grayscale images (C = 1) are repeated to three channels. The official Hat EBM
+code fed uint8 images to the TF graph (docs/official_release.md §6.2);
+pytorch-fid's port is "close but not bit-identical because of the resize", so
+FIDs from it are comparable to pytorch-fid's, and close to TTUR's.
 
 Weights are never downloaded: the user passes the path of the `.pth` file
 (from the pytorch-fid GitHub release). Reading it needs PyTorch once
@@ -38,12 +38,16 @@ import jax.numpy as jnp
 import numpy as np
 
 WEIGHTS_FILE = 'pt_inception-2015-12-05-6726825d.pth'
-WEIGHTS_URL = ('https://github.com/mseitzer/pytorch-fid/releases/download/'
-               f'fid_weights/{WEIGHTS_FILE}')
+WEIGHTS_URL = (
+    'https://github.com/mseitzer/pytorch-fid/releases/download/'
+    f'fid_weights/{WEIGHTS_FILE}'
+)
 WEIGHTS_SHA256_PREFIX = '6726825d'  # torch-hub convention: in the file name
 FEATURE_NET = 'inception-v3-pool3-pytorch-fid'
-PREPROCESSING = ('uint8 -> /255 -> bilinear 299x299 (align_corners=False, '
-                 'no antialias) -> 2x-1; grayscale repeated to RGB')
+PREPROCESSING = (
+    'uint8 -> /255 -> bilinear 299x299 (align_corners=False, '
+    'no antialias) -> 2x-1; grayscale repeated to RGB'
+)
 INPUT_SIZE = 299
 NUM_FEATURES = 2048
 BN_EPSILON = 1e-3  # torchvision BasicConv2d
@@ -51,23 +55,38 @@ BN_EPSILON = 1e-3  # torchvision BasicConv2d
 
 def cache_dir() -> epath.Path:
   """$HATEBM_CACHE_DIR, default ~/.cache/hatebm_jax."""
-  return epath.Path(os.environ.get(
-      'HATEBM_CACHE_DIR', os.path.expanduser('~/.cache/hatebm_jax')))
+  return epath.Path(
+      os.environ.get(
+          'HATEBM_CACHE_DIR', os.path.expanduser('~/.cache/hatebm_jax')
+      )
+  )
 
 
 class BasicConv2d(nnx.Module):
   """Convolution without bias, inference batch norm (ε = 1e-3), ReLU."""
 
-  def __init__(self, in_channels: int, out_channels: int,
-               kernel: Sequence[int], rngs: nnx.Rngs, stride: int = 1,
-               padding: Sequence[int] = (0, 0)):
+  def __init__(
+      self,
+      in_channels: int,
+      out_channels: int,
+      kernel: Sequence[int],
+      rngs: nnx.Rngs,
+      stride: int = 1,
+      padding: Sequence[int] = (0, 0),
+  ):
     pad_h, pad_w = padding
-    self.conv = nnx.Conv(in_channels, out_channels, tuple(kernel),
-                         strides=stride, padding=((pad_h, pad_h),
-                                                  (pad_w, pad_w)),
-                         use_bias=False, rngs=rngs)
-    self.bn = nnx.BatchNorm(out_channels, use_running_average=True,
-                            epsilon=BN_EPSILON, rngs=rngs)
+    self.conv = nnx.Conv(
+        in_channels,
+        out_channels,
+        tuple(kernel),
+        strides=stride,
+        padding=((pad_h, pad_h), (pad_w, pad_w)),
+        use_bias=False,
+        rngs=rngs,
+    )
+    self.bn = nnx.BatchNorm(
+        out_channels, use_running_average=True, epsilon=BN_EPSILON, rngs=rngs
+    )
 
   def __call__(self, x):
     return nnx.relu(self.bn(self.conv(x)))
@@ -75,13 +94,19 @@ class BasicConv2d(nnx.Module):
 
 def _avg_pool_3x3(x):
   """3×3 stride-1 average over the valid pixels (count_include_pad=False)."""
-  return nnx.avg_pool(x, (3, 3), strides=(1, 1), padding=((1, 1), (1, 1)),
-                      count_include_pad=False)
+  return nnx.avg_pool(
+      x,
+      (3, 3),
+      strides=(1, 1),
+      padding=((1, 1), (1, 1)),
+      count_include_pad=False,
+  )
 
 
 def _max_pool_3x3(x, stride=2, pad=0):
-  return nnx.max_pool(x, (3, 3), strides=(stride, stride),
-                      padding=((pad, pad), (pad, pad)))
+  return nnx.max_pool(
+      x, (3, 3), strides=(stride, stride), padding=((pad, pad), (pad, pad))
+  )
 
 
 class InceptionA(nnx.Module):
@@ -97,11 +122,15 @@ class InceptionA(nnx.Module):
     self.branch_pool = BasicConv2d(cin, pool_features, (1, 1), rngs)
 
   def __call__(self, x):
-    return jnp.concatenate([
-        self.branch1x1(x),
-        self.branch5x5_2(self.branch5x5_1(x)),
-        self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x))),
-        self.branch_pool(_avg_pool_3x3(x))], axis=-1)
+    return jnp.concatenate(
+        [
+            self.branch1x1(x),
+            self.branch5x5_2(self.branch5x5_1(x)),
+            self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x))),
+            self.branch_pool(_avg_pool_3x3(x)),
+        ],
+        axis=-1,
+    )
 
 
 class InceptionB(nnx.Module):
@@ -114,10 +143,14 @@ class InceptionB(nnx.Module):
     self.branch3x3dbl_3 = BasicConv2d(96, 96, (3, 3), rngs, stride=2)
 
   def __call__(self, x):
-    return jnp.concatenate([
-        self.branch3x3(x),
-        self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x))),
-        _max_pool_3x3(x)], axis=-1)
+    return jnp.concatenate(
+        [
+            self.branch3x3(x),
+            self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x))),
+            _max_pool_3x3(x),
+        ],
+        axis=-1,
+    )
 
 
 class InceptionC(nnx.Module):
@@ -138,14 +171,22 @@ class InceptionC(nnx.Module):
 
   def __call__(self, x):
     dbl = self.branch7x7dbl_1(x)
-    for layer in (self.branch7x7dbl_2, self.branch7x7dbl_3,
-                  self.branch7x7dbl_4, self.branch7x7dbl_5):
+    for layer in (
+        self.branch7x7dbl_2,
+        self.branch7x7dbl_3,
+        self.branch7x7dbl_4,
+        self.branch7x7dbl_5,
+    ):
       dbl = layer(dbl)
-    return jnp.concatenate([
-        self.branch1x1(x),
-        self.branch7x7_3(self.branch7x7_2(self.branch7x7_1(x))),
-        dbl,
-        self.branch_pool(_avg_pool_3x3(x))], axis=-1)
+    return jnp.concatenate(
+        [
+            self.branch1x1(x),
+            self.branch7x7_3(self.branch7x7_2(self.branch7x7_1(x))),
+            dbl,
+            self.branch_pool(_avg_pool_3x3(x)),
+        ],
+        axis=-1,
+    )
 
 
 class InceptionD(nnx.Module):
@@ -163,8 +204,9 @@ class InceptionD(nnx.Module):
     b7 = self.branch7x7x3_1(x)
     for layer in (self.branch7x7x3_2, self.branch7x7x3_3, self.branch7x7x3_4):
       b7 = layer(b7)
-    return jnp.concatenate([self.branch3x3_2(self.branch3x3_1(x)), b7,
-                            _max_pool_3x3(x)], axis=-1)
+    return jnp.concatenate(
+        [self.branch3x3_2(self.branch3x3_1(x)), b7, _max_pool_3x3(x)], axis=-1
+    )
 
 
 class InceptionE(nnx.Module):
@@ -185,13 +227,22 @@ class InceptionE(nnx.Module):
   def __call__(self, x):
     b3 = self.branch3x3_1(x)
     dbl = self.branch3x3dbl_2(self.branch3x3dbl_1(x))
-    pooled = (_avg_pool_3x3(x) if self.pool == 'avg'
-              else _max_pool_3x3(x, stride=1, pad=1))
-    return jnp.concatenate([
-        self.branch1x1(x),
-        self.branch3x3_2a(b3), self.branch3x3_2b(b3),
-        self.branch3x3dbl_3a(dbl), self.branch3x3dbl_3b(dbl),
-        self.branch_pool(pooled)], axis=-1)
+    pooled = (
+        _avg_pool_3x3(x)
+        if self.pool == 'avg'
+        else _max_pool_3x3(x, stride=1, pad=1)
+    )
+    return jnp.concatenate(
+        [
+            self.branch1x1(x),
+            self.branch3x3_2a(b3),
+            self.branch3x3_2b(b3),
+            self.branch3x3dbl_3a(dbl),
+            self.branch3x3dbl_3b(dbl),
+            self.branch_pool(pooled),
+        ],
+        axis=-1,
+    )
 
 
 class FIDInceptionV3(nnx.Module):
@@ -219,9 +270,19 @@ class FIDInceptionV3(nnx.Module):
     x = self.Conv2d_2b_3x3(self.Conv2d_2a_3x3(self.Conv2d_1a_3x3(x)))
     x = _max_pool_3x3(x)
     x = _max_pool_3x3(self.Conv2d_4a_3x3(self.Conv2d_3b_1x1(x)))
-    for block in (self.Mixed_5b, self.Mixed_5c, self.Mixed_5d, self.Mixed_6a,
-                  self.Mixed_6b, self.Mixed_6c, self.Mixed_6d, self.Mixed_6e,
-                  self.Mixed_7a, self.Mixed_7b, self.Mixed_7c):
+    for block in (
+        self.Mixed_5b,
+        self.Mixed_5c,
+        self.Mixed_5d,
+        self.Mixed_6a,
+        self.Mixed_6b,
+        self.Mixed_6c,
+        self.Mixed_6d,
+        self.Mixed_6e,
+        self.Mixed_7a,
+        self.Mixed_7b,
+        self.Mixed_7c,
+    ):
       x = block(x)
     return x.mean(axis=(1, 2))
 
@@ -235,8 +296,12 @@ def preprocess(images: jax.Array) -> jax.Array:
   x = images.astype(jnp.float32) / 255.0
   if x.shape[-1] == 1:
     x = jnp.repeat(x, 3, axis=-1)
-  x = jax.image.resize(x, (x.shape[0], INPUT_SIZE, INPUT_SIZE, 3),
-                       method='linear', antialias=False)
+  x = jax.image.resize(
+      x,
+      (x.shape[0], INPUT_SIZE, INPUT_SIZE, 3),
+      method='linear',
+      antialias=False,
+  )
   return 2.0 * x - 1.0
 
 
@@ -262,8 +327,12 @@ def convert_torch_state_dict(state_dict: dict) -> dict:
     ValueError: when a parameter of the network is missing or has the wrong
       shape.
   """
-  renames = {'weight': 'scale', 'bias': 'bias', 'running_mean': 'mean',
-             'running_var': 'var'}
+  renames = {
+      'weight': 'scale',
+      'bias': 'bias',
+      'running_mean': 'mean',
+      'running_var': 'var',
+  }
   flat = {}
   for name, value in state_dict.items():
     parts = name.split('.')
@@ -276,21 +345,25 @@ def convert_torch_state_dict(state_dict: dict) -> dict:
       flat['/'.join(parts[:-1] + [renames[parts[-1]]])] = value
   expected = _expected_shapes()
   missing = sorted(set(expected) - set(flat))
-  wrong = sorted(k for k in set(expected) & set(flat)
-                 if flat[k].shape != expected[k])
+  wrong = sorted(
+      k for k in set(expected) & set(flat) if flat[k].shape != expected[k]
+  )
   if missing or wrong:
     raise ValueError(
         'Not an FID Inception-v3 state dict: missing '
         f'{missing[:5]}{"..." if len(missing) > 5 else ""} ({len(missing)}), '
-        f'wrong shapes {[(k, flat[k].shape, expected[k]) for k in wrong[:5]]}.')
+        f'wrong shapes {[(k, flat[k].shape, expected[k]) for k in wrong[:5]]}.'
+    )
   return {k: flat[k] for k in expected}
 
 
 def _expected_shapes() -> dict:
   state = nnx.split(nnx.eval_shape(lambda: FIDInceptionV3(nnx.Rngs(0))))[1]
   flat = jax.tree_util.tree_flatten_with_path(nnx.to_pure_dict(state))[0]
-  return {'/'.join(str(k.key) for k in path): tuple(leaf.shape)
-          for path, leaf in flat}
+  return {
+      '/'.join(str(k.key) for k in path): tuple(leaf.shape)
+      for path, leaf in flat
+  }
 
 
 def _unflatten(flat: dict) -> dict:
@@ -313,16 +386,28 @@ def _read_torch_file(path: epath.Path) -> dict:
     with open(local, 'wb') as f:
       f.write(path.read_bytes())
     proc = subprocess.run(
-        [sys.executable, '-m', 'hatebm_jax.evaluation.torch_weights', local, out],
-        capture_output=True, text=True, check=False)
+        [
+            sys.executable,
+            '-m',
+            'hatebm_jax.evaluation.torch_weights',
+            local,
+            out,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if proc.returncode:
       if 'NO_TORCH' in proc.stderr:
         raise ImportError(
             f'Reading {path} (a PyTorch file) needs PyTorch once: `pip '
             'install torch` (CPU is enough), or pass the converted .npz '
-            'made on another machine.')
-      raise ValueError(f'Could not read {path} as a PyTorch state dict:\n'
-                       f'{proc.stderr[-2000:]}')
+            'made on another machine.'
+        )
+      raise ValueError(
+          f'Could not read {path} as a PyTorch state dict:\n'
+          f'{proc.stderr[-2000:]}'
+      )
     with open(out, 'rb') as f:
       return dict(np.load(f, allow_pickle=False))
 
@@ -340,8 +425,7 @@ class InceptionFeatures:
     self.preprocessing = PREPROCESSING
     self.params = _unflatten(flat_params)
     graphdef = _graphdef()
-    self._apply = jax.jit(
-        lambda p, x: nnx.merge(graphdef, p)(preprocess(x)))
+    self._apply = jax.jit(lambda p, x: nnx.merge(graphdef, p)(preprocess(x)))
 
   @classmethod
   def load(cls, path: Optional[str]) -> 'InceptionFeatures':
@@ -364,7 +448,8 @@ class InceptionFeatures:
           f'FID needs the Inception weights file {WEIGHTS_FILE} (pytorch-fid), '
           f'which is never downloaded here; got {path!r}. Download it once '
           f'from {WEIGHTS_URL} and pass its path with --inception_weights=... '
-          '(or a converted .npz from the cache of an earlier run).')
+          '(or a converted .npz from the cache of an earlier run).'
+      )
     path = epath.Path(path)
     raw = path.read_bytes()
     digest = hashlib.sha256(raw).hexdigest()
@@ -374,9 +459,12 @@ class InceptionFeatures:
       source = str(stored.pop('__source_sha256__', digest))
       return cls(stored, f'{FEATURE_NET}:{source[:12]}')
     if not digest.startswith(WEIGHTS_SHA256_PREFIX):
-      warnings.warn(f'{path} has SHA-256 {digest[:12]}..., not the standard '
-                    f'FID weights ({WEIGHTS_SHA256_PREFIX}...): FIDs from it '
-                    'are not comparable with published ones.', stacklevel=2)
+      warnings.warn(
+          f'{path} has SHA-256 {digest[:12]}..., not the standard '
+          f'FID weights ({WEIGHTS_SHA256_PREFIX}...): FIDs from it '
+          'are not comparable with published ones.',
+          stacklevel=2,
+      )
     cached = cache_dir() / f'fid_inception_{digest[:12]}.npz'
     if cached.exists():
       with cached.open('rb') as f:
@@ -399,16 +487,22 @@ class InceptionFeatures:
       ValueError: for another dtype or layout.
     """
     images = np.asarray(images)
-    if (images.dtype != np.uint8 or images.ndim != 4
-        or images.shape[-1] not in (1, 3)):
-      raise ValueError(f'FID features need uint8 images [N, H, W, 1 or 3]; '
-                       f'got {images.dtype} {images.shape}.')
+    if (
+        images.dtype != np.uint8
+        or images.ndim != 4
+        or images.shape[-1] not in (1, 3)
+    ):
+      raise ValueError(
+          f'FID features need uint8 images [N, H, W, 1 or 3]; '
+          f'got {images.dtype} {images.shape}.'
+      )
     outputs = []
     for start in range(0, len(images), batch_size):
-      chunk = images[start:start + batch_size]
+      chunk = images[start : start + batch_size]
       size = len(chunk)
       if size < batch_size and len(images) > batch_size:
-        chunk = np.concatenate([chunk, np.zeros(
-            (batch_size - size,) + chunk.shape[1:], np.uint8)])
+        chunk = np.concatenate(
+            [chunk, np.zeros((batch_size - size,) + chunk.shape[1:], np.uint8)]
+        )
       outputs.append(np.asarray(self._apply(self.params, chunk))[:size])
     return np.concatenate(outputs)

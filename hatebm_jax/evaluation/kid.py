@@ -19,8 +19,9 @@ def polynomial_mmd2(x: np.ndarray, y: np.ndarray) -> float:
   """
   x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
   if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1]:
-    raise ValueError(f'features must be [m, D] and [n, D]; got {x.shape} and '
-                     f'{y.shape}.')
+    raise ValueError(
+        f'features must be [m, D] and [n, D]; got {x.shape} and ' f'{y.shape}.'
+    )
   m, n = len(x), len(y)
   if m < 2 or n < 2:
     raise ValueError(f'need at least 2 rows on each side; got {m} and {n}.')
@@ -28,14 +29,20 @@ def polynomial_mmd2(x: np.ndarray, y: np.ndarray) -> float:
   k_xx = (x @ x.T / d + 1.0) ** 3
   k_yy = (y @ y.T / d + 1.0) ** 3
   k_xy = (x @ y.T / d + 1.0) ** 3
-  return float((k_xx.sum() - np.trace(k_xx)) / (m * (m - 1))
-               + (k_yy.sum() - np.trace(k_yy)) / (n * (n - 1))
-               - 2.0 * k_xy.mean())
+  return float(
+      (k_xx.sum() - np.trace(k_xx)) / (m * (m - 1))
+      + (k_yy.sum() - np.trace(k_yy)) / (n * (n - 1))
+      - 2.0 * k_xy.mean()
+  )
 
 
-def kernel_distance(x: np.ndarray, y: np.ndarray, num_subsets: int = 100,
-                    subset_size: int = 1000, seed: int = 0
-                    ) -> tuple[float, float]:
+def kernel_distance(
+    x: np.ndarray,
+    y: np.ndarray,
+    num_subsets: int = 100,
+    subset_size: int = 1000,
+    seed: int = 0,
+) -> tuple[float, float]:
   """KID: mean and standard deviation of MMD² over random subsets.
 
   Args:
@@ -56,7 +63,11 @@ def kernel_distance(x: np.ndarray, y: np.ndarray, num_subsets: int = 100,
     raise ValueError(f'num_subsets={num_subsets} must be >= 1.')
   size = min(subset_size, len(x), len(y))
   rng = np.random.default_rng(seed)
-  values = [polynomial_mmd2(x[rng.choice(len(x), size, replace=False)],
-                            y[rng.choice(len(y), size, replace=False)])
-            for _ in range(num_subsets)]
+  values = [
+      polynomial_mmd2(
+          x[rng.choice(len(x), size, replace=False)],
+          y[rng.choice(len(y), size, replace=False)],
+      )
+      for _ in range(num_subsets)
+  ]
   return float(np.mean(values)), float(np.std(values))

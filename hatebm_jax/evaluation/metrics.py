@@ -24,10 +24,15 @@ from hatebm_jax.serving import run as run_lib
 MAX_CACHED_FEATURES = 10_000  # reference features kept for KID
 
 
-def reference_features(net, data_type: str, data_dir: Optional[str],
-                       split: str, image_size: int, num: int,
-                       batch_size: int = 500
-                       ) -> tuple[frechet.FeatureStats, np.ndarray]:
+def reference_features(
+    net,
+    data_type: str,
+    data_dir: Optional[str],
+    split: str,
+    image_size: int,
+    num: int,
+    batch_size: int = 500,
+) -> tuple[frechet.FeatureStats, np.ndarray]:
   """Statistics and (up to 10,000) features of a data split, cached.
 
   Args:
@@ -62,17 +67,26 @@ def reference_features(net, data_type: str, data_dir: Optional[str],
   path.parent.mkdir(parents=True, exist_ok=True)
   tmp = path.parent / (path.name + '.tmp')
   with tmp.open('wb') as f:
-    np.savez(f, mean=stats.mean, cov=stats.cov,
-             num_samples=stats.num_samples, feature_net=stats.feature_net,
-             preprocessing=stats.preprocessing,
-             features=features[:MAX_CACHED_FEATURES].astype(np.float32))
+    np.savez(
+        f,
+        mean=stats.mean,
+        cov=stats.cov,
+        num_samples=stats.num_samples,
+        feature_net=stats.feature_net,
+        preprocessing=stats.preprocessing,
+        features=features[:MAX_CACHED_FEATURES].astype(np.float32),
+    )
   tmp.rename(path)
   return stats, features[:MAX_CACHED_FEATURES]
 
 
-def distance_metrics(net, images: np.ndarray,
-                     reference: tuple[frechet.FeatureStats, np.ndarray],
-                     batch_size: int = 500, kid_seed: int = 0) -> dict:
+def distance_metrics(
+    net,
+    images: np.ndarray,
+    reference: tuple[frechet.FeatureStats, np.ndarray],
+    batch_size: int = 500,
+    kid_seed: int = 0,
+) -> dict:
   """Fréchet distance and KID of uint8 images against a reference.
 
   Returns:
@@ -81,15 +95,22 @@ def distance_metrics(net, images: np.ndarray,
   features = net.features(images, batch_size)
   stats = frechet.feature_stats(features, net.name, net.preprocessing)
   ref_stats, ref_features = reference
-  kid_mean, kid_std = kid.kernel_distance(features, ref_features,
-                                          seed=kid_seed)
-  return {'frechet': frechet.frechet_distance(stats, ref_stats),
-          'kid': kid_mean, 'kid_std': kid_std}
+  kid_mean, kid_std = kid.kernel_distance(features, ref_features, seed=kid_seed)
+  return {
+      'frechet': frechet.frechet_distance(stats, ref_stats),
+      'kid': kid_mean,
+      'kid_std': kid_std,
+  }
 
 
-def ood_metrics(run: run_lib.Run, data_dir: Optional[str],
-                ood_sets: Sequence[str], num: int, batch_size: int = 500,
-                seed: int = 0) -> dict:
+def ood_metrics(
+    run: run_lib.Run,
+    data_dir: Optional[str],
+    ood_sets: Sequence[str],
+    num: int,
+    batch_size: int = 500,
+    seed: int = 0,
+) -> dict:
   """AUROC of H(x) for the run's test split against each OOD set.
 
   Returns:
@@ -98,13 +119,18 @@ def ood_metrics(run: run_lib.Run, data_dir: Optional[str],
   """
   config = run.config
   shape = tuple(config.image_dims)
-  in_images = data.eval_images(config.data_type, data_dir, 'test', shape[0],
-                               num)
+  in_images = data.eval_images(
+      config.data_type, data_dir, 'test', shape[0], num
+  )
   energy = jax.jit(functools.partial(run.mode.energy, run.state.hat_params))
   scores_in = ood.energy_scores(energy, in_images, batch_size)
-  result = {'in_distribution': f'{config.data_type} test',
-            'num_in': len(in_images), 'auroc': {}, 'num_ood': {},
-            'mean_energy': {'in': float(scores_in.mean())}}
+  result = {
+      'in_distribution': f'{config.data_type} test',
+      'num_in': len(in_images),
+      'auroc': {},
+      'num_ood': {},
+      'mean_energy': {'in': float(scores_in.mean())},
+  }
   for name in ood_sets:
     images = ood.ood_images(name, num, shape, data_dir, seed)
     scores = ood.energy_scores(energy, images, batch_size)
@@ -129,15 +155,22 @@ class TrainingFCD:
     self.config, self.mode = config, mode
     self.net = classifier.FeatureNetwork.load()
     self.reference = reference_features(
-        self.net, 'fashion_mnist', config.data_dir or None, 'test',
-        config.image_dims[0], 10_000)
+        self.net,
+        'fashion_mnist',
+        config.data_dir or None,
+        'test',
+        config.image_dims[0],
+        10_000,
+    )
     self.batch_size = min(500, config.fcd_num_samples)
 
   def __call__(self, state) -> dict[str, float]:
     """{'fcd': ..., 'kid': ...} of the samples of `state`'s parameters."""
-    run = run_lib.Run(config=self.config, mode=self.mode, state=state,
-                      step=int(state.step))
-    images = draw.draw_images(run, self.config.fcd_num_samples,
-                              self.batch_size, FCD_SEED)
+    run = run_lib.Run(
+        config=self.config, mode=self.mode, state=state, step=int(state.step)
+    )
+    images = draw.draw_images(
+        run, self.config.fcd_num_samples, self.batch_size, FCD_SEED
+    )
     d = distance_metrics(self.net, images, self.reference, self.batch_size)
     return {'fcd': d['frechet'], 'kid': d['kid']}

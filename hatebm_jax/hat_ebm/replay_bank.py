@@ -4,7 +4,7 @@ A fixed-size bank of negative samples X = G_t(z) + y_K and their latents z,
 held as device arrays inside the training state. Each generator update reads
 B stored pairs, fits G(z') to X', and then those same slots are overwritten
 with the current iteration's pairs, so a pair is never used in the
-iteration that made it (paper Sec. 3.4; facts §0.9, §4.1).
+iteration that made it (paper Sec. 3.4; docs/official_release.md §0.9, §4.1).
 
 Layout: the N = B·D pairs are kept in B *lanes* of depth D, arrays
 [B, D, ...]. Lane b belongs to example b of the global batch: each step
@@ -16,7 +16,7 @@ axis split over the devices ('data' mesh axis) every read and write is
 local to one device (`jax.shard_map`; no gather of the bank, tested on the
 compiled HLO), with the same draws on any device count. The official
 multi-replica code splits its bank the same way, into R slices of N/R
-(facts §5); lanes are the finest such split.
+(docs/official_release.md §5); lanes are the finest such split.
 """
 
 from typing import Callable, NamedTuple
@@ -33,9 +33,10 @@ class ReplayBank(NamedTuple):
   """Stored (X, Z) pairs, by lane.
 
   Attributes:
-    images: X [B, D, H, W, C] float32, unclipped (facts §8 #14).
-    latents: Z [B, D, *latent_shape] float32.
+    images: X [B, D, H, W, C] float32, unclipped (docs/official_release.md §8
+    #14). latents: Z [B, D, *latent_shape] float32.
   """
+
   images: jax.Array
   latents: jax.Array
 
@@ -56,7 +57,7 @@ class ReplayBank(NamedTuple):
 
 
 def bank_size(persistent_size: int, batch_size: int) -> int:
-  """Bank size rounded down to a multiple of the batch (facts §0.9, §4.1).
+  """Bank size rounded down to a multiple of the batch (docs/official_release.md §0.9, §4.1).
 
   10,000 with batch 128 gives 9,984 as in the official code.
 
@@ -67,9 +68,13 @@ def bank_size(persistent_size: int, batch_size: int) -> int:
   return batch_size * (persistent_size // batch_size)
 
 
-def init_bank(generate: Callable[[jax.Array], jax.Array], key: jax.Array,
-              lanes: int, depth: int,
-              latent_shape: tuple[int, ...]) -> ReplayBank:
+def init_bank(
+    generate: Callable[[jax.Array], jax.Array],
+    key: jax.Array,
+    lanes: int,
+    depth: int,
+    latent_shape: tuple[int, ...],
+) -> ReplayBank:
   """A bank of initial generator samples, Z ~ N(0, I), X = G_0(Z).
 
   Lane b's latents are N(0, I) draws from fold_in(key, b), so the bank is
@@ -85,10 +90,11 @@ def init_bank(generate: Callable[[jax.Array], jax.Array], key: jax.Array,
 
   Returns:
     The bank, images [B, D, H, W, C] and latents [B, D, *latent_shape]; no
-    residual added (facts §4.1).
+    residual added (docs/official_release.md §4.1).
   """
   latents = parallel.per_example_normal(
-      key, (lanes, depth) + tuple(latent_shape))
+      key, (lanes, depth) + tuple(latent_shape)
+  )
   images = jax.lax.map(generate, jnp.swapaxes(latents, 0, 1))
   return ReplayBank(jnp.swapaxes(images, 0, 1), latents)
 
@@ -96,8 +102,9 @@ def init_bank(generate: Callable[[jax.Array], jax.Array], key: jax.Array,
 def draw_slots(key: jax.Array, lanes: int, depth: int) -> jax.Array:
   """One slot per lane, uniform in [0, D): int32 [B]; lane b's draw uses
   fold_in(key, b) only."""
-  return jax.vmap(lambda b: jax.random.randint(
-      jax.random.fold_in(key, b), (), 0, depth))(jnp.arange(lanes))
+  return jax.vmap(
+      lambda b: jax.random.randint(jax.random.fold_in(key, b), (), 0, depth)
+  )(jnp.arange(lanes))
 
 
 def _per_device(fn, num_inputs: int, num_outputs: int):
@@ -108,8 +115,9 @@ def _per_device(fn, num_inputs: int, num_outputs: int):
   if mesh.empty or parallel.DATA_AXIS not in mesh.axis_names:
     return fn
   spec = P(parallel.DATA_AXIS)
-  return jax.shard_map(fn, in_specs=(spec,) * num_inputs,
-                       out_specs=(spec,) * num_outputs)
+  return jax.shard_map(
+      fn, in_specs=(spec,) * num_inputs, out_specs=(spec,) * num_outputs
+  )
 
 
 def read(bank: ReplayBank, slots: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -123,15 +131,21 @@ def read(bank: ReplayBank, slots: jax.Array) -> tuple[jax.Array, jax.Array]:
   return _per_device(local, 3, 2)(bank.images, bank.latents, slots)
 
 
-def write(bank: ReplayBank, slots: jax.Array, images: jax.Array,
-          latents: jax.Array) -> ReplayBank:
+def write(
+    bank: ReplayBank, slots: jax.Array, images: jax.Array, latents: jax.Array
+) -> ReplayBank:
   """A bank whose slot slots[b] of lane b holds (images[b], latents[b])
   (functional update, in place under buffer donation)."""
 
   def local(bank_images, bank_latents, slots, images, latents):
     lane = jnp.arange(slots.shape[0])
-    return (bank_images.at[lane, slots].set(images),
-            bank_latents.at[lane, slots].set(latents))
+    return (
+        bank_images.at[lane, slots].set(images),
+        bank_latents.at[lane, slots].set(latents),
+    )
 
-  return ReplayBank(*_per_device(local, 5, 2)(bank.images, bank.latents, slots,
-                                           images, latents))
+  return ReplayBank(
+      *_per_device(local, 5, 2)(
+          bank.images, bank.latents, slots, images, latents
+      )
+  )

@@ -18,8 +18,9 @@ import orbax.checkpoint as ocp
 class Checkpointer:
   """Saves and restores training states under `<workdir>/checkpoints`."""
 
-  def __init__(self, workdir: str, max_to_keep: int = 3,
-               read_only: bool = False):
+  def __init__(
+      self, workdir: str, max_to_keep: int = 3, read_only: bool = False
+  ):
     """Opens the checkpoint folder (creating it unless `read_only`).
 
     Args:
@@ -30,12 +31,18 @@ class Checkpointer:
     """
     self.directory = epath.Path(workdir) / 'checkpoints'
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=max_to_keep, create=not read_only,
-        enable_async_checkpointing=True)
+        max_to_keep=max_to_keep,
+        create=not read_only,
+        enable_async_checkpointing=True,
+    )
     self._manager = ocp.CheckpointManager(
-        self.directory, options=options,
-        item_handlers={'state': ocp.StandardCheckpointHandler(),
-                       'config': ocp.JsonCheckpointHandler()})
+        self.directory,
+        options=options,
+        item_handlers={
+            'state': ocp.StandardCheckpointHandler(),
+            'config': ocp.JsonCheckpointHandler(),
+        },
+    )
 
   def latest_step(self) -> Optional[int]:
     """Step of the newest complete checkpoint, or None.
@@ -78,12 +85,18 @@ class Checkpointer:
         lines.append(f'{path}: checkpoint {a}, config {b}')
     return lines
 
-  def save(self, step: int, state: Any,
-           config: ml_collections.ConfigDict) -> None:
+  def save(
+      self, step: int, state: Any, config: ml_collections.ConfigDict
+  ) -> None:
     """Starts an asynchronous save of `state` and `config` at `step`."""
-    self._manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state),
-        config=ocp.args.JsonSave(config.to_dict())), force=True)
+    self._manager.save(
+        step,
+        args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state),
+            config=ocp.args.JsonSave(config.to_dict()),
+        ),
+        force=True,
+    )
 
   def restore(self, abstract_state: Any, step: Optional[int] = None) -> Any:
     """Restores a state shaped like `abstract_state` (default: latest).
@@ -107,12 +120,18 @@ class Checkpointer:
     # checkpoint saved on any number of devices restores for sampling.
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     abstract_state = jax.tree.map(
-        lambda a: a if getattr(a, 'sharding', None) is not None else
-        jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device),
-        abstract_state)
+        lambda a: a
+        if getattr(a, 'sharding', None) is not None
+        else jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device),
+        abstract_state,
+    )
     with self._reading(step):
-      restored = self._manager.restore(step, args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(abstract_state)))
+      restored = self._manager.restore(
+          step,
+          args=ocp.args.Composite(
+              state=ocp.args.StandardRestore(abstract_state)
+          ),
+      )
     return restored.state
 
   @contextlib.contextmanager
@@ -125,10 +144,14 @@ class Checkpointer:
       older = [s for s in self.all_steps() if s < step]
       raise IOError(
           f'Checkpoint {self.directory / str(step)} cannot be read '
-          f'({type(e).__name__}: {str(e)[:500]}). ' + (
+          f'({type(e).__name__}: {str(e)[:500]}). '
+          + (
               f'Older checkpoints: steps {older}: move the broken folder '
-              'out of the way to resume from the newest of them.' if older
-              else 'There is no older checkpoint.')) from e
+              'out of the way to resume from the newest of them.'
+              if older
+              else 'There is no older checkpoint.'
+          )
+      ) from e
 
   def restore_config(self, step: Optional[int] = None) -> dict:
     """The config saved with a checkpoint, as a dict."""
@@ -136,8 +159,9 @@ class Checkpointer:
     if step is None:
       raise FileNotFoundError(f'No checkpoint in {self.directory}.')
     with self._reading(step):
-      return self._manager.restore(step, args=ocp.args.Composite(
-          config=ocp.args.JsonRestore())).config
+      return self._manager.restore(
+          step, args=ocp.args.Composite(config=ocp.args.JsonRestore())
+      ).config
 
   def wait(self) -> None:
     """Blocks until pending asynchronous saves are complete."""
@@ -152,6 +176,7 @@ class Checkpointer:
 def _flat_shapes(tree: Any) -> dict[str, str]:
   """'a/b/c' -> 'float32[8, 3]' for every array leaf of a pytree (dicts,
   dataclasses, tuples and Orbax metadata trees alike)."""
+
   def name(entry):
     for attr in ('key', 'name', 'idx'):
       if hasattr(entry, attr):
@@ -163,5 +188,6 @@ def _flat_shapes(tree: Any) -> dict[str, str]:
   for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
     if hasattr(leaf, 'shape'):
       flat['/'.join(name(e) for e in path)] = (
-          f'{jax.numpy.dtype(leaf.dtype).name}{list(leaf.shape)}')
+          f'{jax.numpy.dtype(leaf.dtype).name}{list(leaf.shape)}'
+      )
   return flat

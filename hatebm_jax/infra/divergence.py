@@ -28,6 +28,7 @@ HEALTHY = -1
 @dataclasses.dataclass(frozen=True)
 class Divergence:
   """A failure read back from the record: step and what went wrong."""
+
   step: int
   problems: tuple[str, ...]
 
@@ -36,8 +37,11 @@ class Divergence:
 
 
 def _all_finite(tree: Any) -> jax.Array:
-  leaves = [jnp.isfinite(x).all() for x in jax.tree.leaves(tree)
-            if jnp.issubdtype(x.dtype, jnp.inexact)]
+  leaves = [
+      jnp.isfinite(x).all()
+      for x in jax.tree.leaves(tree)
+      if jnp.issubdtype(x.dtype, jnp.inexact)
+  ]
   return jnp.stack(leaves).all() if leaves else jnp.array(True)
 
 
@@ -52,6 +56,7 @@ class Guard:
     max_energy: bound on |mean H(x±)| (`config.divergence_max_energy`;
       inf checks finiteness only).
   """
+
   metric_names: tuple[str, ...]
   fields: tuple[str, ...]
   max_energy: float
@@ -64,12 +69,18 @@ class Guard:
   def init(self) -> dict[str, jax.Array]:
     """A healthy record: {'step': int32 [] = -1, 'failed': bool [Q],
     'values': float32 [M]} (Q quantities, M metrics)."""
-    return {'step': jnp.array(HEALTHY, jnp.int32),
-            'failed': jnp.zeros((len(self.names),), bool),
-            'values': jnp.zeros((len(self.metric_names),), jnp.float32)}
+    return {
+        'step': jnp.array(HEALTHY, jnp.int32),
+        'failed': jnp.zeros((len(self.names),), bool),
+        'values': jnp.zeros((len(self.metric_names),), jnp.float32),
+    }
 
-  def update(self, health: dict[str, jax.Array], state: Any,
-             metrics: dict[str, jax.Array]) -> dict[str, jax.Array]:
+  def update(
+      self,
+      health: dict[str, jax.Array],
+      state: Any,
+      metrics: dict[str, jax.Array],
+  ) -> dict[str, jax.Array]:
     """Records the first unhealthy step (jittable).
 
     Args:
@@ -82,19 +93,27 @@ class Guard:
       The record, unchanged if it already holds a failure or the step is
       healthy.
     """
-    values = jnp.stack([jnp.asarray(metrics[k], jnp.float32)
-                        for k in self.metric_names])
-    bound = jnp.array([self.max_energy if k in ENERGY_METRICS else jnp.inf
-                       for k in self.metric_names], jnp.float32)
+    values = jnp.stack(
+        [jnp.asarray(metrics[k], jnp.float32) for k in self.metric_names]
+    )
+    bound = jnp.array(
+        [
+            self.max_energy if k in ENERGY_METRICS else jnp.inf
+            for k in self.metric_names
+        ],
+        jnp.float32,
+    )
     metric_bad = ~jnp.isfinite(values) | (jnp.abs(values) > bound)
-    field_bad = jnp.stack([~_all_finite(getattr(state, f))
-                           for f in self.fields])
+    field_bad = jnp.stack(
+        [~_all_finite(getattr(state, f)) for f in self.fields]
+    )
     failed = jnp.concatenate([metric_bad, field_bad])
     first = (health['step'] == HEALTHY) & failed.any()
-    return {'step': jnp.where(first, state.step.astype(jnp.int32),
-                              health['step']),
-            'failed': jnp.where(first, failed, health['failed']),
-            'values': jnp.where(first, values, health['values'])}
+    return {
+        'step': jnp.where(first, state.step.astype(jnp.int32), health['step']),
+        'failed': jnp.where(first, failed, health['failed']),
+        'values': jnp.where(first, values, health['values']),
+    }
 
   def read(self, health: dict[str, Any]) -> Optional[Divergence]:
     """The recorded failure, or None if the run is healthy.
@@ -111,9 +130,14 @@ class Guard:
         continue
       if i < len(self.metric_names):
         value = float(health['values'][i])
-        problems.append(f'{name}={value:.6g}' + (
-            f' (|{name}| > divergence_max_energy={self.max_energy:g})'
-            if np.isfinite(value) else ''))
+        problems.append(
+            f'{name}={value:.6g}'
+            + (
+                f' (|{name}| > divergence_max_energy={self.max_energy:g})'
+                if np.isfinite(value)
+                else ''
+            )
+        )
       else:
         problems.append(f'{name} holds non-finite values')
     return Divergence(step, tuple(problems))

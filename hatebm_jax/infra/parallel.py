@@ -31,9 +31,12 @@ from jax.sharding import PartitionSpec as P
 DATA_AXIS = 'data'
 
 
-def per_example_normal(key: jax.Array, shape: Sequence[int],
-                       dtype=jnp.float32, offset: int | jax.Array = 0
-                       ) -> jax.Array:
+def per_example_normal(
+    key: jax.Array,
+    shape: Sequence[int],
+    dtype=jnp.float32,
+    offset: int | jax.Array = 0,
+) -> jax.Array:
   """N(0, I) draws whose row i depends only on (key, global index i).
 
   Row i is `jax.random.normal(jax.random.fold_in(key, offset + i),
@@ -51,8 +54,11 @@ def per_example_normal(key: jax.Array, shape: Sequence[int],
     `dtype` [B, ...] standard normal.
   """
   index = offset + jnp.arange(shape[0])
-  return jax.vmap(lambda i: jax.random.normal(
-      jax.random.fold_in(key, i), tuple(shape[1:]), dtype))(index)
+  return jax.vmap(
+      lambda i: jax.random.normal(
+          jax.random.fold_in(key, i), tuple(shape[1:]), dtype
+      )
+  )(index)
 
 
 def interleave(a: jax.Array, b: jax.Array) -> jax.Array:
@@ -78,12 +84,16 @@ def make_mesh(num_devices: int = 0) -> jax.sharding.Mesh:
   devices = jax.devices()
   n = num_devices or len(devices)
   if not 1 <= n <= len(devices):
-    raise ValueError(f'num_devices={num_devices} must be 0 (all) or between '
-                     f'1 and the {len(devices)} devices available.')
+    raise ValueError(
+        f'num_devices={num_devices} must be 0 (all) or between '
+        f'1 and the {len(devices)} devices available.'
+    )
   if jax.process_count() > 1 and n != len(devices):
-    raise ValueError(f'num_devices={num_devices}: a job of '
-                     f'{jax.process_count()} processes uses all '
-                     f'{len(devices)} devices (set 0).')
+    raise ValueError(
+        f'num_devices={num_devices}: a job of '
+        f'{jax.process_count()} processes uses all '
+        f'{len(devices)} devices (set 0).'
+    )
   return jax.sharding.Mesh(np.array(devices[:n]), (DATA_AXIS,))
 
 
@@ -100,12 +110,17 @@ def batch_sharding(mesh: jax.sharding.Mesh) -> NamedSharding:
 def _is_split(path, sharded_fields: Collection[str]) -> bool:
   """Whether the state leaf at `path` lies under one of `sharded_fields`
   (a state field is a `GetAttrKey` of the path)."""
-  return any(isinstance(k, jax.tree_util.GetAttrKey) and
-             k.name in sharded_fields for k in path)
+  return any(
+      isinstance(k, jax.tree_util.GetAttrKey) and k.name in sharded_fields
+      for k in path
+  )
 
 
-def state_shardings(abstract_state: Any, mesh: jax.sharding.Mesh,
-                    sharded_fields: Collection[str]) -> Any:
+def state_shardings(
+    abstract_state: Any,
+    mesh: jax.sharding.Mesh,
+    sharded_fields: Collection[str],
+) -> Any:
   """Shardings of a training state: the leaves of `sharded_fields` split
   on their leading axis, the rest replicated (the mode contract declares
   which fields: `modes.base.shardings`). `abstract_state` may hold arrays
@@ -113,8 +128,11 @@ def state_shardings(abstract_state: Any, mesh: jax.sharding.Mesh,
 
   def sharding(path, leaf):
     del leaf
-    return (batch_sharding(mesh) if _is_split(path, sharded_fields) else
-            replicated(mesh))
+    return (
+        batch_sharding(mesh)
+        if _is_split(path, sharded_fields)
+        else replicated(mesh)
+    )
 
   return jax.tree_util.tree_map_with_path(sharding, abstract_state)
 
@@ -124,20 +142,25 @@ def with_shardings(abstract_state: Any, shardings: Any) -> Any:
   targets: Orbax reshards a checkpoint onto them)."""
   return jax.tree.map(
       lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-      abstract_state, shardings)
+      abstract_state,
+      shardings,
+  )
 
 
 def check_divisible(name: str, size: int, mesh: jax.sharding.Mesh) -> None:
   """Raises ValueError unless `size` splits evenly over the mesh's devices
   (and so over the processes, which hold equal numbers of them)."""
   if size % mesh.size:
-    raise ValueError(f'{name}={size} must be divisible by the number of '
-                     f'devices, {mesh.size}: each device takes an equal '
-                     'share of the global batch.')
+    raise ValueError(
+        f'{name}={size} must be divisible by the number of '
+        f'devices, {mesh.size}: each device takes an equal '
+        'share of the global batch.'
+    )
 
 
-def process_rows(global_size: int,
-                 mesh: Optional[jax.sharding.Mesh] = None) -> slice:
+def process_rows(
+    global_size: int, mesh: Optional[jax.sharding.Mesh] = None
+) -> slice:
   """The rows of a global batch that this process feeds.
 
   With a mesh: the rows its devices hold under `batch_sharding(mesh)`
@@ -151,21 +174,30 @@ def process_rows(global_size: int,
   """
   count = jax.process_count()
   if global_size % count:
-    raise ValueError(f'A global batch of {global_size} does not split over '
-                     f'{count} processes.')
+    raise ValueError(
+        f'A global batch of {global_size} does not split over '
+        f'{count} processes.'
+    )
   if mesh is None:
     local = global_size // count
     start = jax.process_index() * local
     return slice(start, start + local)
   index_map = batch_sharding(mesh).addressable_devices_indices_map(
-      (global_size,))
-  rows = sorted({(i[0].start or 0, global_size if i[0].stop is None
-                  else i[0].stop) for i in index_map.values()})
+      (global_size,)
+  )
+  rows = sorted(
+      {
+          (i[0].start or 0, global_size if i[0].stop is None else i[0].stop)
+          for i in index_map.values()
+      }
+  )
   start, stop = rows[0][0], rows[-1][1]
   if sum(b - a for a, b in rows) != stop - start:
-    raise ValueError(f'The devices of process {jax.process_index()} hold '
-                     f'rows {rows} of the batch, not one block: order the '
-                     'mesh devices by process.')
+    raise ValueError(
+        f'The devices of process {jax.process_index()} hold '
+        f'rows {rows} of the batch, not one block: order the '
+        'mesh devices by process.'
+    )
   return slice(start, stop)
 
 
@@ -182,8 +214,12 @@ def is_lead() -> bool:
 
 def to_host(tree: Any) -> Any:
   """Replicated (or fully addressable) arrays -> numpy, in any process."""
-  return jax.tree.map(lambda a: np.asarray(a.addressable_data(0))
-                      if isinstance(a, jax.Array) else a, tree)
+  return jax.tree.map(
+      lambda a: np.asarray(a.addressable_data(0))
+      if isinstance(a, jax.Array)
+      else a,
+      tree,
+  )
 
 
 def local_view(state: Any, sharded_fields: Collection[str]) -> Any:
@@ -213,10 +249,12 @@ def _env_int(name: str) -> int:
     return 1
 
 
-def initialize_distributed(coordinator_address: Optional[str] = None,
-                           num_processes: Optional[int] = None,
-                           process_id: Optional[int] = None,
-                           detect: bool = False) -> bool:
+def initialize_distributed(
+    coordinator_address: Optional[str] = None,
+    num_processes: Optional[int] = None,
+    process_id: Optional[int] = None,
+    detect: bool = False,
+) -> bool:
   """Joins this process to a multi-process JAX job when there is one.
 
   - Explicit: all three of coordinator_address, num_processes, process_id
@@ -247,19 +285,28 @@ def initialize_distributed(coordinator_address: Optional[str] = None,
       raise ValueError(
           'Set all of --coordinator_address, --num_processes and '
           f'--process_id, or none (got {coordinator_address!r}, '
-          f'{num_processes!r}, {process_id!r}).')
+          f'{num_processes!r}, {process_id!r}).'
+      )
     if not 0 <= process_id < num_processes:
-      raise ValueError(f'--process_id={process_id} must be in [0, '
-                       f'--num_processes={num_processes}).')
-    jax.distributed.initialize(coordinator_address, num_processes,
-                               process_id)
-  elif (detect or _env_int('SLURM_STEP_NUM_TASKS') > 1 or
-        ',' in os.environ.get('TPU_PROCESS_ADDRESSES', '') or
-        ',' in os.environ.get('TPU_WORKER_HOSTNAMES', '')):
+      raise ValueError(
+          f'--process_id={process_id} must be in [0, '
+          f'--num_processes={num_processes}).'
+      )
+    jax.distributed.initialize(coordinator_address, num_processes, process_id)
+  elif (
+      detect
+      or _env_int('SLURM_STEP_NUM_TASKS') > 1
+      or ',' in os.environ.get('TPU_PROCESS_ADDRESSES', '')
+      or ',' in os.environ.get('TPU_WORKER_HOSTNAMES', '')
+  ):
     jax.distributed.initialize()
   else:
     return False
-  logging.info('Process %d of %d; %d local and %d global devices.',
-               jax.process_index(), jax.process_count(),
-               jax.local_device_count(), jax.device_count())
+  logging.info(
+      'Process %d of %d; %d local and %d global devices.',
+      jax.process_index(),
+      jax.process_count(),
+      jax.local_device_count(),
+      jax.device_count(),
+  )
   return True

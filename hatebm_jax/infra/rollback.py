@@ -31,8 +31,9 @@ SALT = 0x5EED  # rollback n continues with fold_in(rng, SALT + n)
 LR_KEYS = ('ebm_lr_info', 'gen_lr_info', 'inf_lr_info')
 
 
-def scale_learning_rates(config: ml_collections.ConfigDict,
-                         factor: float) -> ml_collections.ConfigDict:
+def scale_learning_rates(
+    config: ml_collections.ConfigDict, factor: float
+) -> ml_collections.ConfigDict:
   """A copy of `config` with every learning rate multiplied by `factor`
   (the [lr, start] pairs of `LR_KEYS` and SN-GAN's `gan_lr`)."""
   config = ml_collections.ConfigDict(config.to_dict())
@@ -51,8 +52,12 @@ class Policy:
       factor on the config's learning rates from then on).
   """
 
-  def __init__(self, workdir: epath.Path, config: ml_collections.ConfigDict,
-               write: bool = True):
+  def __init__(
+      self,
+      workdir: epath.Path,
+      config: ml_collections.ConfigDict,
+      write: bool = True,
+  ):
     """Reads `<workdir>/rollbacks.json` ([] without one).
 
     Args:
@@ -77,12 +82,18 @@ class Policy:
       if not all('lr_factor' in r and 'restored_step' in r for r in records):
         raise ValueError('entries without lr_factor / restored_step')
     except (ValueError, TypeError) as e:
-      raise ValueError(f'{self._path} is damaged ({e}); it lists the '
-                       'rollbacks of this run: fix or delete it (deleting '
-                       'restores the learning rates of the config).') from e
+      raise ValueError(
+          f'{self._path} is damaged ({e}); it lists the '
+          'rollbacks of this run: fix or delete it (deleting '
+          'restores the learning rates of the config).'
+      ) from e
     if records:
-      logging.info('%d earlier rollbacks (%s): learning rates x%g.',
-                   len(records), self._path, records[-1]['lr_factor'])
+      logging.info(
+          '%d earlier rollbacks (%s): learning rates x%g.',
+          len(records),
+          self._path,
+          records[-1]['lr_factor'],
+      )
     return records
 
   @property
@@ -105,8 +116,9 @@ class Policy:
     rng = jax.random.fold_in(state.rng, SALT + len(self.records))
     return state.replace(rng=jax.device_put(rng, sharding))
 
-  def after_divergence(self, failure: Any, good_step: Optional[int],
-                       checkpoints: epath.Path) -> int:
+  def after_divergence(
+      self, failure: Any, good_step: Optional[int], checkpoints: epath.Path
+  ) -> int:
     """Records a rollback after `failure` and returns the step to restart
     from (0: a new state), or raises when the policy says stop.
 
@@ -121,28 +133,45 @@ class Policy:
         the last good checkpoint.
     """
     config = self._config
-    where = (f'Last good checkpoint: step {good_step} in {checkpoints}.'
-             if good_step is not None else 'No checkpoint was written yet.')
-    if (config.on_divergence == 'stop' or
-        len(self.records) >= config.max_rollbacks):
+    where = (
+        f'Last good checkpoint: step {good_step} in {checkpoints}.'
+        if good_step is not None
+        else 'No checkpoint was written yet.'
+    )
+    if (
+        config.on_divergence == 'stop'
+        or len(self.records) >= config.max_rollbacks
+    ):
       raise FloatingPointError(
-          f'Training diverged at {failure}. {where} ' + (
+          f'Training diverged at {failure}. {where} '
+          + (
               f'{len(self.records)} rollbacks were made '
               f'(max_rollbacks={config.max_rollbacks}).'
-              if config.on_divergence == 'rollback' else
-              'With --config.on_divergence=rollback the run would restart '
-              'from there with fresh randomness.') +
-          ' Rerunning as is repeats this run exactly: change the config '
-          '(e.g. lower the learning rates) or raise max_rollbacks.')
+              if config.on_divergence == 'rollback'
+              else 'With --config.on_divergence=rollback the run would restart '
+              'from there with fresh randomness.'
+          )
+          + ' Rerunning as is repeats this run exactly: change the config '
+          '(e.g. lower the learning rates) or raise max_rollbacks.'
+      )
     restart = good_step or 0
-    self.records.append({
-        'detected_at': failure.step, 'problems': failure.problems,
-        'restored_step': restart,
-        'lr_factor': config.rollback_lr_factor * self.lr_factor})
-    logging.warning('Training diverged at %s. Rollback %d of %d: back to '
-                    'step %d with fresh randomness, learning rates x%g.',
-                    failure, len(self.records), config.max_rollbacks,
-                    restart, self.lr_factor)
+    self.records.append(
+        {
+            'detected_at': failure.step,
+            'problems': failure.problems,
+            'restored_step': restart,
+            'lr_factor': config.rollback_lr_factor * self.lr_factor,
+        }
+    )
+    logging.warning(
+        'Training diverged at %s. Rollback %d of %d: back to '
+        'step %d with fresh randomness, learning rates x%g.',
+        failure,
+        len(self.records),
+        config.max_rollbacks,
+        restart,
+        self.lr_factor,
+    )
     if self._write:
       temporary = self._path.parent / (RECORD_FILE + '.tmp')
       temporary.write_text(json.dumps(self.records, indent=1))

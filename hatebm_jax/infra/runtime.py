@@ -20,7 +20,8 @@ class _QuietLibraries:
 
   def filter(self, record) -> bool:
     return record.levelno > std_logging.INFO or not any(
-        p in record.pathname for p in _QUIET_PACKAGES)
+        p in record.pathname for p in _QUIET_PACKAGES
+    )
 
 
 def setup() -> None:
@@ -29,6 +30,7 @@ def setup() -> None:
     handler.addFilter(_QuietLibraries())
   try:
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
     tf.config.set_visible_devices([], 'GPU')
   except ImportError:
     pass
@@ -39,8 +41,9 @@ def setup() -> None:
 USER_ERRORS = (ValueError, OSError, FloatingPointError)
 
 
-def report_errors(main: Callable[[list[str]], None]
-                  ) -> Callable[[list[str]], None]:
+def report_errors(
+    main: Callable[[list[str]], None],
+) -> Callable[[list[str]], None]:
   """An absl `main` that prints `USER_ERRORS` as one line, `Error: <type>:
   <message>`, on stderr and exits with status 1, without a traceback.
 
@@ -64,6 +67,7 @@ def parse_flags(argv: list[str]) -> list[str]:
   errors of config overrides (`--config.mcmc_stepz=3`: ml_collections
   raises them while parsing) as one line, and exits with status 1."""
   from absl import app  # pylint: disable=g-import-not-at-top
+
   try:
     return app.parse_flags_with_usage(argv)
   except (AttributeError, KeyError, TypeError, ValueError) as e:

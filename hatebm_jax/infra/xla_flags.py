@@ -16,8 +16,12 @@ CPU_FLAG = '--xla_cpu_experimental_ynn_fusion_type='
 def apply() -> None:
   """Adds the XLA:CPU flag to $XLA_FLAGS unless it is already there (or
   $HATEBM_XLA_DEFAULTS is '0')."""
-  if os.environ.get('HATEBM_XLA_DEFAULTS', '1').lower() in ('0', 'false',
-                                                            'no', 'off'):
+  if os.environ.get('HATEBM_XLA_DEFAULTS', '1').lower() in (
+      '0',
+      'false',
+      'no',
+      'off',
+  ):
     return
   flags = os.environ.get('XLA_FLAGS', '')
   if CPU_FLAG not in flags:

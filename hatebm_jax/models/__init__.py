@@ -18,7 +18,6 @@ import ml_collections
 from hatebm_jax import config_base
 from hatebm_jax.models.autoencoder import Decoder
 from hatebm_jax.models.autoencoder import Encoder
-from hatebm_jax.models.autoencoder import LATENT_SHAPE
 from hatebm_jax.models.generator import SNGANGenerator
 from hatebm_jax.models.hat import HatNetwork
 
@@ -43,6 +42,7 @@ class FunctionalNet:
       the network stay float32 (mixed precision; the hat network computes
       its final linear energy head in float32, see `HatNetwork`).
   """
+
   graphdef: nnx.GraphDef
   init: Callable[[jax.Array], tuple[Params, Params]]
   name: str
@@ -63,8 +63,11 @@ class FunctionalNet:
     if dtype is None or dtype == jnp.float32:
       return nnx.merge(self.graphdef, params, frozen)(x)
     cast = lambda t: jax.tree.map(
-        lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating)
-        else a, t)
+        lambda a: a.astype(dtype)
+        if jnp.issubdtype(a.dtype, jnp.floating)
+        else a,
+        t,
+    )
     out = nnx.merge(self.graphdef, cast(params), cast(frozen))(x.astype(dtype))
     return out.astype(jnp.float32)
 
@@ -74,8 +77,9 @@ def compute_dtype(config: ml_collections.ConfigDict) -> Any:
   return jnp.dtype(config.get('compute_dtype', 'float32'))
 
 
-def functionalize(build: Callable[[nnx.Rngs], nnx.Module],
-                  name: str, dtype: Any = None) -> FunctionalNet:
+def functionalize(
+    build: Callable[[nnx.Rngs], nnx.Module], name: str, dtype: Any = None
+) -> FunctionalNet:
   """Turns an NNX module constructor into a `FunctionalNet`.
 
   The graph definition comes from an abstract (shape-only) build, so no
@@ -90,8 +94,9 @@ def functionalize(build: Callable[[nnx.Rngs], nnx.Module],
 
   if dtype is not None and jnp.dtype(dtype) != jnp.float32:
     name = f'{name}, {jnp.dtype(dtype).name} compute'
-  return FunctionalNet(graphdef=graphdef, init=init, name=name, build=build,
-                       compute_dtype=dtype)
+  return FunctionalNet(
+      graphdef=graphdef, init=init, name=name, build=build, compute_dtype=dtype
+  )
 
 
 def create_hat_network(config: ml_collections.ConfigDict) -> FunctionalNet:
@@ -105,7 +110,8 @@ def create_hat_network(config: ml_collections.ConfigDict) -> FunctionalNet:
   return functionalize(
       lambda rngs: HatNetwork(size, channels, config.ebm_ngf, rngs),
       f'hat network {size}x{size}x{channels}, ngf {config.ebm_ngf}',
-      compute_dtype(config))
+      compute_dtype(config),
+  )
 
 
 def create_generator(config: ml_collections.ConfigDict) -> FunctionalNet:
@@ -124,16 +130,22 @@ def create_generator(config: ml_collections.ConfigDict) -> FunctionalNet:
   config_base.check_generator(config.gen_type, config.state_dims, size)
   if config.gen_type == 'gen_decoder':
     return functionalize(
-        lambda rngs: Decoder(channels, config.gen_ngf, config.gen_factor,
-                             rngs),
+        lambda rngs: Decoder(channels, config.gen_ngf, config.gen_factor, rngs),
         f'decoder 16x16x1 -> 32x32x{channels}, ngf {config.gen_ngf}',
-        compute_dtype(config))
+        compute_dtype(config),
+    )
   return functionalize(
-      lambda rngs: SNGANGenerator(size, channels, config.gen_ngf,
-                                  config.state_dims[0], config.gen_factor,
-                                  rngs),
+      lambda rngs: SNGANGenerator(
+          size,
+          channels,
+          config.gen_ngf,
+          config.state_dims[0],
+          config.gen_factor,
+          rngs,
+      ),
       f'SN-GAN generator {size}x{size}x{channels}, ngf {config.gen_ngf}',
-      compute_dtype(config))
+      compute_dtype(config),
+  )
 
 
 def create_encoder(config: ml_collections.ConfigDict) -> FunctionalNet:
@@ -144,8 +156,13 @@ def create_encoder(config: ml_collections.ConfigDict) -> FunctionalNet:
   config_base.check('inf_type', config.inf_type)
   size, _, channels = config.image_dims
   if size != 32:
-    raise config_base.invalid('image_dims', tuple(config.image_dims),
-                              "'inf_encoder' takes 32x32 images")
-  return functionalize(lambda rngs: Encoder(channels, config.inf_ngf, rngs),
-                       f'encoder 32x32x{channels} -> 16x16x1, ngf '
-                       f'{config.inf_ngf}', compute_dtype(config))
+    raise config_base.invalid(
+        'image_dims',
+        tuple(config.image_dims),
+        "'inf_encoder' takes 32x32 images",
+    )
+  return functionalize(
+      lambda rngs: Encoder(channels, config.inf_ngf, rngs),
+      f'encoder 32x32x{channels} -> 16x16x1, ngf ' f'{config.inf_ngf}',
+      compute_dtype(config),
+  )

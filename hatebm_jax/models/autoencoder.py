@@ -1,10 +1,10 @@
-"""The deterministic autoencoder of the retrofit experiment (facts §1.5).
+"""The deterministic autoencoder of the retrofit experiment (docs/official_release.md §1.5).
 
 Encoder `inf_encoder`: image [B, 32, 32, C] -> latent [B, 16, 16, 1] on the
 sphere of radius √m (m = 256 latent entries). Decoder `gen_decoder`: latent
 -> image in (-gen_factor, gen_factor). The Hat EBM later treats the frozen
 decoder as its generator G and samples z ~ N(0, I_m), whose norm is ≈ √m,
-the radius the encoder projects to (facts §1.5).
+the radius the encoder projects to (docs/official_release.md §1.5).
 """
 
 import jax
@@ -27,17 +27,20 @@ def project_to_sphere(h: jax.Array) -> jax.Array:
     h: latents [B, ...].
 
   Returns:
-    Latents of the same shape with norm √m (up to the 1e-6), facts §1.5.
+    Latents of the same shape with norm √m (up to the 1e-6),
+    docs/official_release.md §1.5.
   """
   m = h[0].size
-  norm = jnp.sqrt(jnp.sum(jnp.square(h), axis=tuple(range(1, h.ndim)),
-                          keepdims=True))
+  norm = jnp.sqrt(
+      jnp.sum(jnp.square(h), axis=tuple(range(1, h.ndim)), keepdims=True)
+  )
   return jnp.sqrt(float(m)) * h / (norm + SPHERE_EPSILON)
 
 
 class Encoder(nnx.Module):
   """`inf_encoder`: stem (no downsample), D-block down, 2 D-blocks, ReLU,
-  conv3x3 -> 1 channel, projection to the sphere (facts §1.5)."""
+  conv3x3 -> 1 channel, projection to the sphere (docs/official_release.md §1.5).
+  """
 
   def __init__(self, in_channels: int, ngf: int, rngs: nnx.Rngs):
     self.block1 = StemBlock(in_channels, ngf, False, rngs)
@@ -54,7 +57,7 @@ class Encoder(nnx.Module):
 
 class DecoderStem(nnx.Module):
   """Decoder stem: conv3x3 -> BN -> ReLU -> conv3x3, no activation on the
-  input; shortcut conv1x1 (facts §1.5)."""
+  input; shortcut conv1x1 (docs/official_release.md §1.5)."""
 
   def __init__(self, in_channels: int, out_channels: int, rngs: nnx.Rngs):
     self.conv1 = layers.conv(in_channels, out_channels, 3, rngs)
@@ -70,13 +73,14 @@ class DecoderStem(nnx.Module):
 class Decoder(nnx.Module):
   """`gen_decoder`: latent [B, 16, 16, 1] -> image [B, 32, 32, C].
 
-  Stem at 16×16, G-block with ×2 upsampling, two G-blocks at 32×32, then
-  BN -> ReLU -> conv3x3 -> tanh -> × gen_factor (facts §1.5). Batch norm
-  keeps frozen statistics like the SN-GAN generator's.
+  Stem at 16×16, G-block with ×2 upsampling, two G-blocks at 32×32, then BN ->
+  ReLU -> conv3x3 -> tanh -> × gen_factor (docs/official_release.md §1.5). Batch
+  norm keeps frozen statistics like the SN-GAN generator's.
   """
 
-  def __init__(self, out_channels: int, ngf: int, gen_factor: float,
-               rngs: nnx.Rngs):
+  def __init__(
+      self, out_channels: int, ngf: int, gen_factor: float, rngs: nnx.Rngs
+  ):
     if gen_factor <= 0:
       raise ValueError(f'gen_factor={gen_factor} must be positive.')
     self.gen_factor = gen_factor
@@ -91,4 +95,5 @@ class Decoder(nnx.Module):
     """Latents [B, 16, 16, 1] -> images in (-gen_factor, gen_factor)."""
     h = self.block4(self.block3(self.block2(self.block1(z))))
     return self.gen_factor * jnp.tanh(
-        self.conv_out(jax.nn.relu(self.bn_out(h))))
+        self.conv_out(jax.nn.relu(self.bn_out(h)))
+    )

@@ -5,7 +5,7 @@ an optimised stem block and three residual blocks (the first downsampling),
 every convolution and the final linear layer spectral-normalised, ReLU,
 global *sum* pooling and a linear head with bias. The hat network of the
 synthesis runs is the same body without spectral norm, with average pooling
-and no bias (facts §8 #7).
+and no bias (docs/official_release.md §8 #7).
 
 Spectral norm is Flax's `nnx.SpectralNorm`: one power iteration per call,
 whose vectors u and current σ are `nnx.BatchStat` state (the `frozen` pytree
@@ -29,7 +29,9 @@ def sn_conv(update_stats: bool):
   def build(in_channels, out_channels, kernel_size, rngs):
     return nnx.SpectralNorm(
         layers.conv(in_channels, out_channels, kernel_size, rngs),
-        update_stats=update_stats, rngs=rngs)
+        update_stats=update_stats,
+        rngs=rngs,
+    )
 
   return build
 
@@ -37,8 +39,14 @@ def sn_conv(update_stats: bool):
 class SNGANDiscriminator(nnx.Module):
   """D(x): images [B, S, S, C] -> logits [B] (real high, fake low)."""
 
-  def __init__(self, image_size: int, in_channels: int, ndf: int,
-               rngs: nnx.Rngs, update_stats: bool = True):
+  def __init__(
+      self,
+      image_size: int,
+      in_channels: int,
+      ndf: int,
+      rngs: nnx.Rngs,
+      update_stats: bool = True,
+  ):
     """Builds the discriminator.
 
     Args:
@@ -61,11 +69,13 @@ class SNGANDiscriminator(nnx.Module):
     cin = in_channels
     for i, (cout, down) in enumerate(zip(channels, downsample)):
       block_cls = StemBlock if i == 0 else DiscBlock
-      setattr(self, f'block{i + 1}', block_cls(cin, cout, down, rngs,
-                                               conv=conv))
+      setattr(
+          self, f'block{i + 1}', block_cls(cin, cout, down, rngs, conv=conv)
+      )
       cin = cout
-    self.head = nnx.SpectralNorm(layers.dense(cin, 1, rngs),
-                                 update_stats=update_stats, rngs=rngs)
+    self.head = nnx.SpectralNorm(
+        layers.dense(cin, 1, rngs), update_stats=update_stats, rngs=rngs
+    )
 
   def __call__(self, x: jax.Array) -> jax.Array:
     """Logits D(x) [B] of images [B, S, S, C] in [-1, 1]."""

@@ -3,7 +3,7 @@
 ResNet generator of Miyato et al. (2018) as ported by the official release:
 frozen-statistics batch norm with trainable scale and shift, bilinear
 upsampling, every upsampling block with a learnable 1x1 shortcut, and an
-output gen_factor * tanh (shared/reference/official_code_facts.md §1.4).
+output gen_factor * tanh (docs/official_release.md §1.4).
 """
 
 import jax
@@ -14,15 +14,16 @@ from hatebm_jax.models import layers
 
 
 class GenBlock(nnx.Module):
-  """Residual generator block (facts §1.4).
+  """Residual generator block (docs/official_release.md §1.4).
 
   Main path: BN -> ReLU [-> 2x upsample] -> conv3x3 -> BN -> ReLU -> conv3x3.
   Shortcut: [2x upsample ->] conv1x1 when the block changes width or
   upsamples, identity otherwise.
   """
 
-  def __init__(self, in_channels: int, out_channels: int, upsample: bool,
-               rngs: nnx.Rngs):
+  def __init__(
+      self, in_channels: int, out_channels: int, upsample: bool, rngs: nnx.Rngs
+  ):
     self.upsample = upsample
     self.bn1 = layers.frozen_batch_norm(in_channels, rngs)
     self.conv1 = layers.conv(in_channels, out_channels, 3, rngs)
@@ -51,7 +52,7 @@ def generator_architecture(image_size: int, ngf: int) -> tuple[int, ...]:
   32: ngf -> ngf -> ngf -> ngf (4 -> 32 px). 64: ngf -> ngf/2 ... ngf/16
   (4 -> 64 px). 128: ngf -> ngf -> ngf/2 ... ngf/16 (4 -> 128 px). The
   official code fixes ngf at 256 (32) and 1024 (64) and reads `gen_ngf` at
-  128 only (facts §1.4); here it scales every size.
+  128 only (docs/official_release.md §1.4); here it scales every size.
 
   Args:
     image_size: 32, 64 or 128.
@@ -68,11 +69,15 @@ def generator_architecture(image_size: int, ngf: int) -> tuple[int, ...]:
   if image_size == 32:
     return (ngf,) * 3
   if image_size not in (64, 128):
-    raise ValueError(f'No generator for image size {image_size}; supported '
-                     'sizes are 32, 64 and 128.')
+    raise ValueError(
+        f'No generator for image size {image_size}; supported '
+        'sizes are 32, 64 and 128.'
+    )
   if ngf % 16:
-    raise ValueError(f'gen_ngf={ngf} must be a multiple of 16 for '
-                     f'{image_size}x{image_size} images.')
+    raise ValueError(
+        f'gen_ngf={ngf} must be a multiple of 16 for '
+        f'{image_size}x{image_size} images.'
+    )
   tail = (ngf // 2, ngf // 4, ngf // 8, ngf // 16)
   return tail if image_size == 64 else (ngf,) + tail
 
@@ -82,11 +87,19 @@ class SNGANGenerator(nnx.Module):
 
   Dense(nz -> 16 ngf) viewed channel-major as (ngf, 4, 4) then moved to NHWC,
   upsampling G-blocks, BN -> ReLU -> conv3x3 -> tanh -> * gen_factor
-  (facts §1.4). Outputs are never clipped (facts §8 #14).
+  (docs/official_release.md §1.4). Outputs are never clipped
+  (docs/official_release.md §8 #14).
   """
 
-  def __init__(self, image_size: int, out_channels: int, ngf: int,
-               latent_dim: int, gen_factor: float, rngs: nnx.Rngs):
+  def __init__(
+      self,
+      image_size: int,
+      out_channels: int,
+      ngf: int,
+      latent_dim: int,
+      gen_factor: float,
+      rngs: nnx.Rngs,
+  ):
     """Builds the generator.
 
     Args:

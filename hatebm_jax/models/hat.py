@@ -2,10 +2,9 @@
 
 The hat network is the SN-GAN discriminator of the official release with
 spectral norm removed, global *average* pooling and a bias-free final linear
-layer (shared/reference/official_code_facts.md §0.2, §1.2, §1.3). Lower
+layer (docs/official_release.md §0.2, §1.2, §1.3). Lower
 energy means more probable.
 """
-
 
 import jax
 import jax.numpy as jnp
@@ -15,7 +14,7 @@ from hatebm_jax.models import layers
 
 
 class StemBlock(nnx.Module):
-  """The first ("optimised") discriminator block (facts §1.2).
+  """The first ("optimised") discriminator block (docs/official_release.md §1.2).
 
   Main path: conv3x3 -> ReLU -> conv3x3 [-> avg-pool], with no activation on
   the block input. Shortcut: [avg-pool ->] conv1x1, present when the block
@@ -23,8 +22,14 @@ class StemBlock(nnx.Module):
   convolution (spectral-normalised ones in the SN-GAN discriminator).
   """
 
-  def __init__(self, in_channels: int, out_channels: int, downsample: bool,
-               rngs: nnx.Rngs, conv=layers.conv):
+  def __init__(
+      self,
+      in_channels: int,
+      out_channels: int,
+      downsample: bool,
+      rngs: nnx.Rngs,
+      conv=layers.conv,
+  ):
     self.downsample = downsample
     self.conv1 = conv(in_channels, out_channels, 3, rngs)
     self.conv2 = conv(out_channels, out_channels, 3, rngs)
@@ -45,15 +50,21 @@ class StemBlock(nnx.Module):
 
 
 class DiscBlock(nnx.Module):
-  """Pre-activation residual discriminator block (facts §1.2).
+  """Pre-activation residual discriminator block (docs/official_release.md §1.2).
 
   Main path: ReLU -> conv3x3 -> ReLU -> conv3x3 [-> avg-pool]. Shortcut:
   conv1x1 [-> avg-pool] when the block changes width or downsamples.
   `conv` builds each convolution.
   """
 
-  def __init__(self, in_channels: int, out_channels: int, downsample: bool,
-               rngs: nnx.Rngs, conv=layers.conv):
+  def __init__(
+      self,
+      in_channels: int,
+      out_channels: int,
+      downsample: bool,
+      rngs: nnx.Rngs,
+      conv=layers.conv,
+  ):
     self.downsample = downsample
     self.conv1 = conv(in_channels, out_channels, 3, rngs)
     self.conv2 = conv(out_channels, out_channels, 3, rngs)
@@ -71,14 +82,15 @@ class DiscBlock(nnx.Module):
     return h + s
 
 
-def hat_architecture(image_size: int, ngf: int
-                     ) -> tuple[tuple[int, ...], tuple[bool, ...]]:
+def hat_architecture(
+    image_size: int, ngf: int
+) -> tuple[tuple[int, ...], tuple[bool, ...]]:
   """Block widths and downsampling flags of the hat network.
 
-  The official code fixes the width of the 32 and 64 networks (256 and 1024)
-  and reads `ebm_ngf` only at 128 (facts §1.3); here `ngf` scales every size
-  so that CPU configurations can be narrow. The paper-size widths reproduce
-  the official layer tables exactly.
+  The official code fixes the width of the 32 and 64 networks (256 and 1024) and
+  reads `ebm_ngf` only at 128 (docs/official_release.md §1.3); here `ngf` scales
+  every size so that CPU configurations can be narrow. The paper-size widths
+  reproduce the official layer tables exactly.
 
   Args:
     image_size: image side in pixels: 32, 64 or 128.
@@ -97,11 +109,15 @@ def hat_architecture(image_size: int, ngf: int
   if image_size == 32:
     return (ngf,) * 4, (True, True, False, False)
   if image_size not in (64, 128):
-    raise ValueError(f'No hat network for image size {image_size}; '
-                     'supported sizes are 32, 64 and 128.')
+    raise ValueError(
+        f'No hat network for image size {image_size}; '
+        'supported sizes are 32, 64 and 128.'
+    )
   if ngf % 16:
-    raise ValueError(f'ebm_ngf={ngf} must be a multiple of 16 for '
-                     f'{image_size}x{image_size} images.')
+    raise ValueError(
+        f'ebm_ngf={ngf} must be a multiple of 16 for '
+        f'{image_size}x{image_size} images.'
+    )
   widths = (ngf // 16, ngf // 8, ngf // 4, ngf // 2, ngf)
   if image_size == 64:
     return widths, (True,) * 5
@@ -109,14 +125,15 @@ def hat_architecture(image_size: int, ngf: int
 
 
 class HatNetwork(nnx.Module):
-  """H(x; θ): image [B, S, S, C] -> energy [B] (facts §1.2-§1.3).
+  """H(x; θ): image [B, S, S, C] -> energy [B] (docs/official_release.md §1.2-§1.3).
 
   Stem block, residual discriminator blocks, then ReLU, global average pool
   and a bias-free Dense(width -> 1).
   """
 
-  def __init__(self, image_size: int, in_channels: int, ngf: int,
-               rngs: nnx.Rngs):
+  def __init__(
+      self, image_size: int, in_channels: int, ngf: int, rngs: nnx.Rngs
+  ):
     """Builds the hat network.
 
     Args:
@@ -145,7 +162,8 @@ class HatNetwork(nnx.Module):
 
     Args:
       x: images [B, S, S, C], float; data lives in [-1, 1] but the network
-        is evaluated on unclipped G(z) + y too (facts §8 #14).
+        is evaluated on unclipped G(z) + y too (docs/official_release.md §8
+        #14).
 
     Returns:
       Energies [B], float32. Lower is more probable. With a bfloat16 input

@@ -1,7 +1,7 @@
 """Layer constructors shared by the hat networks and generators.
 
 Every layer here follows the Keras defaults of the official TF2 release
-(shared/reference/official_code_facts.md §1.1, §10): glorot-uniform kernels,
+(docs/official_release.md §1.1, §10): glorot-uniform kernels,
 zero biases, frozen-statistics batch norm with epsilon 1e-3, and bilinear
 2x upsampling with half-pixel centres.
 """
@@ -12,14 +12,16 @@ import jax
 from flax import nnx
 
 # Keras' glorot_uniform: U(-l, l), l = sqrt(6 / (fan_in + fan_out)) with
-# receptive-field-scaled fans (facts §1.1). Flax's own default is lecun_normal.
+# receptive-field-scaled fans (docs/official_release.md §1.1). Flax's own
+# default is lecun_normal.
 KERNEL_INIT = nnx.initializers.xavier_uniform()
 BIAS_INIT = nnx.initializers.zeros_init()
-BN_EPSILON = 1e-3  # Keras BatchNormalization default (facts §0.1, §8 #8).
+BN_EPSILON = 1e-3  # Keras BatchNormalization default (docs/official_release.md §0.1, §8 #8).
 
 
-def conv(in_channels: int, out_channels: int, kernel_size: int,
-         rngs: nnx.Rngs) -> nnx.Conv:
+def conv(
+    in_channels: int, out_channels: int, kernel_size: int, rngs: nnx.Rngs
+) -> nnx.Conv:
   """A stride-1 'SAME' convolution with bias and Keras initialisers.
 
   Args:
@@ -31,16 +33,29 @@ def conv(in_channels: int, out_channels: int, kernel_size: int,
   Returns:
     An `nnx.Conv` mapping [B, H, W, Cin] -> [B, H, W, Cout] (HWIO kernel).
   """
-  return nnx.Conv(in_channels, out_channels, (kernel_size, kernel_size),
-                  padding='SAME', kernel_init=KERNEL_INIT, bias_init=BIAS_INIT,
-                  rngs=rngs)
+  return nnx.Conv(
+      in_channels,
+      out_channels,
+      (kernel_size, kernel_size),
+      padding='SAME',
+      kernel_init=KERNEL_INIT,
+      bias_init=BIAS_INIT,
+      rngs=rngs,
+  )
 
 
-def dense(in_features: int, out_features: int, rngs: nnx.Rngs,
-          use_bias: bool = True) -> nnx.Linear:
-  """A dense layer with Keras initialisers (facts §1.1)."""
-  return nnx.Linear(in_features, out_features, use_bias=use_bias,
-                    kernel_init=KERNEL_INIT, bias_init=BIAS_INIT, rngs=rngs)
+def dense(
+    in_features: int, out_features: int, rngs: nnx.Rngs, use_bias: bool = True
+) -> nnx.Linear:
+  """A dense layer with Keras initialisers (docs/official_release.md §1.1)."""
+  return nnx.Linear(
+      in_features,
+      out_features,
+      use_bias=use_bias,
+      kernel_init=KERNEL_INIT,
+      bias_init=BIAS_INIT,
+      rngs=rngs,
+  )
 
 
 def frozen_batch_norm(num_features: int, rngs: nnx.Rngs) -> nnx.BatchNorm:
@@ -50,10 +65,11 @@ def frozen_batch_norm(num_features: int, rngs: nnx.Rngs) -> nnx.BatchNorm:
   layer is the per-channel affine map gamma * (x - mean) / sqrt(var + 1e-3) +
   beta with mean 0 and var 1 kept at their initial values (stored as
   `nnx.BatchStat`, i.e. not trainable) and gamma, beta trainable
-  (facts §0.1, §1.1).
+  (docs/official_release.md §0.1, §1.1).
   """
-  return nnx.BatchNorm(num_features, use_running_average=True,
-                       epsilon=BN_EPSILON, rngs=rngs)
+  return nnx.BatchNorm(
+      num_features, use_running_average=True, epsilon=BN_EPSILON, rngs=rngs
+  )
 
 
 def avg_pool_2x2(x: jax.Array) -> jax.Array:
@@ -65,7 +81,7 @@ def upsample_2x(x: jax.Array) -> jax.Array:
   """Bilinear 2x upsampling: [B, H, W, C] -> [B, 2H, 2W, C].
 
   Equal to Keras `UpSampling2D(interpolation='bilinear')` (half-pixel
-  centres, no antialiasing, clamped edges; facts §1.1).
+  centres, no antialiasing, clamped edges; docs/official_release.md §1.1).
   """
   b, h, w, c = x.shape
   return jax.image.resize(x, (b, 2 * h, 2 * w, c), 'bilinear')

@@ -35,6 +35,8 @@ def build(config: ml_collections.ConfigDict) -> base.Mode:
     ValueError: for a mode name outside `MODES`.
   """
   if config.mode not in MODES:
-    raise ValueError(f'config.mode={config.mode!r} is invalid: choose one of '
-                     f'{tuple(MODES)}.')
+    raise ValueError(
+        f'config.mode={config.mode!r} is invalid: choose one of '
+        f'{tuple(MODES)}.'
+    )
   return MODES[config.mode].from_config(config)

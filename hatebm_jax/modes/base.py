@@ -36,11 +36,11 @@ from hatebm_jax.infra import parallel
 Params = Any  # a nested dict of arrays
 
 # Roles of the fields of a training state.
-NETWORK = 'network'      # parameters or frozen statistics of a network
+NETWORK = 'network'  # parameters or frozen statistics of a network
 OPTIMIZER = 'optimizer'  # an optax state
-SAMPLES = 'samples'      # stored samples, split over the 'data' mesh axis
-COUNTER = 'counter'      # int32 [], training steps done
-KEY = 'key'              # the run's base PRNG key
+SAMPLES = 'samples'  # stored samples, split over the 'data' mesh axis
+COUNTER = 'counter'  # int32 [], training steps done
+KEY = 'key'  # the run's base PRNG key
 ROLES = (NETWORK, OPTIMIZER, SAMPLES, COUNTER, KEY)
 
 
@@ -56,8 +56,11 @@ def field(role: str) -> Any:
 
 
 def _fields(state: Any, roles: tuple[str, ...]) -> dict[str, Any]:
-  return {f.name: getattr(state, f.name) for f in dataclasses.fields(state)
-          if f.metadata.get('role') in roles}
+  return {
+      f.name: getattr(state, f.name)
+      for f in dataclasses.fields(state)
+      if f.metadata.get('role') in roles
+  }
 
 
 def network_fields(state: Any) -> dict[str, Any]:
@@ -80,15 +83,21 @@ def checked_fields(state: Any) -> tuple[str, ...]:
 def networks_only(state: Any) -> Any:
   """`state` with every field but the `NETWORK` ones set to None: what
   sampling needs, and what an exported model restores."""
-  return state.replace(**{f.name: None for f in dataclasses.fields(state)
-                          if f.metadata.get('role') != NETWORK})
+  return state.replace(
+      **{
+          f.name: None
+          for f in dataclasses.fields(state)
+          if f.metadata.get('role') != NETWORK
+      }
+  )
 
 
 def shardings(abstract_state: Any, mesh: jax.sharding.Mesh) -> Any:
   """Shardings of a training state on `mesh`: `SAMPLES` fields split on
   their leading (lane) axis, everything else replicated."""
-  return parallel.state_shardings(abstract_state, mesh,
-                                  sharded_fields(abstract_state))
+  return parallel.state_shardings(
+      abstract_state, mesh, sharded_fields(abstract_state)
+  )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,6 +118,7 @@ class Capabilities:
       (`generator_networks`), e.g. an SN-GAN to refine or an autoencoder's
       decoder to retrofit.
   """
+
   sources: tuple[str, ...]
   energy: bool = False
   chain: bool = False
@@ -123,6 +133,7 @@ class Mode(abc.ABC):
   (global batch B), `latent_shape` (one latent z) and `image_shape`
   ([S, S, C]); all methods are pure and jittable unless said otherwise.
   """
+
   capabilities: ClassVar[Capabilities]
   batch_size: int
   latent_shape: tuple[int, ...]
@@ -138,8 +149,11 @@ class Mode(abc.ABC):
     """A fresh training state from the run's base key
     (`jax.random.PRNGKey(config.seed)`) and `init_args`."""
 
-  def init_args(self, config: ml_collections.ConfigDict,
-                mesh: Optional[jax.sharding.Mesh] = None) -> tuple:
+  def init_args(
+      self,
+      config: ml_collections.ConfigDict,
+      mesh: Optional[jax.sharding.Mesh] = None,
+  ) -> tuple:
     """Inputs of `init` beyond the key for a new run, read now (e.g. a
     joint run's pretrained generator); () for most modes. Not jittable."""
     del config, mesh
@@ -151,8 +165,9 @@ class Mode(abc.ABC):
 
   def abstract_state(self, seed: int) -> Any:
     """Shapes and dtypes of the training state (`jax.eval_shape`)."""
-    return jax.eval_shape(self.init, jax.random.PRNGKey(seed),
-                          *self.abstract_init_args())
+    return jax.eval_shape(
+        self.init, jax.random.PRNGKey(seed), *self.abstract_init_args()
+    )
 
   @property
   def images_per_step(self) -> int:
@@ -166,35 +181,44 @@ class Mode(abc.ABC):
     return None
 
   @abc.abstractmethod
-  def train_step(self, state: Any, images: jax.Array
-                 ) -> tuple[Any, dict[str, jax.Array]]:
+  def train_step(
+      self, state: Any, images: jax.Array
+  ) -> tuple[Any, dict[str, jax.Array]]:
     """One training step on images [images_per_step, S, S, C] in [-1, 1]:
     (new state, scalar metrics)."""
 
   @abc.abstractmethod
-  def generate(self, gen_params: Params, gen_frozen: Params,
-               z: jax.Array) -> jax.Array:
+  def generate(
+      self, gen_params: Params, gen_frozen: Params, z: jax.Array
+  ) -> jax.Array:
     """G(z) in inference mode: latents [B, *latent_shape] -> images
     [B, S, S, C]."""
 
   @abc.abstractmethod
-  def draw(self, state: Any, z: jax.Array, key: jax.Array,
-           source: str) -> tuple[jax.Array, jax.Array]:
+  def draw(
+      self, state: Any, z: jax.Array, key: jax.Array, source: str
+  ) -> tuple[jax.Array, jax.Array]:
     """(G-part [B, S, S, C], residual y [B, S, S, C]) of one of
     `capabilities.sources` (y = 0 without a residual); the sample is their
     sum. `state` may be `networks_only`."""
 
   def _missing(self, what: str) -> NotImplementedError:
-    return NotImplementedError(f'{type(self).__name__} has no {what} (see '
-                               'its capabilities).')
+    return NotImplementedError(
+        f'{type(self).__name__} has no {what} (see ' 'its capabilities).'
+    )
 
   def energy(self, hat_params: Params, x: jax.Array) -> jax.Array:
     """H(x; θ): images [B, S, S, C] -> energies [B] (`capabilities.energy`)."""
     raise self._missing('hat network')
 
-  def chain_segment(self, state: Any, z: jax.Array, y: jax.Array,
-                    key: jax.Array, num_steps: int
-                    ) -> tuple[jax.Array, jax.Array, jax.Array]:
+  def chain_segment(
+      self,
+      state: Any,
+      z: jax.Array,
+      y: jax.Array,
+      key: jax.Array,
+      num_steps: int,
+  ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Continues chains from (z, y) for `num_steps` Langevin steps:
     -> (z, y, G(z)) (`capabilities.chain`)."""
     raise self._missing('Langevin chain on a hat network')

@@ -2,7 +2,7 @@
 
 Refinement (a pretrained SN-GAN generator, `gen_sngan`, gen_factor 1) and
 retrofit (a deterministic autoencoder's decoder, `gen_decoder`) share one
-training step (paper Sec. 3.2; facts §4.2):
+training step (paper Sec. 3.2; docs/official_release.md §4.2):
 
 1. z₀ = `init_scale_latent`·N(0, I), y₀ = `init_scale_res`·N(0, I) (0 in
    training): fresh short-run chains, no replay bank, no persistence;
@@ -50,6 +50,7 @@ class JointState(flax.struct.PyTreeNode):
     hat_params, hat_opt_state: hat network θ and its Adam state.
     gen_params, gen_frozen: the frozen pretrained generator (never updated).
   """
+
   step: jax.Array = base.field(base.COUNTER)
   rng: jax.Array = base.field(base.KEY)
   hat_params: Params = base.field(base.NETWORK)
@@ -60,18 +61,27 @@ class JointState(flax.struct.PyTreeNode):
 
 # The modes whose runs a joint run takes its generator from
 # (`config.gen_weights`): an SN-GAN to refine, an autoencoder to retrofit.
-GENERATOR_SOURCES = {'sngan': sngan.SNGANMode,
-                     'autoencoder': autoencoder.AutoencoderMode}
+GENERATOR_SOURCES = {
+    'sngan': sngan.SNGANMode,
+    'autoencoder': autoencoder.AutoencoderMode,
+}
 # Config keys that fix the generator: they must agree with its run.
-GENERATOR_KEYS = ('gen_type', 'gen_ngf', 'gen_factor', 'state_dims',
-                  'image_dims')
+GENERATOR_KEYS = (
+    'gen_type',
+    'gen_ngf',
+    'gen_factor',
+    'state_dims',
+    'image_dims',
+)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class JointMode(base.Mode):
   """Networks, optimiser and settings of a joint run (all static)."""
-  capabilities = base.Capabilities(sources=('ebm', 'generator'), energy=True,
-                                   chain=True)
+
+  capabilities = base.Capabilities(
+      sources=('ebm', 'generator'), energy=True, chain=True
+  )
   hat: models.FunctionalNet
   gen: models.FunctionalNet
   hat_opt: optax.GradientTransformation
@@ -94,23 +104,29 @@ class JointMode(base.Mode):
     return cls(
         hat=models.create_hat_network(config),
         gen=models.create_generator(config),
-        hat_opt=optim.adam(config.ebm_lr_info, config.max_grad_norm
-                           if config.clip_ebm_grad else None),
+        hat_opt=optim.adam(
+            config.ebm_lr_info,
+            config.max_grad_norm if config.clip_ebm_grad else None,
+        ),
         sampler=langevin.LangevinConfig.from_config(config),
         batch_size=config.batch_size,
         latent_shape=tuple(config.state_dims),
         image_shape=tuple(config.image_dims),
         data_epsilon=config.data_epsilon,
         init_scale_res=config.init_scale_res,
-        init_scale_latent=config.init_scale_latent)
+        init_scale_latent=config.init_scale_latent,
+    )
 
   @property
   def chain_settings(self) -> langevin.LangevinConfig:
     """The training-time joint chain (`sampler`)."""
     return self.sampler
 
-  def init_args(self, config: ml_collections.ConfigDict,
-                mesh: Optional[jax.sharding.Mesh] = None) -> tuple:
+  def init_args(
+      self,
+      config: ml_collections.ConfigDict,
+      mesh: Optional[jax.sharding.Mesh] = None,
+  ) -> tuple:
     """The pretrained generator (gen_params, gen_frozen) of
     `config.gen_weights` (`load_generator`)."""
     return load_generator(config, mesh)
@@ -123,25 +139,36 @@ class JointMode(base.Mode):
     """H(x; θ): images [B, S, S, C] -> energies [B]."""
     return self.hat.apply(hat_params, {}, x)
 
-  def generate(self, gen_params: Params, gen_frozen: Params,
-               z: jax.Array) -> jax.Array:
+  def generate(
+      self, gen_params: Params, gen_frozen: Params, z: jax.Array
+  ) -> jax.Array:
     """G(z) of the frozen generator, inference mode."""
     return self.gen.apply(gen_params, gen_frozen, z)
 
-  def init(self, key: jax.Array, gen_params: Params,
-           gen_frozen: Params) -> JointState:
+  def init(
+      self, key: jax.Array, gen_params: Params, gen_frozen: Params
+  ) -> JointState:
     """A fresh hat network over the given pretrained generator."""
     k_init, k_train = jax.random.split(key)
     hat_params, _ = self.hat.init(k_init)
-    return JointState(step=jnp.zeros((), jnp.int32), rng=k_train,
-                      hat_params=hat_params,
-                      hat_opt_state=self.hat_opt.init(hat_params),
-                      gen_params=gen_params, gen_frozen=gen_frozen)
+    return JointState(
+        step=jnp.zeros((), jnp.int32),
+        rng=k_train,
+        hat_params=hat_params,
+        hat_opt_state=self.hat_opt.init(hat_params),
+        gen_params=gen_params,
+        gen_frozen=gen_frozen,
+    )
 
-  def sample(self, hat_params: Params, gen_params: Params, gen_frozen: Params,
-             z: jax.Array, key: jax.Array,
-             sampler: langevin.LangevinConfig | None = None
-             ) -> tuple[jax.Array, jax.Array, dict[str, jax.Array]]:
+  def sample(
+      self,
+      hat_params: Params,
+      gen_params: Params,
+      gen_frozen: Params,
+      z: jax.Array,
+      key: jax.Array,
+      sampler: langevin.LangevinConfig | None = None,
+  ) -> tuple[jax.Array, jax.Array, dict[str, jax.Array]]:
     """Joint Hat EBM samples from initial latents z₀.
 
     Returns:
@@ -151,39 +178,58 @@ class JointMode(base.Mode):
     sampler = sampler or self.sampler
     k_y0, k_chain = jax.random.split(key)
     y0 = self.init_scale_res * parallel.per_example_normal(
-        k_y0, (z.shape[0],) + self.image_shape)
+        k_y0, (z.shape[0],) + self.image_shape
+    )
     frozen_hat = jax.lax.stop_gradient(hat_params)
     frozen_gen = jax.lax.stop_gradient((gen_params, gen_frozen))
     z_k, y, x_gen, diagnostics = langevin.joint_langevin(
         lambda x: self.energy(frozen_hat, x),
-        lambda z: self.generate(*frozen_gen, z), z, y0, k_chain, sampler)
+        lambda z: self.generate(*frozen_gen, z),
+        z,
+        y0,
+        k_chain,
+        sampler,
+    )
     return x_gen, y, {**diagnostics, 'z': z_k}
 
-  def draw(self, state: JointState, z: jax.Array, key: jax.Array,
-           source: str) -> tuple[jax.Array, jax.Array]:
+  def draw(
+      self, state: JointState, z: jax.Array, key: jax.Array, source: str
+  ) -> tuple[jax.Array, jax.Array]:
     """'ebm': (G(z_K), y_K) of the joint chain from z; 'generator': (G(z),
     0), the frozen generator's own samples."""
     if source == 'ebm':
-      x_gen, y, _ = self.sample(state.hat_params, state.gen_params,
-                                state.gen_frozen, z, key)
+      x_gen, y, _ = self.sample(
+          state.hat_params, state.gen_params, state.gen_frozen, z, key
+      )
       return x_gen, y
     x_gen = self.generate(state.gen_params, state.gen_frozen, z)
     return x_gen, jnp.zeros_like(x_gen)
 
-  def chain_segment(self, state: JointState, z: jax.Array, y: jax.Array,
-                    key: jax.Array, num_steps: int
-                    ) -> tuple[jax.Array, jax.Array, jax.Array]:
+  def chain_segment(
+      self,
+      state: JointState,
+      z: jax.Array,
+      y: jax.Array,
+      key: jax.Array,
+      num_steps: int,
+  ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Continues a joint chain from (z, y): -> (z, y, G(z))."""
     hat = jax.lax.stop_gradient(state.hat_params)
     gen = jax.lax.stop_gradient((state.gen_params, state.gen_frozen))
     z, y, x_gen, _ = langevin.joint_langevin(
-        lambda x: self.energy(hat, x), lambda z: self.generate(*gen, z),
-        z, y, key, dataclasses.replace(self.sampler, num_steps=num_steps))
+        lambda x: self.energy(hat, x),
+        lambda z: self.generate(*gen, z),
+        z,
+        y,
+        key,
+        dataclasses.replace(self.sampler, num_steps=num_steps),
+    )
     return z, y, x_gen
 
-  def train_step(self, state: JointState, x_data: jax.Array
-                 ) -> tuple[JointState, dict[str, jax.Array]]:
-    """One joint iteration: fresh chains, then the hat update (facts §4.2).
+  def train_step(
+      self, state: JointState, x_data: jax.Array
+  ) -> tuple[JointState, dict[str, jax.Array]]:
+    """One joint iteration: fresh chains, then the hat update (docs/official_release.md §4.2).
 
     Returns:
       (new state, metrics): 'ebm_loss', 'energy_pos', 'energy_neg',
@@ -194,24 +240,37 @@ class JointMode(base.Mode):
     key = jax.random.fold_in(state.rng, state.step)
     k_z, k_chain, k_data = jax.random.split(key, 3)
     z0 = self.init_scale_latent * parallel.per_example_normal(
-        k_z, (x_data.shape[0],) + self.latent_shape)
-    x_gen, y, diagnostics = self.sample(state.hat_params, state.gen_params,
-                                        state.gen_frozen, z0, k_chain)
+        k_z, (x_data.shape[0],) + self.latent_shape
+    )
+    x_gen, y, diagnostics = self.sample(
+        state.hat_params, state.gen_params, state.gen_frozen, z0, k_chain
+    )
     diagnostics.pop('z')
     x_pos = x_data + self.data_epsilon * parallel.per_example_normal(
-        k_data, x_data.shape, x_data.dtype)
+        k_data, x_data.shape, x_data.dtype
+    )
     hat_params, hat_opt_state, metrics = loss.hat_update(
-        self.hat_opt, lambda p, x: self.energy(p, x), state.hat_params,
-        state.hat_opt_state, x_pos, x_gen + y, self.sampler.temperature)
-    new_state = state.replace(step=state.step + 1, hat_params=hat_params,
-                              hat_opt_state=hat_opt_state)
-    return new_state, {**metrics, **diagnostics,
-                       'residual_norm': langevin.per_image_norm(y).mean()}
+        self.hat_opt,
+        lambda p, x: self.energy(p, x),
+        state.hat_params,
+        state.hat_opt_state,
+        x_pos,
+        x_gen + y,
+        self.sampler.temperature,
+    )
+    new_state = state.replace(
+        step=state.step + 1, hat_params=hat_params, hat_opt_state=hat_opt_state
+    )
+    return new_state, {
+        **metrics,
+        **diagnostics,
+        'residual_norm': langevin.per_image_norm(y).mean(),
+    }
 
 
-def load_generator(config: ml_collections.ConfigDict,
-                   mesh: Optional[jax.sharding.Mesh] = None
-                   ) -> tuple[Params, Params]:
+def load_generator(
+    config: ml_collections.ConfigDict, mesh: Optional[jax.sharding.Mesh] = None
+) -> tuple[Params, Params]:
   """The pretrained generator of a joint run, from `config.gen_weights`.
 
   Reads the newest checkpoint of that workdir (a mode of
@@ -232,25 +291,33 @@ def load_generator(config: ml_collections.ConfigDict,
       raise FileNotFoundError(
           f'gen_weights={config.gen_weights!r} holds no checkpoint. Train '
           'the generator first (configs/*_sngan.py for refinement, '
-          'configs/*_ae.py for retrofit) with --workdir set to that path.')
+          'configs/*_ae.py for retrofit) with --workdir set to that path.'
+      )
     source = config_base.from_saved(ckpt.restore_config(step))
     if source.mode not in GENERATOR_SOURCES:
-      raise ValueError(f'gen_weights={config.gen_weights!r} is a '
-                       f'{source.mode!r} run; a joint run builds on an '
-                       "'sngan' or 'autoencoder' run.")
+      raise ValueError(
+          f'gen_weights={config.gen_weights!r} is a '
+          f'{source.mode!r} run; a joint run builds on an '
+          "'sngan' or 'autoencoder' run."
+      )
     as_json = lambda c: json.loads(json.dumps(c.to_dict()))
     theirs, ours = as_json(source), as_json(config)
-    mismatched = [f'{k}: generator run {theirs[k]!r}, this config '
-                  f'{ours[k]!r}' for k in GENERATOR_KEYS
-                  if theirs[k] != ours[k]]
+    mismatched = [
+        f'{k}: generator run {theirs[k]!r}, this config ' f'{ours[k]!r}'
+        for k in GENERATOR_KEYS
+        if theirs[k] != ours[k]
+    ]
     if mismatched:
-      raise ValueError('The pretrained generator does not fit this config:\n'
-                       '  ' + '\n  '.join(mismatched))
+      raise ValueError(
+          'The pretrained generator does not fit this config:\n'
+          '  ' + '\n  '.join(mismatched)
+      )
     mode = GENERATOR_SOURCES[source.mode].from_config(source)
     abstract = mode.abstract_state(source.seed)
     if mesh is not None:
-      abstract = parallel.with_shardings(abstract, jax.tree.map(
-          lambda _: parallel.replicated(mesh), abstract))
+      abstract = parallel.with_shardings(
+          abstract, jax.tree.map(lambda _: parallel.replicated(mesh), abstract)
+      )
     state = ckpt.restore(abstract, step)
   finally:
     ckpt.close()

@@ -1,6 +1,7 @@
 """Tandem training of a conditional Hat EBM: the synthesis training step.
 
-One iteration (paper Sec. 3.4, Fig. 2; facts §4.1), all inside one jitted
+One iteration (paper Sec. 3.4, Fig. 2; docs/official_release.md §4.1), all
+inside one jitted
 function:
 
 1. z ~ N(0, I), y₀ = `init_scale_res`·N(0, I); G_t(z) computed once.
@@ -46,6 +47,7 @@ class SynthesisState(flax.struct.PyTreeNode):
       batch-norm statistics and its Adam state.
     bank: the replay bank of (X, Z) pairs.
   """
+
   step: jax.Array = base.field(base.COUNTER)
   rng: jax.Array = base.field(base.KEY)
   hat_params: Params = base.field(base.NETWORK)
@@ -62,8 +64,10 @@ class SynthesisMode(base.Mode):
 
   Build it with `from_config`; its methods are pure and jittable.
   """
-  capabilities = base.Capabilities(sources=('ebm', 'generator', 'initial'),
-                                   energy=True, chain=True)
+
+  capabilities = base.Capabilities(
+      sources=('ebm', 'generator', 'initial'), energy=True, chain=True
+  )
   hat: models.FunctionalNet
   gen: models.FunctionalNet
   hat_opt: optax.GradientTransformation
@@ -84,19 +88,23 @@ class SynthesisMode(base.Mode):
     return cls(
         hat=models.create_hat_network(config),
         gen=models.create_generator(config),
-        hat_opt=optim.adam(config.ebm_lr_info, config.max_grad_norm
-                           if config.clip_ebm_grad else None),
+        hat_opt=optim.adam(
+            config.ebm_lr_info,
+            config.max_grad_norm if config.clip_ebm_grad else None,
+        ),
         gen_opt=optim.adam(config.gen_lr_info),
         sampler=langevin.LangevinConfig.from_config(config),
         batch_size=config.batch_size,
-        bank_size=replay_bank.bank_size(config.persistent_size,
-                                        config.batch_size),
+        bank_size=replay_bank.bank_size(
+            config.persistent_size, config.batch_size
+        ),
         latent_shape=tuple(config.state_dims),
         image_shape=tuple(config.image_dims),
         data_epsilon=config.data_epsilon,
         init_scale_res=config.init_scale_res,
         init_scale_latent=config.init_scale_latent,
-        gen_loss_factor=config.gen_loss_factor_coop)
+        gen_loss_factor=config.gen_loss_factor_coop,
+    )
 
   @property
   def chain_settings(self) -> langevin.LangevinConfig:
@@ -107,13 +115,14 @@ class SynthesisMode(base.Mode):
     """H(x; θ): images [B, S, S, C] -> energies [B]."""
     return self.hat.apply(hat_params, {}, x)
 
-  def generate(self, gen_params: Params, gen_frozen: Params,
-               z: jax.Array) -> jax.Array:
+  def generate(
+      self, gen_params: Params, gen_frozen: Params, z: jax.Array
+  ) -> jax.Array:
     """G(z; φ): latents [B, nz] -> images [B, S, S, C]."""
     return self.gen.apply(gen_params, gen_frozen, z)
 
   def init(self, key: jax.Array) -> SynthesisState:
-    """A fresh state: random networks, bank of G_0 samples (facts §4.1).
+    """A fresh state: random networks, bank of G_0 samples (docs/official_release.md §4.1).
 
     Args:
       key: the run's base PRNG key (`jax.random.PRNGKey(seed)`).
@@ -123,19 +132,32 @@ class SynthesisMode(base.Mode):
     hat_params, _ = self.hat.init(k_hat)
     gen_params, gen_frozen = self.gen.init(k_gen)
     bank = replay_bank.init_bank(
-        lambda z: self.generate(gen_params, gen_frozen, z), k_bank,
-        self.batch_size, self.bank_size // self.batch_size,
-        self.latent_shape)
+        lambda z: self.generate(gen_params, gen_frozen, z),
+        k_bank,
+        self.batch_size,
+        self.bank_size // self.batch_size,
+        self.latent_shape,
+    )
     return SynthesisState(
-        step=jnp.zeros((), jnp.int32), rng=k_train,
-        hat_params=hat_params, hat_opt_state=self.hat_opt.init(hat_params),
-        gen_params=gen_params, gen_frozen=gen_frozen,
-        gen_opt_state=self.gen_opt.init(gen_params), bank=bank)
+        step=jnp.zeros((), jnp.int32),
+        rng=k_train,
+        hat_params=hat_params,
+        hat_opt_state=self.hat_opt.init(hat_params),
+        gen_params=gen_params,
+        gen_frozen=gen_frozen,
+        gen_opt_state=self.gen_opt.init(gen_params),
+        bank=bank,
+    )
 
-  def sample(self, hat_params: Params, gen_params: Params, gen_frozen: Params,
-             z: jax.Array, key: jax.Array,
-             sampler: langevin.LangevinConfig | None = None
-             ) -> tuple[jax.Array, jax.Array, dict[str, jax.Array]]:
+  def sample(
+      self,
+      hat_params: Params,
+      gen_params: Params,
+      gen_frozen: Params,
+      z: jax.Array,
+      key: jax.Array,
+      sampler: langevin.LangevinConfig | None = None,
+  ) -> tuple[jax.Array, jax.Array, dict[str, jax.Array]]:
     """Conditional Hat EBM samples for given latents.
 
     Args:
@@ -154,33 +176,46 @@ class SynthesisMode(base.Mode):
     y0 = self.init_scale_res * parallel.per_example_normal(k_y0, x_gen.shape)
     frozen_params = jax.lax.stop_gradient(hat_params)
     y, diagnostics = langevin.residual_langevin(
-        lambda x: self.energy(frozen_params, x), x_gen, y0, k_chain, sampler)
+        lambda x: self.energy(frozen_params, x), x_gen, y0, k_chain, sampler
+    )
     return x_gen, y, diagnostics
 
-  def draw(self, state: SynthesisState, z: jax.Array, key: jax.Array,
-           source: str) -> tuple[jax.Array, jax.Array]:
+  def draw(
+      self, state: SynthesisState, z: jax.Array, key: jax.Array, source: str
+  ) -> tuple[jax.Array, jax.Array]:
     """(G(z), y): 'ebm' runs the chain; 'generator' (and 'initial', given
     an initial state) has y = 0."""
     if source == 'ebm':
-      x_gen, y, _ = self.sample(state.hat_params, state.gen_params,
-                                state.gen_frozen, z, key)
+      x_gen, y, _ = self.sample(
+          state.hat_params, state.gen_params, state.gen_frozen, z, key
+      )
       return x_gen, y
     x_gen = self.generate(state.gen_params, state.gen_frozen, z)
     return x_gen, jnp.zeros_like(x_gen)
 
-  def chain_segment(self, state: SynthesisState, z: jax.Array, y: jax.Array,
-                    key: jax.Array, num_steps: int
-                    ) -> tuple[jax.Array, jax.Array, jax.Array]:
+  def chain_segment(
+      self,
+      state: SynthesisState,
+      z: jax.Array,
+      y: jax.Array,
+      key: jax.Array,
+      num_steps: int,
+  ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Continues a chain from (z, y) for num_steps: -> (z, y, G(z))."""
     x_gen = self.generate(state.gen_params, state.gen_frozen, z)
     hat = jax.lax.stop_gradient(state.hat_params)
     y, _ = langevin.residual_langevin(
-        lambda x: self.energy(hat, x), x_gen, y, key,
-        dataclasses.replace(self.sampler, num_steps=num_steps))
+        lambda x: self.energy(hat, x),
+        x_gen,
+        y,
+        key,
+        dataclasses.replace(self.sampler, num_steps=num_steps),
+    )
     return z, y, x_gen
 
-  def train_step(self, state: SynthesisState, x_data: jax.Array
-                 ) -> tuple[SynthesisState, dict[str, jax.Array]]:
+  def train_step(
+      self, state: SynthesisState, x_data: jax.Array
+  ) -> tuple[SynthesisState, dict[str, jax.Array]]:
     """One tandem iteration: Langevin chain, hat update, generator update.
 
     Args:
@@ -202,19 +237,27 @@ class SynthesisMode(base.Mode):
     batch = x_data.shape[0]
 
     z = self.init_scale_latent * parallel.per_example_normal(
-        k_z, (batch,) + self.latent_shape)
+        k_z, (batch,) + self.latent_shape
+    )
     x_gen, y, diagnostics = self.sample(
-        state.hat_params, state.gen_params, state.gen_frozen, z, k_chain)
+        state.hat_params, state.gen_params, state.gen_frozen, z, k_chain
+    )
     x_neg = jax.lax.stop_gradient(x_gen + y)
     x_pos = x_data + self.data_epsilon * parallel.per_example_normal(
-        k_data, x_data.shape, x_data.dtype)
+        k_data, x_data.shape, x_data.dtype
+    )
 
     hat_params, hat_opt_state, hat_metrics = loss.hat_update(
-        self.hat_opt, self.energy, state.hat_params, state.hat_opt_state,
-        x_pos, x_neg, self.sampler.temperature)
+        self.hat_opt,
+        self.energy,
+        state.hat_params,
+        state.hat_opt_state,
+        x_pos,
+        x_neg,
+        self.sampler.temperature,
+    )
 
-    slots = replay_bank.draw_slots(k_bank, state.bank.lanes,
-                                   state.bank.depth)
+    slots = replay_bank.draw_slots(k_bank, state.bank.lanes, state.bank.depth)
     x_target, z_target = replay_bank.read(state.bank, slots)
 
     def gen_loss(gen_params):
@@ -223,17 +266,23 @@ class SynthesisMode(base.Mode):
 
     g_loss, gen_grads = jax.value_and_grad(gen_loss)(state.gen_params)
     gen_updates, gen_opt_state = self.gen_opt.update(
-        gen_grads, state.gen_opt_state, state.gen_params)
+        gen_grads, state.gen_opt_state, state.gen_params
+    )
     gen_params = optax.apply_updates(state.gen_params, gen_updates)
 
     bank = replay_bank.write(state.bank, slots, x_neg, z)
     new_state = state.replace(
-        step=state.step + 1, hat_params=hat_params,
-        hat_opt_state=hat_opt_state, gen_params=gen_params,
-        gen_opt_state=gen_opt_state, bank=bank)
+        step=state.step + 1,
+        hat_params=hat_params,
+        hat_opt_state=hat_opt_state,
+        gen_params=gen_params,
+        gen_opt_state=gen_opt_state,
+        bank=bank,
+    )
     metrics = {
-        **hat_metrics, 'gen_loss': g_loss,
+        **hat_metrics,
+        'gen_loss': g_loss,
         'residual_norm': langevin.per_image_norm(y).mean(),
-        **diagnostics}
+        **diagnostics,
+    }
     return new_state, metrics
-

@@ -23,8 +23,11 @@ def to_uint8(x: np.ndarray) -> np.ndarray:
 def check_integer(name: str, value: Any, minimum: Optional[int] = None):
   """Raises ValueError naming `name` unless `value` is a Python or NumPy
   integer (not a bool) of at least `minimum`."""
-  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or (
-      minimum is not None and value < minimum):
+  if (
+      isinstance(value, bool)
+      or not isinstance(value, (int, np.integer))
+      or (minimum is not None and value < minimum)
+  ):
     at_least = f' >= {minimum}' if minimum is not None else ''
     raise ValueError(f'{name}={value!r} must be an integer{at_least}.')
 
@@ -32,8 +35,7 @@ def check_integer(name: str, value: Any, minimum: Optional[int] = None):
 _JITTED = weakref.WeakKeyDictionary()  # mode -> {method: jitted method}
 
 
-def jitted(method: Callable, static_argnums: tuple[int, ...] = ()
-           ) -> Callable:
+def jitted(method: Callable, static_argnums: tuple[int, ...] = ()) -> Callable:
   """`jax.jit` of a mode's bound method (e.g. `mode.draw`), made once per
   mode and method and reused across calls (so its compilations are too).
 
@@ -43,14 +45,21 @@ def jitted(method: Callable, static_argnums: tuple[int, ...] = ()
   methods = _JITTED.setdefault(mode, {})
   if function not in methods:
     ref = weakref.ref(mode)
-    methods[function] = jax.jit(lambda *args: function(ref(), *args),
-                                static_argnums=static_argnums)
+    methods[function] = jax.jit(
+        lambda *args: function(ref(), *args), static_argnums=static_argnums
+    )
   return methods[function]
 
 
-def chain_path(mode: base.Mode, state: Any, z: jax.Array, y0_key: jax.Array,
-               chain_key: jax.Array, steps: list[int],
-               init_scale_res: float) -> list[tuple[np.ndarray, np.ndarray]]:
+def chain_path(
+    mode: base.Mode,
+    state: Any,
+    z: jax.Array,
+    y0_key: jax.Array,
+    chain_key: jax.Array,
+    steps: list[int],
+    init_scale_res: float,
+) -> list[tuple[np.ndarray, np.ndarray]]:
   """One batch of Langevin chains recorded at given steps (Figure 3).
 
   y₀ = `init_scale_res`·N(0, I) from `y0_key`; then the chain runs from
@@ -77,15 +86,22 @@ def chain_path(mode: base.Mode, state: Any, z: jax.Array, y0_key: jax.Array,
   path = []
   for i, (begin, end) in enumerate(zip([0] + list(steps[:-1]), steps)):
     if end > begin:
-      z, y, x_gen = segment(state, z, y, jax.random.fold_in(chain_key, i),
-                            end - begin)
+      z, y, x_gen = segment(
+          state, z, y, jax.random.fold_in(chain_key, i), end - begin
+      )
     path.append((np.asarray(x_gen), np.asarray(y)))
   return path
 
 
-def draw_images(run: run_lib.Run, num_samples: int, batch_size: int,
-                seed: int = 0, source: Optional[str] = None, state=None,
-                return_first: bool = False):
+def draw_images(
+    run: run_lib.Run,
+    num_samples: int,
+    batch_size: int,
+    seed: int = 0,
+    source: Optional[str] = None,
+    state=None,
+    return_first: bool = False,
+):
   """Draws uint8 samples [N, S, S, C] from a run.
 
   Batch i uses latents and chain noise from `fold_in(PRNGKey(seed), i)`, so
@@ -121,8 +137,9 @@ def draw_images(run: run_lib.Run, num_samples: int, batch_size: int,
   sources = mode.capabilities.sources
   source = source or sources[0]
   if source not in sources:
-    raise ValueError(f'source={source!r}; a {config.mode!r} run has '
-                     f'{sources}.')
+    raise ValueError(
+        f'source={source!r}; a {config.mode!r} run has ' f'{sources}.'
+    )
   if state is None:
     state = run.state
   if source == 'initial':
@@ -133,11 +150,12 @@ def draw_images(run: run_lib.Run, num_samples: int, batch_size: int,
   for i, start in enumerate(range(0, num_samples, batch_size)):
     k_z, k_chain = jax.random.split(jax.random.fold_in(key, i))
     z = config.init_scale_latent * jax.random.normal(
-        k_z, (batch_size,) + tuple(mode.latent_shape))
+        k_z, (batch_size,) + tuple(mode.latent_shape)
+    )
     x_gen, y = draw(state, z, k_chain, source)
     x_gen, y = np.asarray(x_gen), np.asarray(y)
     if first is None:
       first = (z, x_gen, y)
-    images.append(to_uint8(x_gen + y)[:num_samples - start])
+    images.append(to_uint8(x_gen + y)[: num_samples - start])
   images = np.concatenate(images)
   return (images, first) if return_first else images

@@ -31,22 +31,33 @@ VERSION = 2
 def flat_arrays(fields: dict[str, Any]) -> dict[str, Any]:
   """{key path: leaf} of network fields, e.g. "['hat_params']['head']
   ['kernel']" (`jax.tree_util.keystr`): the file's 'networks' layout."""
-  return {jax.tree_util.keystr(path): leaf for path, leaf in
-          jax.tree_util.tree_flatten_with_path(fields)[0]}
+  return {
+      jax.tree_util.keystr(path): leaf
+      for path, leaf in jax.tree_util.tree_flatten_with_path(fields)[0]
+  }
 
 
 def non_finite(flat: dict[str, Any]) -> list[str]:
   """The key paths of `flat` whose floats are not all finite."""
-  return [name for name, a in flat.items()
-          if np.issubdtype(np.asarray(a).dtype, np.inexact)
-          and not np.isfinite(np.asarray(a)).all()]
+  return [
+      name
+      for name, a in flat.items()
+      if np.issubdtype(np.asarray(a).dtype, np.inexact)
+      and not np.isfinite(np.asarray(a)).all()
+  ]
 
 
 def encode(config: dict, step: int, flat: dict[str, np.ndarray]) -> bytes:
   """The file's bytes for a config dict, a step and `flat_arrays`."""
-  return flax.serialization.msgpack_serialize({
-      'format': FORMAT, 'version': VERSION, 'step': step,
-      'config': json.dumps(config), 'networks': flat})
+  return flax.serialization.msgpack_serialize(
+      {
+          'format': FORMAT,
+          'version': VERSION,
+          'step': step,
+          'config': json.dumps(config),
+          'networks': flat,
+      }
+  )
 
 
 def decode(path: str, data: bytes) -> tuple[dict, int, dict]:
@@ -63,17 +74,22 @@ def decode(path: str, data: bytes) -> tuple[dict, int, dict]:
   try:
     payload = flax.serialization.msgpack_restore(data)
   except Exception as e:  # pylint: disable=broad-except
-    raise ValueError(f'{path} is not an exported hatebm_jax model '
-                     f'(unreadable: {e}).') from e
+    raise ValueError(
+        f'{path} is not an exported hatebm_jax model ' f'(unreadable: {e}).'
+    ) from e
   if not isinstance(payload, dict) or payload.get('format') != FORMAT:
-    raise ValueError(f'{path} is not an exported hatebm_jax model (no '
-                     f'{FORMAT!r} header).')
+    raise ValueError(
+        f'{path} is not an exported hatebm_jax model (no '
+        f'{FORMAT!r} header).'
+    )
   version = payload.get('version')
   if isinstance(version, bool):
     version = None
   if isinstance(version, int) and version > VERSION:
-    raise ValueError(f'{path} has format version {version}; this '
-                     f'hatebm_jax reads up to {VERSION}: update it.')
+    raise ValueError(
+        f'{path} has format version {version}; this '
+        f'hatebm_jax reads up to {VERSION}: update it.'
+    )
   try:
     if version not in range(1, VERSION + 1):
       raise ValueError(f'version {version!r}')
@@ -92,8 +108,9 @@ def decode(path: str, data: bytes) -> tuple[dict, int, dict]:
   return config, step, flat
 
 
-def fitted_networks(path: str, stored: dict[str, np.ndarray],
-                    expected: dict[str, Any]) -> dict[str, Any]:
+def fitted_networks(
+    path: str, stored: dict[str, np.ndarray], expected: dict[str, Any]
+) -> dict[str, Any]:
   """The stored arrays in the pytree of `expected` (network fields of
   ShapeDtypeStructs), checked leaf by leaf.
 
@@ -107,15 +124,20 @@ def fitted_networks(path: str, stored: dict[str, np.ndarray],
   problems += [f'{name} unexpected' for name in stored if name not in wanted]
   problems += [
       f'{name} {stored[name].dtype}{list(stored[name].shape)}, expected '
-      f'{a.dtype}{list(a.shape)}' for name, a in wanted.items()
-      if name in stored and (stored[name].shape, stored[name].dtype) !=
-      (a.shape, a.dtype)]
+      f'{a.dtype}{list(a.shape)}'
+      for name, a in wanted.items()
+      if name in stored
+      and (stored[name].shape, stored[name].dtype) != (a.shape, a.dtype)
+  ]
   if problems:
-    raise ValueError(f'{path}: the stored networks do not fit the stored '
-                     f'config (damaged or hand-edited file): '
-                     f'{"; ".join(problems[:5])}.')
+    raise ValueError(
+        f'{path}: the stored networks do not fit the stored '
+        f'config (damaged or hand-edited file): '
+        f'{"; ".join(problems[:5])}.'
+    )
   bad = non_finite(stored)
   if bad:
     raise ValueError(f'{path}: {", ".join(bad[:5])} hold non-finite values.')
-  return jax.tree_util.tree_unflatten(treedef,
-                                      [stored[name] for name in wanted])
+  return jax.tree_util.tree_unflatten(
+      treedef, [stored[name] for name in wanted]
+  )

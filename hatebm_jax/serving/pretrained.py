@@ -50,11 +50,15 @@ class Pretrained:
     return self.run.step
 
   def __repr__(self) -> str:
-    sizes = {k: sum(np.size(a) for a in jax.tree.leaves(v))
-             for k, v in sorted(base.network_fields(self.run.state).items())}
-    return (f'Pretrained({self.config.mode}, {self.config.data_type} '
-            f'{tuple(self.config.image_dims)}, step {self.step}, '
-            f'{sizes})')
+    sizes = {
+        k: sum(np.size(a) for a in jax.tree.leaves(v))
+        for k, v in sorted(base.network_fields(self.run.state).items())
+    }
+    return (
+        f'Pretrained({self.config.mode}, {self.config.data_type} '
+        f'{tuple(self.config.image_dims)}, step {self.step}, '
+        f'{sizes})'
+    )
 
   def with_settings(self, **settings) -> 'Pretrained':
     """The same networks with other sampler settings
@@ -78,13 +82,24 @@ class Pretrained:
     if key == settings_lib.key(self.config):
       return self
     if key not in self._variants:  # the mode is built (and compiled) once
-      self._variants[key] = Pretrained(run_lib.Run(
-          config=config, mode=modes.build(config), state=self.run.state,
-          step=self.step))
+      self._variants[key] = Pretrained(
+          run_lib.Run(
+              config=config,
+              mode=modes.build(config),
+              state=self.run.state,
+              step=self.step,
+          )
+      )
     return self._variants[key]
 
-  def sample(self, num_samples: int, seed: int = 0, batch_size: int = 64,
-             source: Optional[str] = None, **settings) -> np.ndarray:
+  def sample(
+      self,
+      num_samples: int,
+      seed: int = 0,
+      batch_size: int = 64,
+      source: Optional[str] = None,
+      **settings,
+  ) -> np.ndarray:
     """uint8 samples [N, S, S, C] (see `serving.draw.draw_images`).
 
     Args:
@@ -101,11 +116,17 @@ class Pretrained:
     Raises:
       ValueError: see `with_settings` and `serving.draw.draw_images`.
     """
-    return draw.draw_images(self.with_settings(**settings).run, num_samples,
-                            batch_size, seed, source)
+    return draw.draw_images(
+        self.with_settings(**settings).run,
+        num_samples,
+        batch_size,
+        seed,
+        source,
+    )
 
-  def langevin_path(self, num_chains: int = 8, seed: int = 0,
-                    **settings) -> dict[str, np.ndarray]:
+  def langevin_path(
+      self, num_chains: int = 8, seed: int = 0, **settings
+  ) -> dict[str, np.ndarray]:
     """Chains followed step by step (the paper's Figure 3).
 
     Latents z ~ `init_scale_latent`·N(0, I) and y₀ = `init_scale_res`·N(0,
@@ -133,16 +154,23 @@ class Pretrained:
     draw.check_integer('num_chains', num_chains, minimum=1)
     k_z, k_y0, k_chain = jax.random.split(jax.random.PRNGKey(seed), 3)
     z = config.init_scale_latent * jax.random.normal(
-        k_z, (num_chains,) + tuple(mode.latent_shape))
+        k_z, (num_chains,) + tuple(mode.latent_shape)
+    )
     steps = list(range(config.mcmc_steps + 1))
-    path = draw.chain_path(mode, state, z, k_y0, k_chain, steps,
-                           config.init_scale_res)
+    path = draw.chain_path(
+        mode, state, z, k_y0, k_chain, steps, config.init_scale_res
+    )
     x_gen = np.stack([x for x, _ in path])
     y = np.stack([y for _, y in path])
     energy = draw.jitted(mode.energy)
-    return {'steps': np.asarray(steps), 'x_gen': x_gen, 'y': y,
-            'energy': np.stack([np.asarray(energy(state.hat_params, x))
-                                for x in x_gen + y])}
+    return {
+        'steps': np.asarray(steps),
+        'x_gen': x_gen,
+        'y': y,
+        'energy': np.stack(
+            [np.asarray(energy(state.hat_params, x)) for x in x_gen + y]
+        ),
+    }
 
   def energy(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
     """H(x) of images: lower is more probable under the model.
@@ -169,33 +197,47 @@ class Pretrained:
     images = _checked_images(np.asarray(images), tuple(self.config.image_dims))
     energy = draw.jitted(mode.energy)
     hat = self.run.state.hat_params
-    return np.concatenate([
-        np.asarray(energy(hat, jnp.asarray(images[i:i + batch_size],
-                                           jnp.float32)))
-        for i in range(0, len(images), batch_size)])
+    return np.concatenate(
+        [
+            np.asarray(
+                energy(
+                    hat, jnp.asarray(images[i : i + batch_size], jnp.float32)
+                )
+            )
+            for i in range(0, len(images), batch_size)
+        ]
+    )
 
 
 def _checked_images(images: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
   """`Pretrained.energy`'s input as float32 in [-1, 1] (see there)."""
   if images.ndim != 4 or images.shape[1:] != shape or not len(images):
-    raise ValueError(f'images of shape {images.shape}; this model takes '
-                     f'[N, {", ".join(map(str, shape))}] with N >= 1.')
+    raise ValueError(
+        f'images of shape {images.shape}; this model takes '
+        f'[N, {", ".join(map(str, shape))}] with N >= 1.'
+    )
   if images.dtype == np.uint8:
     return images.astype(np.float32) / 127.5 - 1.0
   if not jnp.issubdtype(images.dtype, jnp.floating):  # bfloat16 included
-    raise ValueError(f'images of dtype {images.dtype}; give uint8 (0..255) '
-                     'or float in [-1, 1].')
+    raise ValueError(
+        f'images of dtype {images.dtype}; give uint8 (0..255) '
+        'or float in [-1, 1].'
+    )
   images = images.astype(np.float32)
   if not np.isfinite(images).all():
     raise ValueError('images hold non-finite values.')
   low, high = float(images.min()), float(images.max())
   if low < -FLOAT_IMAGE_BOUND or high > FLOAT_IMAGE_BOUND:
-    raise ValueError(f'float images in [{low:.4g}, {high:.4g}]; this model '
-                     'takes [-1, 1] (or uint8 0..255).')
+    raise ValueError(
+        f'float images in [{low:.4g}, {high:.4g}]; this model '
+        'takes [-1, 1] (or uint8 0..255).'
+    )
   if low >= 0.0 and high > 0.0:  # not all-zero: mid-grey is valid
-    warnings.warn(f'every pixel is in [0, 1] ([{low:.3g}, {high:.3g}]): the '
-                  'model takes [-1, 1]; map [0, 1] images with 2x - 1.',
-                  stacklevel=3)
+    warnings.warn(
+        f'every pixel is in [0, 1] ([{low:.3g}, {high:.3g}]): the '
+        'model takes [-1, 1]; map [0, 1] images with 2x - 1.',
+        stacklevel=3,
+    )
   return images
 
 

@@ -33,6 +33,7 @@ class Run:
     state: the training state (or `networks_only` of it).
     step: the checkpoint's step.
   """
+
   config: ml_collections.ConfigDict
   mode: base.Mode
   state: Any
@@ -59,20 +60,26 @@ def load_run(source: str, step: Optional[int] = None, **overrides) -> Run:
   """
   if storage.is_exported(source):
     if step is not None:
-      raise ValueError(f'step={step}: an exported model ({source}) holds '
-                       'one step; export another step with '
-                       'python -m hatebm_jax.export --step=N.')
+      raise ValueError(
+          f'step={step}: an exported model ({source}) holds '
+          'one step; export another step with '
+          'python -m hatebm_jax.export --step=N.'
+      )
     return load_exported(str(source), **overrides)
   ckpt = checkpoint.Checkpointer(source, read_only=True)
   try:
     steps = ckpt.all_steps()
     if not steps:
-      raise FileNotFoundError(f'No checkpoint in {ckpt.directory}: train '
-                              'first with python -m hatebm_jax.main.')
+      raise FileNotFoundError(
+          f'No checkpoint in {ckpt.directory}: train '
+          'first with python -m hatebm_jax.main.'
+      )
     step = steps[-1] if step is None else step
     if step not in steps:
-      raise FileNotFoundError(f'No checkpoint of step {step} in '
-                              f'{ckpt.directory}; it holds steps {steps}.')
+      raise FileNotFoundError(
+          f'No checkpoint of step {step} in '
+          f'{ckpt.directory}; it holds steps {steps}.'
+      )
     config, mode = settings.configure(ckpt.restore_config(step), **overrides)
     state = ckpt.restore(mode.abstract_state(config.seed), step)
   finally:
@@ -91,12 +98,15 @@ def load_exported(path: str, **overrides) -> Run:
   try:
     config = settings.override(config)
   except ValueError as e:
-    raise ValueError(f'{path}: its config does not fit this hatebm_jax (a '
-                     f'newer version, or a damaged file): {e}') from e
+    raise ValueError(
+        f'{path}: its config does not fit this hatebm_jax (a '
+        f'newer version, or a damaged file): {e}'
+    ) from e
   config, mode = settings.configure(config.to_dict(), **overrides)
   abstract = base.networks_only(mode.abstract_state(config.seed))
-  networks = file_format.fitted_networks(path, stored,
-                                         base.network_fields(abstract))
+  networks = file_format.fitted_networks(
+      path, stored, base.network_fields(abstract)
+  )
   state = abstract.replace(**jax.tree.map(jnp.asarray, networks))
   return Run(config=config, mode=mode, state=state, step=step)
 
@@ -122,16 +132,21 @@ def export(source: str, output: str, step: Optional[int] = None) -> dict:
   """
   target = storage.checked_output(output)
   run = load_run(source, step)
-  flat = file_format.flat_arrays(jax.device_get(
-      base.network_fields(run.state)))
+  flat = file_format.flat_arrays(jax.device_get(base.network_fields(run.state)))
   if not flat:
     raise ValueError(f'{source} holds no networks to export.')
   bad = file_format.non_finite(flat)
   if bad:
-    raise ValueError(f'{source} step {run.step}: {", ".join(bad[:5])} hold '
-                     'non-finite values; export an earlier step (--step).')
+    raise ValueError(
+        f'{source} step {run.step}: {", ".join(bad[:5])} hold '
+        'non-finite values; export an earlier step (--step).'
+    )
   data = file_format.encode(run.config.to_dict(), run.step, flat)
   storage.write_atomically(target, data, output)
-  return {'output': str(target), 'step': run.step, 'mode': run.config.mode,
-          'bytes': len(data),
-          'parameters': sum(np.size(a) for a in flat.values())}
+  return {
+      'output': str(target),
+      'step': run.step,
+      'mode': run.config.mode,
+      'bytes': len(data),
+      'parameters': sum(np.size(a) for a in flat.values()),
+  }

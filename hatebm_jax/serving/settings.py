@@ -16,10 +16,21 @@ from hatebm_jax import modes
 from hatebm_jax.modes import base
 
 SAMPLER_SETTINGS = (
-    'mcmc_steps', 'mcmc_temp', 'epsilon', 'tau_res', 'init_scale_res',
-    'init_scale_latent', 'use_noise', 'clip_langevin_grad_res',
-    'max_langevin_norm_res', 'langevin_unroll', 'epsilon_latent',
-    'ddls_steps', 'ddls_epsilon', 'compute_dtype')
+    'mcmc_steps',
+    'mcmc_temp',
+    'epsilon',
+    'tau_res',
+    'init_scale_res',
+    'init_scale_latent',
+    'use_noise',
+    'clip_langevin_grad_res',
+    'max_langevin_norm_res',
+    'langevin_unroll',
+    'epsilon_latent',
+    'ddls_steps',
+    'ddls_epsilon',
+    'compute_dtype',
+)
 
 
 def override(config: Any, **overrides) -> ml_collections.ConfigDict:
@@ -41,9 +52,11 @@ def override(config: Any, **overrides) -> ml_collections.ConfigDict:
   """
   unknown = sorted(set(overrides) - set(SAMPLER_SETTINGS))
   if unknown:
-    raise ValueError(f'{", ".join(unknown)}: not a sampler setting. A '
-                     'trained model can be sampled with other '
-                     f'{", ".join(SAMPLER_SETTINGS)}.')
+    raise ValueError(
+        f'{", ".join(unknown)}: not a sampler setting. A '
+        'trained model can be sampled with other '
+        f'{", ".join(SAMPLER_SETTINGS)}.'
+    )
   config = config_base.from_saved(config)
   for key, value in overrides.items():
     if value is None:
@@ -53,8 +66,10 @@ def override(config: Any, **overrides) -> ml_collections.ConfigDict:
     try:
       config[key] = value
     except TypeError as e:
-      raise ValueError(f'{key}={value!r}: expected {type(config[key]).__name__}'
-                       f', not {type(value).__name__}.') from e
+      raise ValueError(
+          f'{key}={value!r}: expected {type(config[key]).__name__}'
+          f', not {type(value).__name__}.'
+      ) from e
   config_base.validate(config)
   return config
 

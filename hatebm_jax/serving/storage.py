@@ -20,7 +20,7 @@ _PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def local(path: str) -> str:
   """`path` with a file:// prefix removed."""
-  return path[len('file://'):] if path.startswith('file://') else path
+  return path[len('file://') :] if path.startswith('file://') else path
 
 
 def is_exported(path: str) -> bool:
@@ -45,8 +45,10 @@ def read_bytes(path: str) -> bytes:
   """
   path = local(path)
   if not path:
-    raise ValueError('The model path is empty: give a .hatebm file, an '
-                     'https:// URL or a gs:// path.')
+    raise ValueError(
+        'The model path is empty: give a .hatebm file, an '
+        'https:// URL or a gs:// path.'
+    )
   if path.startswith(URL_SCHEMES):
     try:
       with urllib.request.urlopen(path, timeout=60) as response:
@@ -64,11 +66,13 @@ def read_bytes(path: str) -> bytes:
         f'{path} is {kind}, not an exported model. Export one with '
         f'python -m hatebm_jax.export --workdir={workdir} '
         f'--output=model{SUFFIX} (the sample and evaluate entry points also '
-        'take a workdir).')
+        'take a workdir).'
+    )
   if not target.exists():
     raise FileNotFoundError(
         f'No exported model at {path}. Export one from a training run with '
-        f'python -m hatebm_jax.export --workdir=<run> --output={path}')
+        f'python -m hatebm_jax.export --workdir=<run> --output={path}'
+    )
   return target.read_bytes()
 
 
@@ -79,15 +83,21 @@ def checked_output(output: str) -> epath.Path:
     ValueError: `output` is empty, a URL or an existing folder.
   """
   if not output:
-    raise ValueError('--output is empty: give the file to write, e.g. '
-                     f'/tmp/model{SUFFIX} or gs://BUCKET/model{SUFFIX}.')
+    raise ValueError(
+        '--output is empty: give the file to write, e.g. '
+        f'/tmp/model{SUFFIX} or gs://BUCKET/model{SUFFIX}.'
+    )
   if str(output).startswith(URL_SCHEMES):
-    raise ValueError(f'--output={output!r}: export writes a local path or '
-                     'gs://; upload the file to a web server yourself.')
+    raise ValueError(
+        f'--output={output!r}: export writes a local path or '
+        'gs://; upload the file to a web server yourself.'
+    )
   target = epath.Path(output)
   if target.is_dir():
-    raise ValueError(f'--output={output!r} is a folder: give a file name, '
-                     f'e.g. {output.rstrip("/")}/model{SUFFIX}.')
+    raise ValueError(
+        f'--output={output!r} is a folder: give a file name, '
+        f'e.g. {output.rstrip("/")}/model{SUFFIX}.'
+    )
   return target
 
 
@@ -102,8 +112,10 @@ def write_atomically(target: epath.Path, data: bytes, output: str) -> None:
   try:
     target.parent.mkdir(parents=True, exist_ok=True)
   except (FileExistsError, NotADirectoryError) as e:
-    raise ValueError(f'--output={output!r}: a part of {target.parent} is a '
-                     'file, not a folder.') from e
+    raise ValueError(
+        f'--output={output!r}: a part of {target.parent} is a '
+        'file, not a folder.'
+    ) from e
   temporary = target.parent / f'.{target.name}.tmp'
   try:
     temporary.write_bytes(data)
@@ -127,8 +139,9 @@ def eval_folder(source: str, step: int) -> epath.Path:
     file_name, folder = urllib.parse.urlparse(source).path, epath.Path('.')
   else:
     file_name, folder = source, epath.Path(source).parent
-    if (not source.startswith('gs://') and
-        os.path.abspath(source).startswith(_PACKAGE + os.sep)):
+    if not source.startswith('gs://') and os.path.abspath(source).startswith(
+        _PACKAGE + os.sep
+    ):
       folder = epath.Path('.')
   name = file_name.rstrip('/').rsplit('/', 1)[-1].removesuffix(SUFFIX)
   return folder / f'{name or "model"}_eval' / f'step_{step}'
