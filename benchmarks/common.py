@@ -1,7 +1,7 @@
 """Shared pieces of the benchmark scripts: set-up, timing, FLOPs, memory.
 
 Import this module before jax: it puts the checkout on sys.path and applies
-the XLA:CPU setting of `hatebm_jax.main` (hatebm_jax/xla_flags.py), so the
+the XLA:CPU setting of `hatebm_jax.main` (hatebm_jax/infra/xla_flags.py), so the
 benchmarks measure what training runs.
 
 FLOPs come from XLA's cost analysis of the compiled program

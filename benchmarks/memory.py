@@ -4,7 +4,7 @@ r"""Peak memory of a synthesis training iteration against the chain length K.
   python benchmarks/memory.py --steps=10,100 --unroll=1     # rolled chain
   python benchmarks/memory.py --batch=32 --steps=10,100 --run   # also measure
 
-For each K it compiles the training loop's step (`train.jit_train_step`:
+For each K it compiles the training loop's step (`train.Program`:
 one-device mesh, donated state, divergence guard) and reports XLA's buffer
 assignment: arguments, outputs, donated (aliased) bytes, temporaries, and
 their peak. Nothing of the chain is stored, so the peak must not grow with K.

@@ -21,7 +21,7 @@ is shrunk to two batches (--bank_batches): its size does not change the
 cost of a step, only the minutes spent filling it. Joint configs run over a
 randomly initialised generator (its weights do not change the cost).
 With --loop it also times the step as the training loop runs it
-(`train.jit_train_step`: mesh, donated state, divergence guard).
+(`train.Program`: mesh, donated state, divergence guard).
 """
 
 import argparse
@@ -83,7 +83,7 @@ def _forward_flops(model, state, config):
   x = jnp.zeros((b,) + tuple(config.image_dims))
   z = jnp.zeros((b,) + tuple(model.latent_shape))
   f_h = f_g = None
-  if hasattr(model, 'energy'):
+  if model.capabilities.energy:
     f_h = (
         common.flops(jax.jit(model.energy).lower(state.hat_params, x).compile())
         / b

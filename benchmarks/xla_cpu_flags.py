@@ -9,7 +9,7 @@ once) and times, on the config's networks: a Langevin step (half of a
 the generator update on B bank pairs, and one forward pass of H and of G.
 Prints seconds and GFLOP/s (XLA cost analysis) per part and the iteration
 time they add up to at the config's K; writes JSON. The winner is what
-`hatebm_jax/xla_flags.py` sets.
+`hatebm_jax/infra/xla_flags.py` sets.
 """
 
 import argparse

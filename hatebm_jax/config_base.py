@@ -77,9 +77,8 @@ def get_base_config() -> ml_collections.ConfigDict:
   # 'bfloat16' on GPU/TPU (parameters, Adam states, the Langevin state y and
   # z, energies, drift norms and losses stay float32; see docs/performance.md).
   c.compute_dtype = 'float32'
-  c.update_latents = (
-      False  # joint sampler: Langevin on z too (docs/official_release.md §3)
-  )
+  # Joint sampler: Langevin on z too (docs/official_release.md §3).
+  c.update_latents = False
   c.epsilon_latent = 5e-3  # ε_z of the latent steps
 
   # Joint runs: the frozen generator comes from this workdir (local or
@@ -106,7 +105,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   # processes (0 = all). batch_size must be divisible by it.
   c.num_devices = 0
 
-  # Divergence guard (hatebm_jax/divergence.py): a step diverges when a
+  # Divergence guard (hatebm_jax/infra/divergence.py): a step diverges when a
   # logged metric, parameter, optimiser moment or bank sample is not finite
   # or |mean H(x±)| > divergence_max_energy (inf: finiteness only). Then
   # 'stop' ends the run with a report; 'rollback' restores the last good

@@ -260,19 +260,21 @@ class Outputs:
           )
       )
     self.report = None
+    self._shown_data = start > 0  # data.png: only for a run from step 0
 
   def restart(
-      self, batches: Iterator[np.ndarray], start: int, mode: base.Mode
+      self, batches: Iterator[np.ndarray], start: int
   ) -> Iterator[np.ndarray]:
-    """Starts a segment at `start` with `mode`: a fresh progress report;
-    at step 0 a grid of the first training batch. Returns the batches."""
-    self.mode = mode
+    """Starts a segment at `start`: a fresh progress report; for a run that
+    begins at step 0, a grid of its first training batch (once). Returns
+    the batches."""
     self.report = periodic_actions.ReportProgress(
         num_train_steps=self.config.num_training_steps,
         writer=self.writer,
         every_steps=self.config.info_freq,
     )
-    if self.is_lead and start == 0:
+    if self.is_lead and start == 0 and not self._shown_data:
+      self._shown_data = True
       first = next(batches)
       visualize.save_panels(
           str(self.samples_dir / 'data.png'),
@@ -365,8 +367,11 @@ class _Trainer:
     self.mesh, self.checkpointer = mesh, checkpointer
     self.policy = rollback.Policy(workdir, config, write=parallel.is_lead())
     self.program = Program.build(self.policy.training_config(), mesh)
+    # Shapes and layout stay across rollbacks (only learning rates change).
     self.abstract = self.program.abstract
     self.shardings = self.program.shardings
+    self.init_args = None  # inputs of `mode.init` beyond the key, once read
+    self.first_step = 0  # the step this call started (or resumed) from
 
   def latest_step(self) -> Optional[int]:
     """The step to resume from (the same for every process), or None."""
@@ -414,19 +419,20 @@ class _Trainer:
         + 'Use a new --workdir, or the values the run was started with.'
     )
 
-  def load(self, step: int, init_args: Optional[tuple] = None) -> Any:
+  def load(self, step: int) -> Any:
     """The state at checkpoint `step`, or a new one for step 0 (from
-    `init_args`, read now if None), with a rollback's fresh randomness."""
+    `init_args`, read on first use, so that a joint run reads its
+    pretrained generator once), with a rollback's fresh randomness."""
     mode = self.program.mode
     if step:
       state = self.checkpointer.restore(
           parallel.with_shardings(self.abstract, self.shardings), step
       )
     else:
-      if init_args is None:
-        init_args = mode.init_args(self.config, self.mesh)
+      if self.init_args is None:
+        self.init_args = mode.init_args(self.config, self.mesh)
       state = jax.jit(mode.init, out_shardings=self.shardings)(
-          jax.random.PRNGKey(self.config.seed), *init_args
+          jax.random.PRNGKey(self.config.seed), *self.init_args
       )
     return self.policy.fresh_randomness(state, step, self.shardings.rng)
 
@@ -445,13 +451,10 @@ class _Trainer:
       stop: StopRequest,
   ) -> tuple[Any, Segment]:
     """Steps from `start` until the run is done, stopped or diverged."""
-    config, checkpointer, program = (
-        self.config,
-        self.checkpointer,
-        (self.program),
-    )
+    config, checkpointer = self.config, self.checkpointer
+    program = self.program
     num_steps = config.num_training_steps
-    batches = outputs.restart(batches, start, program.mode)
+    batches = outputs.restart(batches, start)
     health = program.fresh_health(self.mesh)
     # XLA:CPU's cross-process collectives (gloo) can deadlock with several
     # steps in flight (seen: 2 processes x 4 devices hung with ~50 steps
@@ -475,7 +478,9 @@ class _Trainer:
       stopping = stop.requested
       outputs.report(step)
       log_now = (
-          step % config.info_freq == 0 or step == num_steps or step == start + 1
+          step % config.info_freq == 0
+          or step == num_steps
+          or step == self.first_step + 1
       )
       save_now = (
           step % config.checkpoint_freq == 0 or step == num_steps or stopping
@@ -596,13 +601,13 @@ def train_and_evaluate(
     latest = trainer.latest_step()
     # A new joint run reads its pretrained generator first, and the data
     # before any compute: a missing path or data set fails at once.
-    init_args = (
-        trainer.program.mode.init_args(config, mesh) if latest is None else None
-    )
+    if latest is None:
+      trainer.init_args = trainer.program.mode.init_args(config, mesh)
+    trainer.first_step = latest or 0
     batches = trainer.batches(latest or 0)
 
     # --- Restore or initialise.
-    state = trainer.load(latest or 0, init_args)
+    state = trainer.load(latest or 0)
     start = int(state.step)
     if latest is not None:
       logging.info(
