@@ -88,6 +88,8 @@ def test_celeba_crop_is_the_centre_square():
   image = np.zeros((218, 178, 3), np.uint8)
   image[20:198] = 255  # the centre square is white, the rest black
   out = data._tfds_preprocess('celeb_a', 64, False)({'image': image})
+  # A white square resized with antialiasing: the filter weights sum to 1
+  # in float32, so the output is 1 up to their rounding.
   np.testing.assert_allclose(out.numpy(), 1.0, atol=1e-5)
   del tf
 

@@ -84,6 +84,7 @@ def test_matches_the_official_order(num_steps, unroll):
   # float32 round-off grows along the chain (sin(3x) is steep): 1e-4.
   np.testing.assert_allclose(z, z_ref, rtol=1e-4, atol=1e-4)
   np.testing.assert_allclose(y, y_ref, rtol=1e-4, atol=1e-4)
+  # G evaluated on the same z by two programs: an ulp of |G(z)| <= 1.
   np.testing.assert_allclose(x_gen, generator(z), rtol=1e-6, atol=1e-6)
   assert float(diag['latent_norm']) == pytest.approx(
       float(jnp.linalg.norm(z_ref, axis=1).mean()), rel=1e-4
@@ -104,11 +105,15 @@ def test_residual_is_clipped_and_latent_is_not():
   )
   z_ref, _ = reference(z0, y0, jax.random.PRNGKey(0), cfg)
   assert float(diag['residual_clip_fraction']) == 1.0
+  # Every drift is clipped to 1e-3 exactly; its float32 norm is off by
+  # the round-off of a 16-element sum (~1e-7 relative).
   assert float(diag['residual_drift_norm']) == pytest.approx(1e-3, rel=1e-5)
   # Each y step moved by exactly the bound: ‖y_K‖ ≤ K·1e-3.
   assert np.all(np.asarray(langevin.per_image_norm(y)) <= 6e-3 + 1e-7)
   # The latent drift, (ε_z²/2T)‖∇_z H‖ ≫ 1e-3, is never clipped.
   assert float(diag['latent_drift_norm']) > 1.0
+  # As above: the literal loop and the scanned chain round differently
+  # and the steep energy carries that along the chain.
   np.testing.assert_allclose(z, z_ref, rtol=1e-4, atol=1e-5)
 
 

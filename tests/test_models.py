@@ -64,6 +64,8 @@ def test_generator_output_scale_is_gen_factor_tanh():
   g1 = generator.SNGANGenerator(32, 3, 16, 8, 1.0, nnx.Rngs(0))
   g2 = generator.SNGANGenerator(32, 3, 16, 8, 2.0, nnx.Rngs(0))
   z = jax.random.normal(jax.random.PRNGKey(1), (3, 8))
+  # The same float32 network; only the output scale differs: exact up to
+  # the rounding of one multiply.
   np.testing.assert_allclose(2.0 * g1(z), g2(z), rtol=1e-6)
 
 
@@ -73,6 +75,8 @@ def test_initialisers_are_keras_defaults():
   limit = np.sqrt(6.0 / (9 * 64 + 9 * 64))  # glorot-uniform
   assert np.abs(kernel).max() <= limit
   assert np.abs(kernel).max() > 0.95 * limit
+  # The std of 36,864 uniform draws: its standard error is 0.4%, so 5%
+  # is a loose, seed-independent bound.
   np.testing.assert_allclose(kernel.std(), limit / np.sqrt(3), rtol=0.05)
   assert np.all(np.asarray(h.block1.conv2.bias[...]) == 0)
   assert h.head.bias is None  # the hat network's last layer has no bias
@@ -85,6 +89,7 @@ def test_batch_norm_is_frozen_affine_map():
   bn.bias[...] = jnp.array([0.0, 1.0, 0.5, -2.0])
   x = jax.random.normal(jax.random.PRNGKey(0), (5, 3, 3, 4)) * 7 + 3
   expected = bn.scale[...] * x / np.sqrt(1.001) + bn.bias[...]
+  # x up to ~30 in float32: BN's fused scale and shift round to ~2e-6.
   np.testing.assert_allclose(bn(x), expected, rtol=1e-5, atol=1e-5)
   # The statistics do not move when the layer is used.
   np.testing.assert_array_equal(bn.mean[...], 0.0)
@@ -95,6 +100,8 @@ def test_upsampling_matches_keras_bilinear():
   tf = pytest.importorskip('tensorflow')
   x = np.random.default_rng(0).normal(size=(2, 5, 7, 3)).astype(np.float32)
   expected = tf.keras.layers.UpSampling2D(interpolation='bilinear')(x)
+  # Keras and JAX weight the same 4 neighbours with float32 arithmetic in
+  # another order: a few ulps of |x| <= 4.
   np.testing.assert_allclose(
       layers.upsample_2x(jnp.asarray(x)), np.asarray(expected), atol=1e-5
   )
@@ -117,6 +124,8 @@ def test_generator_input_is_channel_major():
     g(z)
   finally:
     generator.GenBlock.__call__ = original
+  # A reshape moves values without arithmetic; rtol only covers the
+  # dense layer's two evaluations.
   np.testing.assert_allclose(
       np.asarray(captured['x'])[0, 1, 2, 3], flat[3 * 16 + 1 * 4 + 2], rtol=1e-6
   )
@@ -143,6 +152,8 @@ def test_functional_apply_matches_module():
   params, frozen = net.init(jax.random.PRNGKey(0))
   module = build(nnx.Rngs(jax.random.PRNGKey(0)))
   z = jax.random.normal(jax.random.PRNGKey(1), (2, 8))
+  # The same parameters through merge/split and the module itself: the
+  # same float32 program up to fusion.
   np.testing.assert_allclose(net.apply(params, frozen, z), module(z), rtol=1e-6)
   frozen_names = {
       path[-1].key

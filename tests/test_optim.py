@@ -19,6 +19,7 @@ def test_imagenet_learning_rate_steps():
       (260_000, 1e-6),
       (10**6, 1e-6),
   ]:
+    # optax multiplies the running rate by ratios in float32: ~1e-7.
     assert float(schedule(update)) == pytest.approx(lr, rel=1e-6)
 
 
@@ -39,6 +40,7 @@ def test_bad_learning_rate_info(lr_info, message):
 def test_clip_is_per_tensor_not_global():
   grads = {'a': jnp.array([30.0, 40.0]), 'b': jnp.array([3.0, 4.0])}
   clipped, _ = optim.clip_per_tensor(10.0).update(grads, None)
+  # One float32 scale: exact to an ulp.
   np.testing.assert_allclose(clipped['a'], [6.0, 8.0], rtol=1e-6)
   np.testing.assert_allclose(clipped['b'], [3.0, 4.0], rtol=1e-6)
 
@@ -48,6 +50,7 @@ def test_first_adam_step_is_lr_times_sign():
   params = {'w': jnp.array([1.0, 2.0, 3.0])}
   grads = {'w': jnp.array([1e8, -1e8, 0.0])}  # 1/T-scaled gradients
   updates, _ = opt.update(grads, opt.init(params), params)
+  # One Adam step moves each weight by lr·sign(g) up to ε-rounding.
   np.testing.assert_allclose(
       optax.apply_updates(params, updates)['w'],
       [1.0 - 1e-3, 2.0 + 1e-3, 3.0],

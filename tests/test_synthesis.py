@@ -28,6 +28,8 @@ def test_initial_bank_is_the_initial_generator():
   model, state, _ = _setup()
   assert model.bank_size == 32
   assert state.bank.images.shape == (8, 4, 32, 32, 1)  # 8 lanes of 4
+  # G run on batches of 8 (the bank's fill) and of 32 here: float32
+  # convolutions of other batch shapes may fuse and round differently.
   np.testing.assert_allclose(
       state.bank.images.reshape(32, 32, 32, 1),
       model.generate(
@@ -53,6 +55,8 @@ def test_one_step_updates_everything_and_overwrites_b_bank_slots():
   changed = np.any(np.asarray(new.bank.latents != state.bank.latents), axis=-1)
   np.testing.assert_array_equal(changed.sum(axis=1), 1)  # one slot per lane
   # The first generator update fits G_0 to its own samples: zero loss.
+  # The bank holds G_0's own float32 outputs, refitted by the same
+  # network: the MSE is round-off (~1e-14), ×1000 (gen_loss_factor).
   assert float(metrics['gen_loss']) < 1e-8
   # New pairs are (G_t(z) + y_K, z) with G_t the generator before the step.
   x_gen = model.generate(
@@ -61,6 +65,10 @@ def test_one_step_updates_everything_and_overwrites_b_bank_slots():
   residual = np.asarray(new.bank.images[changed] - x_gen)
   norms = np.sqrt((residual**2).sum(axis=(1, 2, 3)))
   assert np.all(norms > 0) and np.all(norms < 2.5 * 2 + 1)  # K=2 clipped drifts
+  # (mean H⁺ − mean H⁻)/T with T = 1e-8 against the same from the two
+  # logged means: the means are rounded to float32 (~1e-7 of |H| ~ 0.1)
+  # before subtracting a gap of ~1e-4, so ~1e-4 relative; 1e-3 allows
+  # for the cancellation.
   np.testing.assert_allclose(
       float(metrics['ebm_loss']),
       float(metrics['energy_pos'] - metrics['energy_neg'])
