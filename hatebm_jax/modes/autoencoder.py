@@ -82,12 +82,6 @@ class AutoencoderMode(base.Mode):
     """Enc(x): images [B, 32, 32, C] -> latents [B, 16, 16, 1], ‖z‖ = 16."""
     return self.enc.apply(enc_params, {}, x)
 
-  def generate(
-      self, gen_params: Params, gen_frozen: Params, z: jax.Array
-  ) -> jax.Array:
-    """Dec(z): latents [B, 16, 16, 1] -> images [B, 32, 32, C]."""
-    return self.gen.apply(gen_params, gen_frozen, z)
-
   def generator_networks(self, state: AEState) -> tuple[Params, Params]:
     """The decoder a retrofit run takes: (gen_params, gen_frozen)."""
     return state.gen_params, state.gen_frozen

@@ -187,12 +187,13 @@ class Mode(abc.ABC):
     """One training step on images [images_per_step, S, S, C] in [-1, 1]:
     (new state, scalar metrics)."""
 
-  @abc.abstractmethod
   def generate(
       self, gen_params: Params, gen_frozen: Params, z: jax.Array
   ) -> jax.Array:
-    """G(z) in inference mode: latents [B, *latent_shape] -> images
-    [B, S, S, C]."""
+    """G(z) of the mode's generator `gen` (the SN-GAN generator, or the
+    autoencoder's decoder) in inference mode: latents [B, *latent_shape]
+    float32 -> images [B, S, S, C] float32."""
+    return self.gen.apply(gen_params, gen_frozen, z)
 
   @abc.abstractmethod
   def draw(
@@ -231,3 +232,21 @@ class Mode(abc.ABC):
     """(gen_params, gen_frozen) a joint run takes from this run's state
     (`capabilities.generator_source`)."""
     raise self._missing('generator for a joint run')
+
+
+class HatEBMMode(Mode):
+  """A mode with a hat network H (field `hat`) and a Langevin chain on it
+  (field `sampler`, a `hat_ebm.langevin.LangevinConfig`): synthesis and
+  joint."""
+
+  hat: Any
+  sampler: Any
+
+  @property
+  def chain_settings(self) -> Any:
+    """The training-time Langevin chain (`sampler`)."""
+    return self.sampler
+
+  def energy(self, hat_params: Params, x: jax.Array) -> jax.Array:
+    """H(x; θ): images [B, S, S, C] float32 -> energies [B] float32."""
+    return self.hat.apply(hat_params, {}, x)

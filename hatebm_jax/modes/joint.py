@@ -76,7 +76,7 @@ GENERATOR_KEYS = (
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class JointMode(base.Mode):
+class JointMode(base.HatEBMMode):
   """Networks, optimiser and settings of a joint run (all static)."""
 
   capabilities = base.Capabilities(
@@ -117,11 +117,6 @@ class JointMode(base.Mode):
         init_scale_latent=config.init_scale_latent,
     )
 
-  @property
-  def chain_settings(self) -> langevin.LangevinConfig:
-    """The training-time joint chain (`sampler`)."""
-    return self.sampler
-
   def init_args(
       self,
       config: ml_collections.ConfigDict,
@@ -134,16 +129,6 @@ class JointMode(base.Mode):
   def abstract_init_args(self) -> tuple:
     """Shapes of the pretrained generator (no reading)."""
     return jax.eval_shape(self.gen.init, jax.random.PRNGKey(0))
-
-  def energy(self, hat_params: Params, x: jax.Array) -> jax.Array:
-    """H(x; θ): images [B, S, S, C] -> energies [B]."""
-    return self.hat.apply(hat_params, {}, x)
-
-  def generate(
-      self, gen_params: Params, gen_frozen: Params, z: jax.Array
-  ) -> jax.Array:
-    """G(z) of the frozen generator, inference mode."""
-    return self.gen.apply(gen_params, gen_frozen, z)
 
   def init(
       self, key: jax.Array, gen_params: Params, gen_frozen: Params

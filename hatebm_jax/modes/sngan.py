@@ -185,12 +185,6 @@ class SNGANMode(base.Mode):
         disc_opt_state=self.disc_opt.init(disc_params),
     )
 
-  def generate(
-      self, gen_params: Params, gen_frozen: Params, z: jax.Array
-  ) -> jax.Array:
-    """G(z) in inference mode: latents [B, nz] -> images [B, S, S, C]."""
-    return self.gen.apply(gen_params, gen_frozen, z)
-
   def discriminate(
       self, disc_params: Params, disc_stats: Params, x: jax.Array
   ) -> jax.Array:

@@ -59,7 +59,7 @@ class SynthesisState(flax.struct.PyTreeNode):
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class SynthesisMode(base.Mode):
+class SynthesisMode(base.HatEBMMode):
   """Networks, optimisers and settings of a synthesis run (all static).
 
   Build it with `from_config`; its methods are pure and jittable.
@@ -105,21 +105,6 @@ class SynthesisMode(base.Mode):
         init_scale_latent=config.init_scale_latent,
         gen_loss_factor=config.gen_loss_factor_coop,
     )
-
-  @property
-  def chain_settings(self) -> langevin.LangevinConfig:
-    """The training-time residual chain (`sampler`)."""
-    return self.sampler
-
-  def energy(self, hat_params: Params, x: jax.Array) -> jax.Array:
-    """H(x; θ): images [B, S, S, C] -> energies [B]."""
-    return self.hat.apply(hat_params, {}, x)
-
-  def generate(
-      self, gen_params: Params, gen_frozen: Params, z: jax.Array
-  ) -> jax.Array:
-    """G(z; φ): latents [B, nz] -> images [B, S, S, C]."""
-    return self.gen.apply(gen_params, gen_frozen, z)
 
   def init(self, key: jax.Array) -> SynthesisState:
     """A fresh state: random networks, bank of G_0 samples (docs/official_release.md §4.1).
