@@ -105,9 +105,9 @@ def sample_checkpoint(
   run = run_lib.load_run(workdir, step, **overrides)
   mode, config, state, step = run.mode, run.config, run.state, run.step
   sampler = mode.chain_settings
+  source = draw.checked_source(run, source)  # before creating anything
   output = epath.Path(output_dir or storage.eval_folder(workdir, step))
   output.mkdir(parents=True, exist_ok=True)
-  source = source or mode.capabilities.sources[0]
   images, (z, x_gen, y) = draw.draw_images(
       run, num_samples, batch_size, seed, source, return_first=True
   )

@@ -93,6 +93,22 @@ def chain_path(
   return path
 
 
+def checked_source(run: run_lib.Run, source: Optional[str]) -> str:
+  """`source`, or the run's own samples (the first of its mode's
+  `capabilities.sources`) for None.
+
+  Raises:
+    ValueError: for a source the run's mode cannot draw.
+  """
+  sources = run.mode.capabilities.sources
+  source = source or sources[0]
+  if source not in sources:
+    raise ValueError(
+        f'source={source!r}; a {run.config.mode!r} run has {sources}.'
+    )
+  return source
+
+
 def draw_images(
     run: run_lib.Run,
     num_samples: int,
@@ -134,12 +150,7 @@ def draw_images(
   check_integer('batch_size', batch_size, minimum=1)
   check_integer('seed', seed)
   mode, config = run.mode, run.config
-  sources = mode.capabilities.sources
-  source = source or sources[0]
-  if source not in sources:
-    raise ValueError(
-        f'source={source!r}; a {config.mode!r} run has ' f'{sources}.'
-    )
+  source = checked_source(run, source)
   if state is None:
     state = run.state
   if source == 'initial':
