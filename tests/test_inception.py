@@ -59,6 +59,11 @@ def test_features_match_pytorch_fid(reference, net, tmp_path, size):
   assert ours.shape == expected.shape == (3, inception.NUM_FEATURES)
   assert np.abs(expected).max() > 0.1  # the random net is not degenerate
   assert np.std(expected, axis=0).mean() > 1e-3  # features differ by image
+  # Ours (XLA) and PyTorch's both run float32 but sum each convolution in
+  # their own order: round-off of 2⁻²⁴ per addition over ~ 3·3·768 terms and
+  # ~ 50 layers (batch norm renormalises between them) gives relative
+  # differences of order 10⁻⁶ to 10⁻⁵; 10⁻⁴ holds that, while a wrong padding,
+  # pooling or weight layout changes features by O(1).
   relative = np.linalg.norm(ours - expected) / np.linalg.norm(expected)
   assert relative <= 1e-4, relative
   np.testing.assert_allclose(
@@ -75,6 +80,9 @@ def test_features_match_pytorch_fid(reference, net, tmp_path, size):
 
 def test_grayscale_is_repeated_to_rgb(net):
   gray = np.random.default_rng(1).integers(0, 256, (2, 32, 32, 1), np.uint8)
+  # Same values, but two compiled programs (1 and 3 input channels): XLA may
+  # fuse the repeat into the first convolution and sum its terms in another
+  # order, so float32 round-off (2⁻²⁴ relative) may differ; 10⁻⁶ holds that.
   np.testing.assert_allclose(
       net.features(gray), net.features(np.repeat(gray, 3, axis=-1)), rtol=1e-6
   )

@@ -243,6 +243,9 @@ def test_bfloat16_compute_keeps_float32_state_and_energies():
   e16 = m16.energy(state.hat_params, x)
   assert e16.dtype == jnp.float32
   scale = float(jnp.abs(e32).max())
+  # bfloat16 keeps 8 significant bits: each rounding is up to 2⁻⁸ = 0.4%
+  # relative; the tiny hat network rounds activations at about five places
+  # (input, convolutions, dense), so 2% of the energy scale holds their sum.
   np.testing.assert_allclose(e16, e32, atol=0.02 * scale)
   jaxpr = str(jax.make_jaxpr(m16.energy)(state.hat_params, x))
   assert 'bf16[8,32,32' in jaxpr and 'conv_general_dilated' in jaxpr
@@ -254,6 +257,8 @@ def test_bfloat16_compute_keeps_float32_state_and_energies():
   g32 = m32.generate(state.gen_params, state.gen_frozen, jnp.ones((2, 16)))
   g16 = m16.generate(state.gen_params, state.gen_frozen, jnp.ones((2, 16)))
   assert g16.dtype == jnp.float32
+  # Generator outputs lie in [-1, 1] (tanh); bfloat16's spacing is at most
+  # 2⁻⁸ there and about six roundings (layers, batch norm) add up: 0.05.
   np.testing.assert_allclose(g16, g32, atol=0.05)
   assert not np.array_equal(g16, g32)
 

@@ -163,6 +163,9 @@ def test_energy_scores_images_like_the_hat_network(run):
   images = model.sample(4, seed=0, batch_size=4)
   x = images.astype(np.float32) / 127.5 - 1.0
   want = model.run.mode.energy(model.run.state.hat_params, x)
+  # Same network and inputs (the uint8 scaling is the same float32 operation),
+  # but other batch shapes compile to other programs, whose convolutions may
+  # sum in another order: float32 round-off, ~10⁻⁷ relative on H(x).
   np.testing.assert_allclose(model.energy(images), want, rtol=1e-6)
   np.testing.assert_allclose(model.energy(x, batch_size=3), want, rtol=1e-6)
   with pytest.raises(ValueError, match=r'this model takes \[N, 32, 32, 1\]'):
@@ -322,6 +325,8 @@ def test_energy_refuses_images_on_another_scale(run):
   with pytest.warns(UserWarning, match=r'every pixel is in \[0, 1\]'):
     model.energy(images.astype(np.float32) / 255)
   x = images.astype(np.float32) / 127.5 - 1
+  # bfloat16 values are exact in float32, so both compute the same thing:
+  # the default rtol=1e-7 is equality up to the last float32 bit.
   np.testing.assert_allclose(  # bfloat16 is a float type too
       model.energy(jnp.asarray(x, jnp.bfloat16)),
       model.energy(np.asarray(jnp.asarray(x, jnp.bfloat16), np.float32)),
@@ -406,9 +411,15 @@ def test_langevin_path_follows_the_chain(run):
   out = model.langevin_path(num_chains=3, seed=1, mcmc_steps=4)
   assert out['x_gen'].shape == out['y'].shape == (5, 3, 32, 32, 1)
   assert out['energy'].shape == (5, 3) and list(out['steps']) == [0, 1, 2, 3, 4]
+  # z is fixed, so G(z) is the same up to round-off: each recorded step is
+  # its own compiled segment that recomputes G(z), and fusion may differ
+  # between them (float32, outputs in [-1, 1]: ~10⁻⁷).
   np.testing.assert_allclose(
       out['x_gen'][0], out['x_gen'][4], atol=1e-6  # z fixed
   )
   assert not np.array_equal(out['y'][0], out['y'][4])
   want = model.energy(out['x_gen'][4] + out['y'][4])
+  # The chain's H(G(z) + y) against H of the sum formed here in float32:
+  # the sum may round differently inside the fused program (1 ulp of x,
+  # times |∂H/∂x|) and the batch shape differs; 10⁻⁵ relative holds both.
   np.testing.assert_allclose(out['energy'][4], want, rtol=1e-5, atol=1e-7)
