@@ -61,7 +61,19 @@ def make_guard(
     mode: base.Mode, abstract: Any, max_energy: float
 ) -> divergence.Guard:
   """The divergence guard of `mode`'s step: its metrics (from the step's
-  shapes, no compute) and the state fields it checks."""
+  shapes, no compute) and the state fields it checks.
+
+  Args:
+    mode: the training program.
+    abstract: its state as `jax.ShapeDtypeStruct`s (`mode.abstract_state`).
+    max_energy: `config.divergence_max_energy`, the bound on |mean H(x±)|
+      (inf checks finiteness only).
+
+  Returns:
+    A `divergence.Guard` over the step's metrics (sorted by name) and the
+    fields `base.checked_fields` names (networks, optimiser states, the
+    replay bank).
+  """
   batch = jax.ShapeDtypeStruct(
       (mode.images_per_step,) + tuple(mode.image_shape), np.float32
   )
@@ -345,6 +357,8 @@ class Outputs:
 
 
 class Outcome(enum.Enum):
+  """How a run segment ended (`Segment.outcome`)."""
+
   DONE = 'done'  # num_training_steps reached
   STOPPED = 'stopped'  # Ctrl-C / SIGTERM: saved and stopped
   DIVERGED = 'diverged'  # the guard fired; nothing saved since

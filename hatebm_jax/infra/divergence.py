@@ -120,6 +120,10 @@ class Guard:
 
     Args:
       health: the record as host numpy arrays (`parallel.to_host`).
+
+    Returns:
+      None, or a `Divergence` with the first failed step and one line per
+      failed metric (its value) or state field (non-finite).
     """
     step = int(health['step'])
     if step == HEALTHY:

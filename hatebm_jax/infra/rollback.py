@@ -110,7 +110,16 @@ class Policy:
   def fresh_randomness(self, state: Any, step: int, sharding: Any) -> Any:
     """`state` with the fresh key of the last rollback if that rollback
     restarted from `step` (so the rerun of a diverged stretch differs);
-    else `state` unchanged."""
+    else `state` unchanged.
+
+    Args:
+      state: the restored train state (a flax struct with an `rng` key).
+      step: the step it was restored at.
+      sharding: where the new key goes (the key field's sharding).
+
+    Returns:
+      The state, its key folded with `SALT` + the number of rollbacks.
+    """
     if not self.records or self.records[-1]['restored_step'] != step:
       return state
     rng = jax.random.fold_in(state.rng, SALT + len(self.records))
