@@ -29,6 +29,13 @@ INIT_SCALE_RES = flags.DEFINE_float(
 CLIP = flags.DEFINE_boolean('clip', None, 'Clip the residual drift step.')
 DDLS_STEPS = flags.DEFINE_integer('ddls_steps', None, 'DDLS steps (SN-GAN).')
 DDLS_EPSILON = flags.DEFINE_float('ddls_epsilon', None, 'DDLS step size ε.')
+SAMPLE_WEIGHTS = flags.DEFINE_enum(
+    'sample_weights',
+    None,
+    ['ema', 'raw'],
+    "Weights to sample with: 'ema' (the run's weight averages, where kept) "
+    "or 'raw' (the trained weights, the official protocol).",
+)
 
 
 def sampler_overrides() -> dict:
@@ -42,4 +49,5 @@ def sampler_overrides() -> dict:
       clip_langevin_grad_res=CLIP.value,
       ddls_steps=DDLS_STEPS.value,
       ddls_epsilon=DDLS_EPSILON.value,
+      sample_weights=SAMPLE_WEIGHTS.value,
   )

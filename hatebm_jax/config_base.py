@@ -61,6 +61,13 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.max_grad_norm = 50.0
   c.gen_loss_factor_coop = 1000.0
   c.persistent_size = 10_000  # replay bank, rounded down to a batch multiple
+  # Moving averages of the weights (synthesis; optim.ema_update): decay in
+  # [0, 1), 0 keeps none. Where one is kept, sampling, plots, FCD and export
+  # use it when sample_weights = 'ema'; 'raw' uses the trained weights, as
+  # the official release does (docs/official_release.md §4.4).
+  c.hat_ema_decay = 0.0
+  c.gen_ema_decay = 0.0
+  c.sample_weights = 'ema'
 
   # Langevin sampling (docs/official_release.md §3).
   c.mcmc_steps = 50  # K
@@ -68,6 +75,12 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.epsilon = 5e-4  # residual step size ε
   c.tau_res = 0.0  # residual prior τ‖y‖²
   c.init_scale_res = 0.0  # y0 = init_scale_res · N(0, I)
+  # Synthesis training: this fraction of each batch's chains (the first
+  # round(fraction · B) examples) starts from uniform noise X₀ ~ U[-1, 1]
+  # instead of G(z) + y₀; their negatives train the hat network (so it sees
+  # images far from the generator's) but are not written to the replay bank.
+  # 0 (the official sampler) for none.
+  c.noise_init_fraction = 0.0
   c.init_scale_latent = 1.0  # z0 = init_scale_latent · N(0, I)
   c.use_noise = True
   c.clip_langevin_grad_res = True
@@ -202,6 +215,14 @@ def _non_negative(value: Any) -> bool:
   return isinstance(value, numbers.Real) and 0 <= value < math.inf
 
 
+def _unit_interval(value: Any) -> bool:
+  return (
+      isinstance(value, numbers.Real)
+      and not isinstance(value, bool)
+      and 0 <= value < 1
+  )
+
+
 POSITIVE_INT = (lambda v: _integer(v, 1), 'must be an integer >= 1')
 POSITIVE = (_positive, 'must be finite and > 0')
 NON_NEGATIVE = (_non_negative, 'must be finite and >= 0')
@@ -244,6 +265,16 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     'init_scale_res': NON_NEGATIVE,
     'init_scale_latent': NON_NEGATIVE,
     'update_latents': (bool, 'a joint run moves z: set it True'),
+    'noise_init_fraction': (
+        lambda v: _unit_interval(v) or v == 1,
+        'must be in [0, 1]',
+    ),
+    'hat_ema_decay': (_unit_interval, 'must be in [0, 1) (0 keeps no average)'),
+    'gen_ema_decay': (_unit_interval, 'must be in [0, 1) (0 keeps no average)'),
+    'sample_weights': (
+        lambda v: v in ('ema', 'raw'),
+        "choose 'ema' (the weight averages, where kept) or 'raw'",
+    ),
 }
 for _key in (
     'num_training_steps',
@@ -464,6 +495,20 @@ def validate(config: ml_collections.ConfigDict) -> None:
       raise ValueError(f'config.{key}={config[key]!r} is invalid: {e}') from e
   if config.mode == 'synthesis':
     check_bank(config.persistent_size, config.batch_size)
+  for key in ('hat_ema_decay', 'gen_ema_decay'):
+    check(key, config[key])
+    need(
+        config[key] == 0 or config.mode == 'synthesis',
+        key,
+        "weight averages are kept in 'synthesis' runs only; set it to 0",
+    )
+  check('noise_init_fraction', config.noise_init_fraction)
+  need(
+      config.noise_init_fraction == 0 or config.mode == 'synthesis',
+      'noise_init_fraction',
+      "chains from noise are a 'synthesis' training option; set it to 0",
+  )
+  check('sample_weights', config.sample_weights)
   need(
       isinstance(config.fcd_freq, int) and config.fcd_freq >= 0,
       'fcd_freq',

@@ -173,6 +173,12 @@ def evaluate(
       'sampler': dataclasses.asdict(sampler) if sampler else None,
       'init_scale_res': config.init_scale_res,
       'init_scale_latent': config.init_scale_latent,
+      # 'ema': the run's weight averages (config.*_ema_decay); 'raw' else.
+      'weights': (
+          config.sample_weights
+          if config.gen_ema_decay or config.hat_ema_decay
+          else 'raw'
+      ),
       'overrides': {k: v for k, v in overrides.items() if v is not None},
       'reference': {'split': reference_split},
       'feature_nets': {

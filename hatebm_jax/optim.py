@@ -4,12 +4,15 @@ Adam (β₁ 0.9, β₂ 0.999, ε 1e-7, the Keras defaults) on a piecewise-consta
 learning rate given as `[[lr, start_update], ...]` (`ebm_lr_info`,
 `gen_lr_info`), with an optional per-tensor gradient-norm clip for the hat
 network (`clip_ebm_grad`, `max_grad_norm`). Source: docs/official_release.md
-§4.4.
+§4.4. Also an exponential moving average of weights (`ema_update`), which
+the official release keeps but never reads; here it is what sampling uses
+when a config turns it on (`gen_ema_decay`, `hat_ema_decay`).
 """
 
 import math
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
+import jax
 import jax.numpy as jnp
 
 import optax
@@ -87,3 +90,46 @@ def adam(
   if not max_grad_norm > 0:
     raise ValueError(f'max_grad_norm={max_grad_norm!r} must be > 0.')
   return optax.chain(clip_per_tensor(max_grad_norm), opt)
+
+
+def ema_decay_at(decay: float, count: jax.Array) -> jax.Array:
+  """The decay of the weight average at update `count` (0-based):
+  min(decay, (1 + count) / (10 + count)).
+
+  The warm-up (TF's `ExponentialMovingAverage(num_updates=...)` rule) lets
+  the average leave the random initial weights within tens of updates, where
+  a fixed 0.999 would keep e^-2 = 14% of them after 2,000 updates; the
+  official wrapper (docs/official_release.md §4.4) has no warm-up and is
+  never read.
+
+  Args:
+    decay: the target decay, in [0, 1).
+    count: int32 [], updates already averaged.
+
+  Returns:
+    float32 [].
+  """
+  count = jnp.asarray(count, jnp.float32)
+  return jnp.minimum(decay, (1.0 + count) / (10.0 + count))
+
+
+def ema_update(
+    average: Any, params: Any, decay: float, count: jax.Array
+) -> Any:
+  """One update of an exponential moving average of weights:
+  average ← d·average + (1 − d)·params, d = `ema_decay_at(decay, count)`
+  (`optax.incremental_update`).
+
+  Args:
+    average: the average so far (a pytree like `params`, float32).
+    params: the weights after this update.
+    decay: the target decay in [0, 1) (`config.gen_ema_decay`,
+      `config.hat_ema_decay`).
+    count: int32 [], updates averaged before this one (the step).
+
+  Returns:
+    The new average, same structure and dtypes.
+  """
+  return optax.incremental_update(
+      params, average, 1.0 - ema_decay_at(decay, count)
+  )

@@ -309,19 +309,27 @@ class Outputs:
 
   def periodic(self, step: int, state: Any) -> None:
     """Grids and test loss every `plot_freq` steps, FCD every `fcd_freq`
-    steps, and both at the last step."""
+    steps, and both at the last step; with the weights sampling uses
+    (`config.sample_weights`)."""
     config, last = self.config, step == self.config.num_training_steps
     if not self.is_lead:
       return
-    if step % config.plot_freq == 0 or last:
-      view = parallel.local_view(state, base.sharded_fields(state))
+    plot = step % config.plot_freq == 0 or last
+    fcd = self._fcd and (step % config.fcd_freq == 0 or last)
+    if not (plot or fcd):
+      return
+    view = base.for_sampling(
+        parallel.local_view(state, base.sharded_fields(state)),
+        config.sample_weights,
+    )
+    if plot:
       self._plot(view, step)
       if self._test_images is not None:
         test_loss = self.mode.test_loss(view, self._test_images)
         self.writer.write_scalars(step, {'test_loss': test_loss})
         logging.info('Step %d: test loss %.4f.', step, test_loss)
-    if self._fcd and (step % config.fcd_freq == 0 or last):
-      scores = self._fcd(parallel.local_view(state, base.sharded_fields(state)))
+    if fcd:
+      scores = self._fcd(view)
       self.writer.write_scalars(step, scores)
       logging.info(
           'Step %d: FCD %.3f, KID %.4f (%d samples vs Fashion-MNIST ' 'test).',

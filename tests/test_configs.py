@@ -266,6 +266,18 @@ def test_official_hyperparameters(name):
             'foo',
             "ebm_type='foo' is invalid: the only hat network is " "'ebm_sngan'",
         ),
+        (
+            'gen_ema_decay',
+            1.0,
+            r'gen_ema_decay=1.0 is invalid: must be in \[0, 1\)',
+        ),
+        ('hat_ema_decay', -0.1, r'hat_ema_decay=-0.1 is invalid'),
+        ('sample_weights', 'mean', r"sample_weights='mean' is invalid: choose"),
+        (
+            'noise_init_fraction',
+            1.5,
+            r'noise_init_fraction=1.5 is invalid: must be in \[0, 1\]',
+        ),
     ],
 )
 def test_bad_values_name_the_key(key, value, message):

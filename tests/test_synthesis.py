@@ -1,5 +1,7 @@
 """The tandem synthesis training step."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -116,3 +118,43 @@ def test_paper_config_sizes():
   assert abstract.bank.images.shape == (128, 78, 32, 32, 3)  # 9,984 pairs
   assert abstract.bank.latents.shape == (128, 78, 128)
   assert model.sampler.drift_coefficient == 12.5
+
+
+def test_chains_from_noise_start_uniform_and_keep_their_bank_slots():
+  """noise_init_fraction = 1/4 of B = 8: chains 0 and 1 start from
+  X₀ ~ U[-1, 1]; their bank slots keep the pairs they held."""
+  model, state, x = _setup(noise_init_fraction=0.25)
+  assert model.noise_chains == 2
+  # With a vanishing step the chain stays at X₀ (drift ε²/2T·∇H and noise ε
+  # of order 1e-12): X = G(z) + y_K is X₀ up to float32 round-off of
+  # G(z) + (X₀ − G(z)), a few 1e-7.
+  still = dataclasses.replace(model.sampler, step_size=1e-12)
+  z = jax.random.normal(jax.random.PRNGKey(2), (8, 16))
+  from_noise = jnp.arange(8) < 2
+  x_gen, y, _ = model.sample(
+      state.hat_params,
+      state.gen_params,
+      state.gen_frozen,
+      z,
+      jax.random.PRNGKey(4),
+      still,
+      from_noise,
+  )
+  x0 = np.asarray(x_gen + y)
+  assert x0[:2].min() >= -1 - 1e-6 and x0[:2].max() <= 1 + 1e-6
+  # 2 x 1024 uniform pixels: mean 0 ± 0.013 and std 1/√3 ± 0.01 (3σ).
+  assert abs(x0[:2].mean()) < 0.04 and abs(x0[:2].std() - 3**-0.5) < 0.03
+  np.testing.assert_allclose(x0[2:], np.asarray(x_gen[2:]), atol=1e-6)
+
+  new, _ = jax.jit(model.train_step)(state, x)
+  changed = np.any(np.asarray(new.bank.latents != state.bank.latents), axis=-1)
+  # One slot per lane is drawn; lanes 0 and 1 belong to the noise chains.
+  np.testing.assert_array_equal(changed.sum(axis=1), [0, 0, 1, 1, 1, 1, 1, 1])
+  np.testing.assert_array_equal(new.bank.images[:2], state.bank.images[:2])
+  # Without noise chains the same step writes every lane.
+  plain, plain_state, _ = _setup()
+  new, _ = jax.jit(plain.train_step)(plain_state, x)
+  changed = np.any(
+      np.asarray(new.bank.latents != plain_state.bank.latents), axis=-1
+  )
+  np.testing.assert_array_equal(changed.sum(axis=1), 1)

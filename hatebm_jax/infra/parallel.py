@@ -61,6 +61,26 @@ def per_example_normal(
   )(index)
 
 
+def per_example_uniform(
+    key: jax.Array,
+    shape: Sequence[int],
+    minval: float = 0.0,
+    maxval: float = 1.0,
+) -> jax.Array:
+  """float32 U[minval, maxval) draws whose row i depends only on (key,
+  global index i), like `per_example_normal`."""
+  index = jnp.arange(shape[0])
+  return jax.vmap(
+      lambda i: jax.random.uniform(
+          jax.random.fold_in(key, i),
+          tuple(shape[1:]),
+          jnp.float32,
+          minval,
+          maxval,
+      )
+  )(index)
+
+
 def interleave(a: jax.Array, b: jax.Array) -> jax.Array:
   """[a₀, b₀, a₁, b₁, ...]: two batches [B, ...] as one [2B, ...].
 

@@ -15,12 +15,14 @@ they raise `NotImplementedError`.
 
 The training state of every mode is one `flax.struct.PyTreeNode` whose
 fields each carry a *role* (`field(role)`): network parameters and frozen
-statistics (`NETWORK`: exported, counted, restored for sampling),
-optimiser states (`OPTIMIZER`), stored samples split over the devices
-(`SAMPLES`: the replay bank), the step counter (`COUNTER`) and the base PRNG
-key (`KEY`). The helpers below (`network_fields`, `sharded_fields`,
-`checked_fields`, `networks_only`, `shardings`) are the one place that
-reads the roles.
+statistics (`NETWORK`: exported, counted, restored for sampling), moving
+averages of network weights (`AVERAGE`: field `<name>_ema` averages field
+`<name>`, or is None when the config keeps no average), optimiser states
+(`OPTIMIZER`), stored samples split over the devices (`SAMPLES`: the replay
+bank), the step counter (`COUNTER`) and the base PRNG key (`KEY`). The
+helpers below (`network_fields`, `sharded_fields`, `checked_fields`,
+`networks_only`, `for_sampling`, `shardings`) are the one place that reads
+the roles.
 """
 
 import abc
@@ -37,11 +39,13 @@ Params = Any  # a nested dict of arrays
 
 # Roles of the fields of a training state.
 NETWORK = 'network'  # parameters or frozen statistics of a network
+AVERAGE = 'average'  # <name>_ema: moving average of NETWORK field <name>
 OPTIMIZER = 'optimizer'  # an optax state
 SAMPLES = 'samples'  # stored samples, split over the 'data' mesh axis
 COUNTER = 'counter'  # int32 [], training steps done
 KEY = 'key'  # the run's base PRNG key
-ROLES = (NETWORK, OPTIMIZER, SAMPLES, COUNTER, KEY)
+ROLES = (NETWORK, AVERAGE, OPTIMIZER, SAMPLES, COUNTER, KEY)
+WEIGHTS = ('ema', 'raw')  # config.sample_weights
 
 
 def field(role: str) -> Any:
@@ -76,8 +80,45 @@ def sharded_fields(state: Any) -> tuple[str, ...]:
 
 def checked_fields(state: Any) -> tuple[str, ...]:
   """Names of the fields of floats the divergence guard checks: networks,
-  optimiser states and stored samples."""
-  return tuple(_fields(state, (NETWORK, OPTIMIZER, SAMPLES)))
+  their averages, optimiser states and stored samples."""
+  return tuple(_fields(state, (NETWORK, AVERAGE, OPTIMIZER, SAMPLES)))
+
+
+def averages(state: Any) -> dict[str, str]:
+  """{network field: its average field} for the averages `state` keeps
+  (`AVERAGE` fields that are not None), e.g. {'gen_params': 'gen_params_ema'}.
+  """
+  return {
+      name[: -len('_ema')]: name
+      for name, value in _fields(state, (AVERAGE,)).items()
+      if value is not None
+  }
+
+
+def for_sampling(state: Any, weights: str) -> Any:
+  """The weights sampling, plots, FCD and export use.
+
+  Args:
+    state: a training state (or a restored one).
+    weights: 'ema' (each network field that has an average is replaced by
+      it) or 'raw' (the trained weights, the official protocol,
+      docs/official_release.md §4.4).
+
+  Returns:
+    `state` with its `AVERAGE` fields set to None and, for 'ema', the
+    averages in place of their networks; unchanged apart from that, and
+    unchanged for a state that keeps no average.
+
+  Raises:
+    ValueError: for `weights` outside `WEIGHTS`.
+  """
+  if weights not in WEIGHTS:
+    raise ValueError(f'weights={weights!r}: choose one of {WEIGHTS}.')
+  swapped = {
+      name: getattr(state, average) for name, average in averages(state).items()
+  }
+  cleared = {name: None for name in _fields(state, (AVERAGE,))}
+  return state.replace(**cleared, **(swapped if weights == 'ema' else {}))
 
 
 def networks_only(state: Any) -> Any:

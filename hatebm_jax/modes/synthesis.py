@@ -4,7 +4,9 @@ One iteration (paper Sec. 3.4, Fig. 2; docs/official_release.md §4.1), all
 inside one jitted
 function:
 
-1. z ~ N(0, I), y₀ = `init_scale_res`·N(0, I); G_t(z) computed once.
+1. z ~ N(0, I), y₀ = `init_scale_res`·N(0, I); G_t(z) computed once. With
+   `noise_init_fraction` ρ > 0, the first round(ρB) chains start from
+   uniform noise instead: y₀ = U[-1, 1] − G_t(z).
 2. K residual Langevin steps with z fixed (`langevin.residual_langevin`).
 3. Positive samples x⁺ = data + `data_epsilon`·N(0, I); negative samples
    x⁻ = G_t(z) + y_K (constants: no gradient reaches G or the chain).
@@ -12,7 +14,11 @@ function:
    (mean H(x⁺) − mean H(x⁻)) / T (eq. 8), Adam, optional per-tensor clip.
 5. Generator update on `gen_loss_factor_coop`·MSE(G(z'), X') for B pairs
    drawn without replacement from the replay bank.
-6. Those bank slots are overwritten with (x⁻, z).
+6. Those bank slots are overwritten with (x⁻, z), except those of chains
+   started from noise, which keep their pairs.
+7. Where the config keeps them (`gen_ema_decay`, `hat_ema_decay` > 0),
+   moving averages of the generator and hat weights (`optim.ema_update`);
+   sampling, plots, FCD and export read them (`config.sample_weights`).
 """
 
 import dataclasses
@@ -46,6 +52,8 @@ class SynthesisState(flax.struct.PyTreeNode):
     gen_params, gen_frozen, gen_opt_state: generator φ, its frozen
       batch-norm statistics and its Adam state.
     bank: the replay bank of (X, Z) pairs.
+    hat_params_ema, gen_params_ema: moving averages of hat_params and
+      gen_params, or None where the config keeps none (decay 0).
   """
 
   step: jax.Array = base.field(base.COUNTER)
@@ -56,6 +64,8 @@ class SynthesisState(flax.struct.PyTreeNode):
   gen_frozen: Params = base.field(base.NETWORK)
   gen_opt_state: optax.OptState = base.field(base.OPTIMIZER)
   bank: replay_bank.ReplayBank = base.field(base.SAMPLES)
+  hat_params_ema: Params = base.field(base.AVERAGE)
+  gen_params_ema: Params = base.field(base.AVERAGE)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -81,6 +91,9 @@ class SynthesisMode(base.HatEBMMode):
   init_scale_res: float
   init_scale_latent: float
   gen_loss_factor: float
+  noise_chains: int = 0
+  hat_ema_decay: float = 0.0
+  gen_ema_decay: float = 0.0
 
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict) -> 'SynthesisMode':
@@ -104,6 +117,9 @@ class SynthesisMode(base.HatEBMMode):
         init_scale_res=config.init_scale_res,
         init_scale_latent=config.init_scale_latent,
         gen_loss_factor=config.gen_loss_factor_coop,
+        noise_chains=round(config.noise_init_fraction * config.batch_size),
+        hat_ema_decay=config.hat_ema_decay,
+        gen_ema_decay=config.gen_ema_decay,
     )
 
   def init(self, key: jax.Array) -> SynthesisState:
@@ -132,7 +148,15 @@ class SynthesisMode(base.HatEBMMode):
         gen_frozen=gen_frozen,
         gen_opt_state=self.gen_opt.init(gen_params),
         bank=bank,
+        hat_params_ema=hat_params if self.hat_ema_decay else None,
+        gen_params_ema=gen_params if self.gen_ema_decay else None,
     )
+
+  @staticmethod
+  def _average(average, params, decay, step):
+    if average is None:
+      return None
+    return optim.ema_update(average, params, decay, step)
 
   def sample(
       self,
@@ -142,6 +166,7 @@ class SynthesisMode(base.HatEBMMode):
       z: jax.Array,
       key: jax.Array,
       sampler: langevin.LangevinConfig | None = None,
+      from_noise: jax.Array | None = None,
   ) -> tuple[jax.Array, jax.Array, dict[str, jax.Array]]:
     """Conditional Hat EBM samples for given latents.
 
@@ -150,6 +175,9 @@ class SynthesisMode(base.HatEBMMode):
       z: latents [B, nz].
       key: PRNG key for y₀ and the chain's noise.
       sampler: chain settings; the training settings when None.
+      from_noise: optional bool [B]: chains that start from X₀ ~ U[-1, 1]
+        (y₀ = X₀ − G(z)) instead of G(z) + y₀ (training only,
+        `noise_init_fraction`).
 
     Returns:
       (G(z) [B, S, S, C], y_K [B, S, S, C], diagnostics); the sample is
@@ -159,6 +187,12 @@ class SynthesisMode(base.HatEBMMode):
     k_y0, k_chain = jax.random.split(key)
     x_gen = self.generate(gen_params, gen_frozen, z)
     y0 = self.init_scale_res * parallel.per_example_normal(k_y0, x_gen.shape)
+    if from_noise is not None:
+      noise = parallel.per_example_uniform(
+          jax.random.fold_in(k_y0, 1), x_gen.shape, minval=-1.0
+      )
+      mask = from_noise.reshape((-1,) + (1,) * (x_gen.ndim - 1))
+      y0 = jnp.where(mask, jax.lax.stop_gradient(noise - x_gen), y0)
     frozen_params = jax.lax.stop_gradient(hat_params)
     y, diagnostics = langevin.residual_langevin(
         lambda x: self.energy(frozen_params, x), x_gen, y0, k_chain, sampler
@@ -224,8 +258,14 @@ class SynthesisMode(base.HatEBMMode):
     z = self.init_scale_latent * parallel.per_example_normal(
         k_z, (batch,) + self.latent_shape
     )
+    from_noise = jnp.arange(batch) < self.noise_chains  # [B] bool
     x_gen, y, diagnostics = self.sample(
-        state.hat_params, state.gen_params, state.gen_frozen, z, k_chain
+        state.hat_params,
+        state.gen_params,
+        state.gen_frozen,
+        z,
+        k_chain,
+        from_noise=from_noise if self.noise_chains else None,
     )
     x_neg = jax.lax.stop_gradient(x_gen + y)
     x_pos = x_data + self.data_epsilon * parallel.per_example_normal(
@@ -255,7 +295,13 @@ class SynthesisMode(base.HatEBMMode):
     )
     gen_params = optax.apply_updates(state.gen_params, gen_updates)
 
-    bank = replay_bank.write(state.bank, slots, x_neg, z)
+    if self.noise_chains:  # their slots keep the pairs read above
+      rows = lambda a: from_noise.reshape((batch,) + (1,) * (a.ndim - 1))
+      x_write = jnp.where(rows(x_neg), x_target, x_neg)
+      z_write = jnp.where(rows(z), z_target, z)
+    else:
+      x_write, z_write = x_neg, z
+    bank = replay_bank.write(state.bank, slots, x_write, z_write)
     new_state = state.replace(
         step=state.step + 1,
         hat_params=hat_params,
@@ -263,6 +309,12 @@ class SynthesisMode(base.HatEBMMode):
         gen_params=gen_params,
         gen_opt_state=gen_opt_state,
         bank=bank,
+        hat_params_ema=self._average(
+            state.hat_params_ema, hat_params, self.hat_ema_decay, state.step
+        ),
+        gen_params_ema=self._average(
+            state.gen_params_ema, gen_params, self.gen_ema_decay, state.step
+        ),
     )
     metrics = {
         **hat_metrics,

@@ -73,11 +73,19 @@ class Pretrained:
 
     Raises:
       ValueError: a name that is not a sampler setting, a value of the
-        wrong type or an invalid value (`config_base.validate`).
+        wrong type or an invalid value (`config_base.validate`); another
+        `sample_weights` (the weights are chosen when loading).
     """
     if all(v is None for v in settings.values()):
       return self
     config = settings_lib.override(self.config.to_dict(), **settings)
+    if config.sample_weights != self.config.sample_weights:
+      raise ValueError(
+          f'sample_weights={config.sample_weights!r}: the weights are chosen '
+          'when a model is loaded (this one holds '
+          f'{self.config.sample_weights!r}); load it again with '
+          f'sample_weights={config.sample_weights!r}.'
+      )
     key = settings_lib.key(config)
     if key == settings_lib.key(self.config):
       return self

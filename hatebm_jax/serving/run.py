@@ -6,6 +6,9 @@ gs:// or http(s)://) and returns a `Run`: the config with sampler
 overrides, its mode and the state. A run restored from an exported file
 has a `networks_only` state (`modes.base`): the network fields, None
 elsewhere; sampling reads nothing else. `export` writes such a file.
+Where a run keeps moving averages of its weights, `config.sample_weights`
+chooses which weights the `Run` holds (`base.for_sampling`); an exported
+file holds the ones chosen when it was written.
 """
 
 import dataclasses
@@ -30,7 +33,9 @@ class Run:
   Attributes:
     config: its config, with sampler overrides.
     mode: its `hatebm_jax.modes` mode, built from `config`.
-    state: the training state (or `networks_only` of it).
+    state: the training state with the weights sampling uses
+      (`base.for_sampling`: averages swapped in or not, per
+      `config.sample_weights`), or `networks_only` of it.
     step: the checkpoint's step.
   """
 
@@ -84,6 +89,7 @@ def load_run(source: str, step: Optional[int] = None, **overrides) -> Run:
     state = ckpt.restore(mode.abstract_state(config.seed), step)
   finally:
     ckpt.close()
+  state = base.for_sampling(state, config.sample_weights)
   return Run(config=config, mode=mode, state=state, step=int(step))
 
 
@@ -102,8 +108,16 @@ def load_exported(path: str, **overrides) -> Run:
         f'{path}: its config does not fit this hatebm_jax (a '
         f'newer version, or a damaged file): {e}'
     ) from e
+  written = config.sample_weights
   config, mode = settings.configure(config.to_dict(), **overrides)
-  abstract = base.networks_only(mode.abstract_state(config.seed))
+  abstract = mode.abstract_state(config.seed)
+  if base.averages(abstract) and config.sample_weights != written:
+    raise ValueError(
+        f'sample_weights={config.sample_weights!r}: {path} holds the '
+        f"{written!r} weights only (it was exported so); the run's "
+        'checkpoints hold both.'
+    )
+  abstract = base.networks_only(abstract)
   networks = file_format.fitted_networks(
       path, stored, base.network_fields(abstract)
   )

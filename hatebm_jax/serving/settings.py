@@ -30,6 +30,7 @@ SAMPLER_SETTINGS = (
     'ddls_steps',
     'ddls_epsilon',
     'compute_dtype',
+    'sample_weights',
 )
 
 
