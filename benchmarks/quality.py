@@ -62,6 +62,12 @@ def main():
   parser.add_argument(
       '--steps', default='last', help="'last', 'all' or steps: 1000,2000"
   )
+  parser.add_argument(
+      '--sources',
+      default='ebm,generator',
+      help="what to score: 'ebm,generator' for a Hat EBM, 'generator' (and "
+      "'ddls') for an SN-GAN",
+  )
   parser.add_argument('--ood', action='store_true')
   parser.add_argument('flags', nargs='*', help='flags for hatebm_jax.main')
   args = parser.parse_args()
@@ -109,7 +115,7 @@ def main():
               f'--workdir={args.workdir}',
               f'--step={step}',
               f'--metrics={metrics}',
-              '--sources=ebm,generator',
+              f'--sources={args.sources}',
               f'--num_samples={args.num_samples}',
               f'--sample_weights={weights}',
               f'--output={output}',
@@ -135,19 +141,22 @@ def main():
 
 
 def _row(label, step, weights, uptime, result) -> dict:
+  """One table row: X is 'ebm' (or an SN-GAN's 'ddls'), G(z) 'generator'."""
   samples = result['samples']
-  fcd = {s: samples[s]['fcd'] for s in ('ebm', 'generator')}
-  kid = {s: samples[s]['kid'] for s in ('ebm', 'generator')}
+  fcd = {s: samples[s]['fcd'] for s in samples}
+  kid = {s: samples[s]['kid'] for s in samples}
+  x = next((s for s in ('ebm', 'ddls') if s in samples), None)
+  number = lambda d, s, f: f'{d[s]:{f}}' if s in d else '-'
   wall = uptime.get(step)
   cells = [
       label,
       weights,
       str(step),
       f'{wall:.0f}' if wall is not None else '?',
-      f'{fcd["ebm"]:.1f}',
-      f'{fcd["generator"]:.1f}',
-      f'{kid["ebm"]:.2f}',
-      f'{kid["generator"]:.2f}',
+      number(fcd, x, '.1f'),
+      number(fcd, 'generator', '.1f'),
+      number(kid, x, '.2f'),
+      number(kid, 'generator', '.2f'),
   ]
   ood = result.get('ood', {}).get('auroc', {})
   for name in ('mnist', 'uniform_noise', 'constant') if ood else ():

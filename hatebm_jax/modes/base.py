@@ -49,13 +49,16 @@ WEIGHTS = ('ema', 'raw')  # config.sample_weights
 
 
 def field(role: str) -> Any:
-  """A training-state field with its role (a `flax.struct` pytree field).
+  """A training-state field with its role (a `flax.struct` pytree field);
+  `AVERAGE` fields default to None (no average kept), so they come last.
 
   Raises:
     ValueError: for a role outside `ROLES`.
   """
   if role not in ROLES:
     raise ValueError(f'role={role!r}; choose one of {ROLES}.')
+  if role == AVERAGE:  # None where the config keeps no average
+    return flax.struct.field(default=None, metadata={'role': role})
   return flax.struct.field(metadata={'role': role})
 
 
@@ -80,8 +83,9 @@ def sharded_fields(state: Any) -> tuple[str, ...]:
 
 def checked_fields(state: Any) -> tuple[str, ...]:
   """Names of the fields of floats the divergence guard checks: networks,
-  their averages, optimiser states and stored samples."""
-  return tuple(_fields(state, (NETWORK, AVERAGE, OPTIMIZER, SAMPLES)))
+  the averages it keeps, optimiser states and stored samples."""
+  fields = _fields(state, (NETWORK, AVERAGE, OPTIMIZER, SAMPLES))
+  return tuple(name for name, value in fields.items() if value is not None)
 
 
 def averages(state: Any) -> dict[str, str]:
