@@ -37,15 +37,19 @@ TRAINED = re.compile(r'Trained steps (\d+)-(\d+) in ([0-9.]+) s')
 
 
 def _run(argv: list[str], log_path: str) -> str:
-  """Runs a command, its output appended to `log_path`; returns it."""
-  proc = subprocess.run(
-      argv, cwd=ROOT, capture_output=True, text=True, check=False
-  )
-  with open(log_path, 'a') as f:
-    f.write(proc.stdout + proc.stderr)
+  """Runs a command with its output appended to `log_path` as it comes;
+  returns that output."""
+  with open(log_path, 'a') as log:
+    start = log.tell()
+    proc = subprocess.run(
+        argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, check=False
+    )
+  with open(log_path) as log:
+    log.seek(start)
+    out = log.read()
   if proc.returncode:
-    sys.exit(f'{" ".join(argv)} failed:\n{proc.stderr[-3000:]}')
-  return proc.stdout + proc.stderr
+    sys.exit(f'{" ".join(argv)} failed:\n{out[-3000:]}')
+  return out
 
 
 def _kept_steps(workdir: str) -> list[int]:
