@@ -4,8 +4,8 @@ r"""Sample quality against training compute: train, then score checkpoints.
       --workdir=/tmp/quality/quick --label=quick-start
   python benchmarks/quality.py --config=configs/fashion_mnist_synth.py \
       --workdir=/tmp/quality/k5 --label='K = 5' -- --config.mcmc_steps=5
-  python benchmarks/quality.py --config=configs/fashion_mnist_synth_long.py \
-      --workdir=/tmp/quality/long --steps=all
+  python benchmarks/quality.py --config=configs/fashion_mnist_synth.py \
+      --workdir=/tmp/quality/quick --steps=all    # re-scores every kept step
 
 Runs `python -m hatebm_jax.main` with the config and any flags after `--`
 (skipped when the run has already finished: rerunning only re-scores), reads

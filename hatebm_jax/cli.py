@@ -8,6 +8,8 @@ defines them once; each command defines its own flags beside them.
 
 from absl import flags
 
+from hatebm_jax import config_base
+
 WORKDIR = flags.DEFINE_string(
     'workdir',
     None,
@@ -32,7 +34,7 @@ DDLS_EPSILON = flags.DEFINE_float('ddls_epsilon', None, 'DDLS step size ε.')
 SAMPLE_WEIGHTS = flags.DEFINE_enum(
     'sample_weights',
     None,
-    ['ema', 'raw'],
+    list(config_base.WEIGHTS),
     "Weights to sample with: 'ema' (the run's weight averages, where kept) "
     "or 'raw' (the trained weights, the official protocol).",
 )

@@ -227,6 +227,7 @@ POSITIVE_INT = (lambda v: _integer(v, 1), 'must be an integer >= 1')
 POSITIVE = (_positive, 'must be finite and > 0')
 NON_NEGATIVE = (_non_negative, 'must be finite and >= 0')
 GEN_TYPES = ('gen_sngan', 'gen_decoder')
+WEIGHTS = ('ema', 'raw')  # sample_weights: the averages (where kept) or raw
 # Rules on one value: key -> (predicate, what is allowed). `validate`
 # applies them (some only in the modes that read the key); `check` lets a
 # settings dataclass apply the same rule with the same message.
@@ -272,7 +273,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     'hat_ema_decay': (_unit_interval, 'must be in [0, 1) (0 keeps no average)'),
     'gen_ema_decay': (_unit_interval, 'must be in [0, 1) (0 keeps no average)'),
     'sample_weights': (
-        lambda v: v in ('ema', 'raw'),
+        lambda v: v in WEIGHTS,
         "choose 'ema' (the weight averages, where kept) or 'raw'",
     ),
 }

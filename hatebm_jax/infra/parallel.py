@@ -53,12 +53,17 @@ def per_example_normal(
   Returns:
     `dtype` [B, ...] standard normal.
   """
+  return _per_example(
+      lambda k, s: jax.random.normal(k, s, dtype), key, shape, offset
+  )
+
+
+def _per_example(draw, key, shape, offset):
+  """Row i of [B, ...] is draw(fold_in(key, offset + i), shape[1:])."""
   index = offset + jnp.arange(shape[0])
-  return jax.vmap(
-      lambda i: jax.random.normal(
-          jax.random.fold_in(key, i), tuple(shape[1:]), dtype
-      )
-  )(index)
+  return jax.vmap(lambda i: draw(jax.random.fold_in(key, i), tuple(shape[1:])))(
+      index
+  )
 
 
 def per_example_uniform(
@@ -66,19 +71,16 @@ def per_example_uniform(
     shape: Sequence[int],
     minval: float = 0.0,
     maxval: float = 1.0,
+    offset: int | jax.Array = 0,
 ) -> jax.Array:
   """float32 U[minval, maxval) draws whose row i depends only on (key,
   global index i), like `per_example_normal`."""
-  index = jnp.arange(shape[0])
-  return jax.vmap(
-      lambda i: jax.random.uniform(
-          jax.random.fold_in(key, i),
-          tuple(shape[1:]),
-          jnp.float32,
-          minval,
-          maxval,
-      )
-  )(index)
+  return _per_example(
+      lambda k, s: jax.random.uniform(k, s, jnp.float32, minval, maxval),
+      key,
+      shape,
+      offset,
+  )
 
 
 def interleave(a: jax.Array, b: jax.Array) -> jax.Array:

@@ -33,6 +33,7 @@ import flax.struct
 import jax
 import ml_collections
 
+from hatebm_jax import config_base
 from hatebm_jax.infra import parallel
 
 Params = Any  # a nested dict of arrays
@@ -45,7 +46,6 @@ SAMPLES = 'samples'  # stored samples, split over the 'data' mesh axis
 COUNTER = 'counter'  # int32 [], training steps done
 KEY = 'key'  # the run's base PRNG key
 ROLES = (NETWORK, AVERAGE, OPTIMIZER, SAMPLES, COUNTER, KEY)
-WEIGHTS = ('ema', 'raw')  # config.sample_weights
 
 
 def field(role: str) -> Any:
@@ -114,10 +114,12 @@ def for_sampling(state: Any, weights: str) -> Any:
     unchanged for a state that keeps no average.
 
   Raises:
-    ValueError: for `weights` outside `WEIGHTS`.
+    ValueError: for `weights` outside `config_base.WEIGHTS`.
   """
-  if weights not in WEIGHTS:
-    raise ValueError(f'weights={weights!r}: choose one of {WEIGHTS}.')
+  if weights not in config_base.WEIGHTS:
+    raise ValueError(
+        f'weights={weights!r}: choose one of {config_base.WEIGHTS}.'
+    )
   swapped = {
       name: getattr(state, average) for name, average in averages(state).items()
   }
