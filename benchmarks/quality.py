@@ -128,9 +128,9 @@ def main():
       )
       with open(output) as f:
         result = json.load(f)
+      rows.append(_row(args.label, step, result['weights'], uptime, result))
       if result['weights'] != weights:
-        continue  # a run without averages: 'ema' samples the raw weights
-      rows.append(_row(args.label, step, weights, uptime, result))
+        break  # a run without averages: 'ema' sampled the raw weights
   print(
       '| run | weights | step | wall s | FCD X | FCD G(z) | KID X | KID G(z) |'
       + (' AUROC MNIST | noise | constant |' if args.ood else '')

@@ -81,6 +81,11 @@ def get_base_config() -> ml_collections.ConfigDict:
   # images far from the generator's) but are not written to the replay bank.
   # 0 (the official sampler) for none.
   c.noise_init_fraction = 0.0
+  # Hat update (synthesis and joint): weight α of an energy penalty
+  # α·(mean H(x⁺)² + mean H(x⁻)²)/T added to eq. 8. It anchors the energies
+  # at 0, so that negatives no data is near (chains from noise) settle at
+  # H ≈ 1/(2α) instead of rising without bound. 0 (the official loss).
+  c.energy_l2 = 0.0
   c.init_scale_latent = 1.0  # z0 = init_scale_latent · N(0, I)
   c.use_noise = True
   c.clip_langevin_grad_res = True
@@ -262,6 +267,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     'gen_loss_factor_coop': POSITIVE,
     'loss_factor': POSITIVE,
     'tau_res': NON_NEGATIVE,
+    'energy_l2': NON_NEGATIVE,
     'data_epsilon': NON_NEGATIVE,
     'init_scale_res': NON_NEGATIVE,
     'init_scale_latent': NON_NEGATIVE,
@@ -355,6 +361,12 @@ def load_config_file(next_to: str, name: str) -> ml_collections.ConfigDict:
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module.get_config()
+
+
+def noise_chains(config: ml_collections.ConfigDict) -> int:
+  """Chains of a batch started from uniform noise: round(ρ·B), ρ =
+  `noise_init_fraction`, B = `batch_size` (round half to even)."""
+  return round(config.noise_init_fraction * config.batch_size)
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
@@ -508,6 +520,13 @@ def validate(config: ml_collections.ConfigDict) -> None:
       config.noise_init_fraction == 0 or config.mode == 'synthesis',
       'noise_init_fraction',
       "chains from noise are a 'synthesis' training option; set it to 0",
+  )
+  check('energy_l2', config.energy_l2)
+  need(
+      config.energy_l2 == 0 or config.mode in ('synthesis', 'joint'),
+      'energy_l2',
+      "the energy penalty is part of a Hat EBM's hat update ('synthesis' or "
+      "'joint'); set it to 0",
   )
   check('sample_weights', config.sample_weights)
   need(

@@ -278,6 +278,7 @@ def test_official_hyperparameters(name):
             1.5,
             r'noise_init_fraction=1.5 is invalid: must be in \[0, 1\]',
         ),
+        ('energy_l2', -0.5, r'energy_l2=-0.5 is invalid'),
     ],
 )
 def test_bad_values_name_the_key(key, value, message):

@@ -158,3 +158,21 @@ def test_chains_from_noise_start_uniform_and_keep_their_bank_slots():
       np.asarray(new.bank.latents != plain_state.bank.latents), axis=-1
   )
   np.testing.assert_array_equal(changed.sum(axis=1), 1)
+
+
+def test_energy_penalty_changes_the_hat_update_only():
+  """energy_l2 enters the hat update (loss.hat_update, tested against
+  hand-computed gradients in test_loss.py) and nothing else of the step:
+  the chain, its logged loss, the generator update and the bank are those
+  of the official loss."""
+  model, state, x = _setup()
+  penalised, _, _ = _setup(energy_l2=0.5)
+  plain_state, plain_metrics = jax.jit(model.train_step)(state, x)
+  pen_state, pen_metrics = jax.jit(penalised.train_step)(state, x)
+  assert _changed(plain_state.hat_params, pen_state.hat_params)
+  for a, b in (
+      (plain_state.gen_params, pen_state.gen_params),
+      (plain_state.bank, pen_state.bank),
+      (plain_metrics['ebm_loss'], pen_metrics['ebm_loss']),
+  ):
+    assert not _changed(a, b)

@@ -4,11 +4,18 @@ Every Hat EBM mode (synthesis and joint) trains its hat network H with
 this one update: the loss (mean H(x⁺) − mean H(x⁻)) / T on positive
 samples x⁺ (data + noise) and negative samples x⁻ (the Langevin chain's
 states), a constant of the update (docs/official_release.md §4.1, §4.2).
+
+An optional energy penalty α·(mean H(x⁺)² + mean H(x⁻)²) / T
+(`energy_l2`, an extension that is off by default; docs/quality.md) anchors
+the energies at 0: with chains started from noise, it holds those easy
+negatives' energies near 1/(2α) instead of letting maximum likelihood push
+them up without bound.
 """
 
 from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
 import optax
 
 from hatebm_jax.infra import parallel
@@ -24,6 +31,7 @@ def hat_update(
     x_pos: jax.Array,
     x_neg: jax.Array,
     temperature: float,
+    energy_l2: float = 0.0,
 ) -> tuple[Params, optax.OptState, dict[str, jax.Array]]:
   """One maximum-likelihood update of the hat network (eq. 8).
 
@@ -39,10 +47,14 @@ def hat_update(
     x_pos: positive samples [B, S, S, C] float32 (data + noise).
     x_neg: negative samples [B, S, S, C] float32 (G(z) + y_K).
     temperature: T > 0.
+    energy_l2: α ≥ 0, weight of the penalty α·(mean H(x⁺)² + mean H(x⁻)²)
+      / T, the means over the batch of squared energies. A negative that
+      no positive is near settles at H = 1/(2α). 0: eq. 8 exactly (the
+      official loss).
 
   Returns:
     (θ', opt_state', metrics): 'ebm_loss' ((mean H(x⁺) − mean H(x⁻)) / T,
-    the official "Energy Diff"), 'energy_pos', 'energy_neg' (means of H),
+    the official "Energy Diff", without the penalty), 'energy_pos', 'energy_neg' (means of H),
     'hat_grad_norm' (global norm of the gradient before any clipping).
   """
   batch = x_pos.shape[0]
@@ -52,9 +64,13 @@ def hat_update(
     energies = energy_fn(params, parallel.interleave(x_pos, x_neg))
     energies = energies.reshape(batch, 2)
     e_pos, e_neg = energies[:, 0].mean(), energies[:, 1].mean()
-    return (e_pos - e_neg) / temperature, (e_pos, e_neg)
+    gap = (e_pos - e_neg) / temperature
+    if not energy_l2:
+      return gap, (gap, e_pos, e_neg)
+    penalty = 2 * energy_l2 * jnp.mean(jnp.square(energies)) / temperature
+    return gap + penalty, (gap, e_pos, e_neg)
 
-  (loss, (e_pos, e_neg)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+  (_, (loss, e_pos, e_neg)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
       hat_params
   )
   updates, opt_state = optimizer.update(grads, opt_state, hat_params)

@@ -92,6 +92,7 @@ class JointMode(base.HatEBMMode):
   data_epsilon: float
   init_scale_res: float
   init_scale_latent: float
+  energy_l2: float = 0.0
 
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict) -> 'JointMode':
@@ -115,6 +116,7 @@ class JointMode(base.HatEBMMode):
         data_epsilon=config.data_epsilon,
         init_scale_res=config.init_scale_res,
         init_scale_latent=config.init_scale_latent,
+        energy_l2=config.energy_l2,
     )
 
   def init_args(
@@ -242,6 +244,7 @@ class JointMode(base.HatEBMMode):
         x_pos,
         x_gen + y,
         self.sampler.temperature,
+        self.energy_l2,
     )
     new_state = state.replace(
         step=state.step + 1, hat_params=hat_params, hat_opt_state=hat_opt_state

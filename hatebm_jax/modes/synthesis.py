@@ -11,7 +11,8 @@ function:
 3. Positive samples x⁺ = data + `data_epsilon`·N(0, I); negative samples
    x⁻ = G_t(z) + y_K (constants: no gradient reaches G or the chain).
 4. Hat network update on the maximum-likelihood loss
-   (mean H(x⁺) − mean H(x⁻)) / T (eq. 8), Adam, optional per-tensor clip.
+   (mean H(x⁺) − mean H(x⁻)) / T (eq. 8), plus the optional energy penalty
+   `energy_l2`; Adam, optional per-tensor clip.
 5. Generator update on `gen_loss_factor_coop`·MSE(G(z'), X') for B pairs
    drawn without replacement from the replay bank.
 6. Those bank slots are overwritten with (x⁻, z), except those of chains
@@ -30,6 +31,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from hatebm_jax import config_base
 from hatebm_jax import models
 from hatebm_jax import optim
 from hatebm_jax.hat_ebm import langevin
@@ -94,6 +96,7 @@ class SynthesisMode(base.HatEBMMode):
   noise_chains: int = 0
   hat_ema_decay: float = 0.0
   gen_ema_decay: float = 0.0
+  energy_l2: float = 0.0
 
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict) -> 'SynthesisMode':
@@ -117,7 +120,8 @@ class SynthesisMode(base.HatEBMMode):
         init_scale_res=config.init_scale_res,
         init_scale_latent=config.init_scale_latent,
         gen_loss_factor=config.gen_loss_factor_coop,
-        noise_chains=round(config.noise_init_fraction * config.batch_size),
+        noise_chains=config_base.noise_chains(config),
+        energy_l2=config.energy_l2,
         hat_ema_decay=config.hat_ema_decay,
         gen_ema_decay=config.gen_ema_decay,
     )
@@ -280,6 +284,7 @@ class SynthesisMode(base.HatEBMMode):
         x_pos,
         x_neg,
         self.sampler.temperature,
+        self.energy_l2,
     )
 
     slots = replay_bank.draw_slots(k_bank, state.bank.lanes, state.bank.depth)
