@@ -363,12 +363,6 @@ def load_config_file(next_to: str, name: str) -> ml_collections.ConfigDict:
   return module.get_config()
 
 
-def noise_chains(config: ml_collections.ConfigDict) -> int:
-  """Chains of a batch started from uniform noise: round(ρ·B), ρ =
-  `noise_init_fraction`, B = `batch_size` (round half to even)."""
-  return round(config.noise_init_fraction * config.batch_size)
-
-
 def validate(config: ml_collections.ConfigDict) -> None:
   """Rejects impossible settings before any compute.
 

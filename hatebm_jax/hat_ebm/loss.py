@@ -54,8 +54,8 @@ def hat_update(
 
   Returns:
     (θ', opt_state', metrics): 'ebm_loss' ((mean H(x⁺) − mean H(x⁻)) / T,
-    the official "Energy Diff", without the penalty), 'energy_pos', 'energy_neg' (means of H),
-    'hat_grad_norm' (global norm of the gradient before any clipping).
+    the official "Energy Diff", without the penalty), 'energy_pos',
+    'energy_neg' (means of H), 'hat_grad_norm' (global norm of the gradient before any clipping).
   """
   batch = x_pos.shape[0]
   x_neg = jax.lax.stop_gradient(x_neg)

@@ -31,7 +31,6 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from hatebm_jax import config_base
 from hatebm_jax import models
 from hatebm_jax import optim
 from hatebm_jax.hat_ebm import langevin
@@ -120,7 +119,7 @@ class SynthesisMode(base.HatEBMMode):
         init_scale_res=config.init_scale_res,
         init_scale_latent=config.init_scale_latent,
         gen_loss_factor=config.gen_loss_factor_coop,
-        noise_chains=config_base.noise_chains(config),
+        noise_chains=round(config.noise_init_fraction * config.batch_size),
         energy_l2=config.energy_l2,
         hat_ema_decay=config.hat_ema_decay,
         gen_ema_decay=config.gen_ema_decay,
