@@ -474,10 +474,12 @@ class InceptionFeatures:
     state_dict = _read_torch_file(path)
     flat = convert_torch_state_dict(state_dict)
     cached.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cached.parent / (cached.name + '.tmp')
+    # Atomic, and safe for processes converting at once: each writes a name
+    # of its own and replaces the entry with the same content.
+    tmp = cached.parent / f'.{cached.name}.{os.getpid()}.tmp'
     with tmp.open('wb') as f:
       np.savez(f, __source_sha256__=digest, **flat)
-    tmp.rename(cached)  # atomic: no half-written cache is ever read
+    tmp.replace(cached)
     return cls(flat, f'{FEATURE_NET}:{digest[:12]}')
 
   def features(self, images: np.ndarray, batch_size: int = 100) -> np.ndarray:

@@ -7,6 +7,7 @@ that a different network or preprocessing is never mixed in.
 
 import functools
 import hashlib
+import os
 from typing import Optional, Sequence
 
 import jax
@@ -65,7 +66,9 @@ def reference_features(
   features = net.features(images, batch_size)
   stats = frechet.feature_stats(features, net.name, net.preprocessing)
   path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = path.parent / (path.name + '.tmp')
+  # A name of this process's own, replaced over the entry: runs that compute
+  # the same entry at once each write whole files of the same content.
+  tmp = path.parent / f'.{path.name}.{os.getpid()}.tmp'
   with tmp.open('wb') as f:
     np.savez(
         f,
@@ -76,7 +79,7 @@ def reference_features(
         preprocessing=stats.preprocessing,
         features=features[:MAX_CACHED_FEATURES].astype(np.float32),
     )
-  tmp.rename(path)
+  tmp.replace(path)
   return stats, features[:MAX_CACHED_FEATURES]
 
 
