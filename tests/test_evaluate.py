@@ -155,3 +155,26 @@ def test_checkpoints_saved_before_a_key_existed_still_load(
   )
   run = run_lib.load_run(str(run_dir))
   assert run.config.fcd_freq == 0 and run.config.fcd_num_samples == 2000
+
+
+def test_reference_cache_survives_a_run_writing_the_same_entry(
+    monkeypatch, tmp_path
+):
+  # Two runs starting at once both miss the cache: here the other one
+  # finishes the same entry while this one computes its features.
+  monkeypatch.setenv('HATEBM_CACHE_DIR', str(tmp_path))
+  net = evaluate.classifier.FeatureNetwork.load()
+  args = ('fashion_mnist', DATA_DIR, 'test', 32, 100)
+
+  class RacedNet:
+    name, preprocessing = net.name, net.preprocessing
+
+    def features(self, images, batch_size):
+      metrics.reference_features(net, *args)
+      return net.features(images, batch_size)
+
+  raced_stats, _ = metrics.reference_features(RacedNet(), *args)
+  stats, _ = metrics.reference_features(net, *args)
+  np.testing.assert_array_equal(raced_stats.cov, stats.cov)
+  entries = sorted(p.name for p in (tmp_path / 'reference').iterdir())
+  assert len(entries) == 1 and entries[0].endswith('.npz'), entries
