@@ -61,10 +61,6 @@ TINY = dict(
     info_freq=2,
     plot_freq=2,
     checkpoint_freq=2,
-    # The official loss and chains only: tests of chains from noise and of
-    # the energy penalty set them themselves.
-    noise_init_fraction=0.0,
-    energy_l2=0.0,
 )
 
 
