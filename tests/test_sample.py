@@ -103,13 +103,13 @@ def test_bad_sampler_settings_name_the_key(run_dir, tmp_path):
 
 
 # SHA-256 of the 64 images `python -m hatebm_jax.sample` draws from the shipped
-# model with seed 0 (batch 64, the model's own K, T, ε), recorded when the
-# re-tuned quick start's model was shipped (issue 18). The images are
+# model with seed 0 (batch 64, the model's own K, T, ε), recorded before the
+# package was regrouped (issue 17) and unchanged since. The images are
 # uint8 after rounding, so the hash is exact on this project's machines
 # (x86-64 CPUs, XLA:CPU of the pinned jax with the entry point's flags);
 # another CPU family or jax version may round a pixel differently.
 SHIPPED_SAMPLES_SHA256 = (
-    '3c8bbdc073be79a16162cbd504f531afff8be5903f8013ed1fb309f7d135cf92'
+    '9e79f8f4df7daccca3909c523990b253247177b6644907452d4236c7f1abbf4e'
 )
 
 
