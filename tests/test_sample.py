@@ -104,13 +104,18 @@ def test_bad_sampler_settings_name_the_key(run_dir, tmp_path):
 
 # SHA-256 of the 64 images `python -m hatebm_jax.sample` draws from the shipped
 # model with seed 0 (batch 64, the model's own K, T, ε), recorded before the
-# package was regrouped (issue 17) and unchanged since. The images are
-# uint8 after rounding, so the hash is exact on this project's machines
-# (x86-64 CPUs, XLA:CPU of the pinned jax with the entry point's flags);
-# another CPU family or jax version may round a pixel differently.
-SHIPPED_SAMPLES_SHA256 = (
-    '9e79f8f4df7daccca3909c523990b253247177b6644907452d4236c7f1abbf4e'
-)
+# package was regrouped (issue 17) and unchanged since. The images are uint8
+# after rounding, so the hash is exact for one CPU family and the pinned jax,
+# but XLA:CPU's float32 kernels differ between the CPU families this project
+# has run on, and a pixel may round the other way: one hash per family.
+SHIPPED_SAMPLES_SHA256 = {
+    'the machines of issue 17': (
+        '9e79f8f4df7daccca3909c523990b253247177b6644907452d4236c7f1abbf4e'
+    ),
+    'AMD EPYC, 2 cores': (
+        'f79119d3ab1e37b4bfc208624319b08303adb2c9c34c8202ded145c8571fe9a4'
+    ),
+}
 
 
 def test_shipped_model_samples_are_those_recorded(tmp_path):
@@ -136,4 +141,5 @@ def test_shipped_model_samples_are_those_recorded(tmp_path):
   with open(tmp_path / 'samples.npz', 'rb') as f:
     images = np.load(f)['images']
   assert images.shape == (64, 32, 32, 1)
-  assert hashlib.sha256(images.tobytes()).hexdigest() == SHIPPED_SAMPLES_SHA256
+  digest = hashlib.sha256(images.tobytes()).hexdigest()
+  assert digest in SHIPPED_SAMPLES_SHA256.values(), digest
