@@ -47,6 +47,17 @@ def load_config(name):
   return config_base.load_config_file(os.path.join(CONFIG_DIR, 'x'), name)
 
 
+def norm_error(a, b):
+  """‖a − b‖₂ / ‖b‖₂ over one array (‖a − b‖₂ where b is all 0): the
+  relative error of a state leaf. Unlike a max-abs error, one entry whose
+  exact gradient is near 0 (Adam moves it by ~lr in a round-off direction)
+  or one chain near a clipping threshold does not decide it; a lost shard,
+  a missing all-reduce or a mis-restored leaf moves the whole tensor."""
+  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+  scale, diff = np.linalg.norm(b), np.linalg.norm(a - b)
+  return float(diff / scale) if scale else float(diff)
+
+
 # Overrides of fashion_mnist_synth that make a run take seconds.
 TINY = dict(
     data_dir=DATA_DIR,

@@ -4,13 +4,14 @@
       python tests/multidevice_worker.py OUTPUT_DIR
 
 For each training mode (tiny networks, global batch 8, real Fashion-MNIST
-batches): initialises and trains 3 steps on a 1-device mesh and on an
-8-device mesh with the training loop's own pieces (`train.Program`: the
-mode's state shapes and shardings, the jitted step with its divergence guard;
-`parallel.global_batch`),
-checkpoints both, restores each onto the other device count and trains 2
-more steps; then compiles the synthesis step for 8 devices and lists its
-collectives. Writes OUTPUT_DIR/results.json for the test to assert on.
+batches), with the training loop's own pieces (`train.Program`: the mode's
+state shapes and shardings, the jitted step with its divergence guard;
+`parallel.global_batch`): initialises on a 1-device and on an 8-device mesh
+and trains one step on each; restores one state trained `WARM_STEPS` steps
+on 1 device onto both meshes and trains 3 steps on each; checkpoints both,
+restores each onto the other device count and trains 2 more steps; then
+compiles the synthesis step for 8 devices and lists its collectives.
+Writes OUTPUT_DIR/results.json for the test to assert on.
 """
 
 import json
@@ -28,7 +29,7 @@ from hatebm_jax import data
 from hatebm_jax import modes
 from hatebm_jax.infra import parallel
 from hatebm_jax import train
-from conftest import DATA_DIR, load_config, tiny_config
+from conftest import DATA_DIR, load_config, norm_error, tiny_config
 
 SMALL = dict(data_dir=DATA_DIR, batch_size=8, fcd_freq=0)
 CONFIGS = {
@@ -121,13 +122,37 @@ def leaves(state):
   return [np.asarray(x) for x in jax.tree.leaves(jax.device_get(state))]
 
 
+# Steps trained on 1 device before the 1-vs-8 comparison starts. In the
+# tandem (synthesis) mode the bank starts as G_0(z), so the generator's first
+# loss is MSE(G_0(z'), G_0(z')) = 0 up to round-off (1.8e-11 measured) and
+# Adam turns that round-off into a ±lr step on every weight: a perturbation
+# of 10⁻⁷ relative grows to 6·10⁻³ in ebm_loss within 3 steps. From step 2 on
+# the same perturbation stays below 10⁻⁵ (docs/official_release.md §5). Where batch
+# shapes change the CPU kernels' rounding (seen on AMD EPYC hosts), a
+# comparison from step 0 would measure that first step, not the sharding.
+WARM_STEPS = 2
+
+
 def compare(mode, out):
-  """1 vs 8 devices: losses and states after 3 steps; cross-count resume."""
+  """1 vs 8 devices: init and first-step losses from a fresh start; losses
+  and states after 3 steps from one common state; cross-count resume."""
   runner = Runner(CONFIGS[mode]())
-  result, states = {}, {}
+  result, states, inits = {}, {}, {}
   keep = range(len(jax.tree.leaves(runner.abstract)))
+  for n in (1, 8):  # a fresh start on each device count
+    state = runner.init(n)
+    inits[n] = leaves(state)
+    _, result[f'first_metrics_{n}'] = runner.train(n, state, 1)
+  result['init_rel'] = max(norm_error(a, b) for a, b in zip(inits[8], inits[1]))
+  result['first_metric_rel'] = {
+      k: relative_error(result['first_metrics_8'][k], v)
+      for k, v in result['first_metrics_1'].items()
+  }
+  warm, _ = runner.train(1, runner.init(1), WARM_STEPS)
+  runner.save(warm, os.path.join(out, f'{mode}_warm'))
   for n in (1, 8):
-    state, metrics = runner.train(n, runner.init(n), 3)
+    state = runner.restore(n, os.path.join(out, f'{mode}_warm'))
+    state, metrics = runner.train(n, state, 3)
     result[f'metrics_{n}'] = metrics
     if n == 8:  # the state really is laid out over 8 devices
       result['devices_used'] = len(
@@ -140,7 +165,7 @@ def compare(mode, out):
       for k, v in result['metrics_1'].items()
   }
   result['state_rel'] = max(
-      relative_error(a, b) for a, b in zip(states[8], states[1])
+      norm_error(a, b) for a, b in zip(states[8], states[1])
   )
   if mode == 'sngan':
     # The generator's conv and dense biases feed batch norm in training
@@ -154,7 +179,7 @@ def compare(mode, out):
     keep = [i for i, p in enumerate(paths) if not _before_batch_norm(p)]
     result['excluded'] = [p for i, p in enumerate(paths) if i not in keep]
     result['state_rel'] = max(
-        relative_error(states[8][i], states[1][i]) for i in keep
+        norm_error(states[8][i], states[1][i]) for i in keep
     )
   resumed = {}
   for source, n in ((8, 1), (1, 8)):
@@ -163,7 +188,7 @@ def compare(mode, out):
     resumed[n] = leaves(state)
   result['resumed_step'] = [int(resumed[1][0]), int(resumed[8][0])]
   result['resume_rel'] = max(
-      relative_error(resumed[1][i], resumed[8][i]) for i in keep
+      norm_error(resumed[1][i], resumed[8][i]) for i in keep
   )
   return result, runner
 

@@ -5,6 +5,7 @@ SIGTERM to one of its processes."""
 import pytest
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -12,11 +13,10 @@ import sys
 import time
 
 import jax
-import numpy as np
 
 from hatebm_jax.infra import checkpoint
 from hatebm_jax import modes
-from conftest import DATA_DIR, ROOT, device_env, tiny_config
+from conftest import DATA_DIR, ROOT, device_env, norm_error, tiny_config
 
 pytestmark = [pytest.mark.multiprocess, pytest.mark.slow]
 
@@ -66,11 +66,33 @@ def _state(workdir):
     ckpt.close()
 
 
+def _run_main(workdir, *flags):
+  """`main` in one process on 1 CPU device; returns its stderr."""
+  proc = subprocess.run(
+      _main_command(workdir, '--config.num_devices=1', *flags),
+      env=device_env(1),
+      cwd=ROOT,
+      capture_output=True,
+      text=True,
+      timeout=600,
+  )
+  assert proc.returncode == 0, proc.stderr[-5000:]
+  return proc.stderr
+
+
 def test_two_processes_then_one(tmp_path):
-  """2 processes x 4 CPU devices (jax.distributed on localhost) train 3
-  steps and write a checkpoint together; it equals a 1-process run's, and
-  a single 1-device process continues from it."""
-  multi, single = tmp_path / 'multi', tmp_path / 'single'
+  """From one checkpoint at step 2, 2 processes x 4 CPU devices
+  (jax.distributed on localhost) train to step 5 and write a checkpoint
+  together; it equals a 1-process run's, and a single 1-device process
+  continues from it."""
+  warm, multi, single = (tmp_path / d for d in ('warm', 'multi', 'single'))
+  # Both runs start past step 1: there the generator's loss is 0 up to
+  # round-off and Adam turns that round-off into a full step (see
+  # WARM_STEPS in tests/multidevice_worker.py), so a comparison from step
+  # 0 would measure how the CPU kernels round, not the 2-process run.
+  _run_main(warm, '--config.num_training_steps=2')
+  shutil.copytree(warm, multi)
+  shutil.copytree(warm, single)
   port = _free_port()
   procs = [
       subprocess.Popen(
@@ -79,6 +101,7 @@ def test_two_processes_then_one(tmp_path):
               f'--coordinator_address=localhost:{port}',
               '--num_processes=2',
               f'--process_id={i}',
+              '--config.num_training_steps=5',
           ),
           env=device_env(4),
           cwd=ROOT,
@@ -93,42 +116,23 @@ def test_two_processes_then_one(tmp_path):
     assert p.returncode == 0, log[-5000:]
   assert 'Process 0 of 2; 4 local and 8 global devices.' in logs[0]
   assert 'Process 1 of 2; 4 local and 8 global devices.' in logs[1]
+  assert 'at step 2 on 8 devices' in logs[1]
   # Only process 0 writes images and event files.
-  assert (multi / 'samples' / 'step_000003.png').exists()
-  assert 'Trained steps 0-3' in logs[1]
+  assert (multi / 'samples' / 'step_000005.png').exists()
+  assert 'Trained steps 2-5' in logs[1]
 
-  proc = subprocess.run(
-      _main_command(single, '--config.num_devices=1'),
-      env=device_env(1),
-      cwd=ROOT,
-      capture_output=True,
-      text=True,
-      timeout=600,
-  )
-  assert proc.returncode == 0, proc.stderr[-5000:]
+  _run_main(single, '--config.num_training_steps=5')
   (step_m, state_m), (step_s, state_s) = _state(multi), _state(single)
-  assert step_m == step_s == 3
+  assert step_m == step_s == 5
   for a, b in zip(jax.tree.leaves(state_m), jax.tree.leaves(state_s)):
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    # The same bound as 1 vs 8 devices in one process (tests/test_parallel.py):
-    # the cross-process all-reduce sums the batch in another order.
-    assert np.abs(a - b).max() <= 1e-4 * max(np.abs(b).max(), 1e-30)
+    # The bound of 1 vs 8 devices in one process (STATE_BOUND in
+    # tests/test_parallel.py, sized there): the cross-process all-reduce
+    # sums the batch in another order.
+    assert norm_error(a, b) < 1e-3
 
-  proc = subprocess.run(
-      _main_command(
-          multi, '--config.num_devices=1', '--config.num_training_steps=5'
-      ),
-      env=device_env(1),
-      cwd=ROOT,
-      capture_output=True,
-      text=True,
-      timeout=600,
-  )
-  assert proc.returncode == 0, proc.stderr[-5000:]
-  assert 'Resumed from' in proc.stderr and 'at step 3 on 1 devices' in (
-      proc.stderr
-  )
-  assert _state(multi)[0] == 5
+  log = _run_main(multi, '--config.num_training_steps=7')
+  assert 'Resumed from' in log and 'at step 5 on 1 devices' in log
+  assert _state(multi)[0] == 7
 
 
 def test_sigterm_to_one_process_stops_every_process_at_one_step(tmp_path):

@@ -66,37 +66,48 @@ def test_interleave_pairs_rows():
 MODES = ['synthesis', 'joint', 'sngan', 'autoencoder']
 
 
+# How far 1 and 8 devices may differ, and why. 1 device sums the batch of 8
+# in one reduction, 8 devices sum 1 example each and then all-reduce: the
+# same terms in another order, so float32 round-off (2⁻²⁴ relative per
+# addition) differs, and on some CPUs (AMD EPYC) the kernels of a batch of 1
+# round differently from those of a batch of 8. The chains and Adam carry
+# that on. To size the bounds, every float leaf of the state at step 2 was
+# perturbed by 10⁻⁷ relative (about 2 ulp; 3 seeds x 4 modes) and trained 5
+# steps on 1 device: losses moved by at most 1.1·10⁻⁵, state leaves (‖Δ‖/‖·‖)
+# by 3.8·10⁻⁴ (joint, an Adam moment of a hat bias), SN-GAN's by 5.6·10⁻³.
+# Measured 1 vs 8 devices on an Intel Xeon: losses 3.1·10⁻⁶, leaves 3.3·10⁻⁵.
+# A real sharding fault is far above: another random stream on the 8
+# devices moves the losses by 10⁻¹ and a state leaf by 3.6 (‖Δ‖/‖·‖).
+METRIC_BOUND = 1e-4
+STATE_BOUND = {'sngan': 1e-2}  # 1e-3 for the Hat EBM modes
+
+
 @pytest.mark.slow
 @pytest.mark.multiprocess
 @pytest.mark.parametrize('mode', MODES)
 def test_eight_devices_match_one(eight_devices, mode):
-  """3 steps on 8 devices = 3 steps on 1 (same seed and global batch)."""
+  """A fresh start on 8 devices = on 1 (same seed and global batch): the
+  same initial state and first-step losses; and 3 steps from one common
+  state at step 2 give the same losses and state."""
   result = eight_devices[mode]
   assert result['devices_used'] == 8
+  # The initial states differ at most by one rounding of the networks'
+  # forward pass (the bank's G_0 images): ~10⁻⁷ relative.
+  assert result['init_rel'] < 1e-5
+  for key in ('first_metric_rel', 'metric_rel'):
+    for name, err in result[key].items():
+      assert err < METRIC_BOUND, (key, name, err)
   assert result['metrics_1'].keys() == result['metrics_8'].keys()
-  # 1 device sums the batch of 8 in one reduction, 8 devices sum 1 example
-  # each and then all-reduce: the same terms in another order, so float32
-  # round-off (2⁻²⁴ relative per addition) differs; the Langevin chains and
-  # 3 Adam steps carry it on. Measured: at most 2·10⁻⁶ relative. The bound
-  # 10⁻⁴ is 50 times that, and a real sharding fault (a wrong batch split, a
-  # missing all-reduce, another random stream) moves losses and parameters by
-  # 10⁻² or more.
-  for name, err in result['metric_rel'].items():
-    assert err < 1e-4, (
-        name,
-        result['metrics_1'][name],
-        result['metrics_8'][name],
-    )
   assert all(
       v != 0
       for k, v in result['metrics_1'].items()
       if k in ('ebm_loss', 'disc_loss', 'ae_loss')
   )
-  # Every leaf of the state (networks, Adam moments, bank, key, step):
-  # max |θ₈ − θ₁| / max |θ₁| per leaf. SN-GAN: except the generator biases
-  # that feed batch norm (exact gradient 0, so Adam moves them by ±lr on
-  # round-off) and the running means that absorb them (see the worker).
-  assert result['state_rel'] < 1e-4
+  # Every leaf of the state (networks, Adam moments, bank, key, step).
+  # SN-GAN: except the generator biases that feed batch norm (exact
+  # gradient 0, so Adam moves them by ±lr on round-off) and the running
+  # means that absorb them (see the worker).
+  assert result['state_rel'] < STATE_BOUND.get(mode, 1e-3)
   if mode == 'sngan':
     assert len(result['excluded']) == 37  # 10 biases x 3, 7 running means
 
@@ -106,18 +117,12 @@ def test_eight_devices_match_one(eight_devices, mode):
 @pytest.mark.parametrize('mode', MODES)
 def test_checkpoints_move_between_device_counts(eight_devices, mode):
   """The 8-device run resumed on 1 device and the 1-device run resumed on
-  8 reach the same state at step 5."""
+  8 reach the same state at step 7 (2 + 3 + 2 steps)."""
   result = eight_devices[mode]
-  assert result['resumed_step'] == [5, 5]
-  # Two runs that differ by round-off (8-way all-reduces sum in another
-  # order; ~1e-7 relative per step), carried through 5 steps. Adam divides
-  # each gradient entry by its running RMS, so entries whose exact
-  # gradient is near 0 move by up to ~lr in a round-off direction: SN-GAN
-  # (lr 2e-4, batch-norm statistics that follow them) reached 1.03e-4 on a
-  # busy machine, the Hat EBM modes stay below 1e-5. A lost shard or a
-  # mis-restored leaf moves whole tensors by O(1) relative.
-  bound = 1e-3 if mode == 'sngan' else 1e-4
-  assert result['resume_rel'] < bound
+  assert result['resumed_step'] == [7, 7]
+  # Two runs that differ by round-off, carried 2 more steps: the bounds
+  # above. A lost shard or a mis-restored leaf moves a whole tensor by O(1).
+  assert result['resume_rel'] < STATE_BOUND.get(mode, 1e-3)
 
 
 @pytest.mark.slow
