@@ -81,11 +81,6 @@ def get_base_config() -> ml_collections.ConfigDict:
   # images far from the generator's) but are not written to the replay bank.
   # 0 (the official sampler) for none.
   c.noise_init_fraction = 0.0
-  # Their push is bounded: a chain from noise stops raising its energy once
-  # it is this far (in units of H) above the batch's mean H(x⁺)
-  # (loss.hat_update); a large value lets maximum likelihood push it up
-  # without bound. Only read when noise_init_fraction > 0.
-  c.noise_energy_margin = 0.05
   # Hat update (synthesis and joint): weight α of an energy penalty
   # α·(mean H(x⁺)² + mean H(x⁻)²)/T added to eq. 8. It anchors the energies
   # at 0, so that negatives no data is near (chains from noise) settle at
@@ -273,7 +268,6 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     'loss_factor': POSITIVE,
     'tau_res': NON_NEGATIVE,
     'energy_l2': NON_NEGATIVE,
-    'noise_energy_margin': NON_NEGATIVE,
     'data_epsilon': NON_NEGATIVE,
     'init_scale_res': NON_NEGATIVE,
     'init_scale_latent': NON_NEGATIVE,
@@ -521,7 +515,6 @@ def validate(config: ml_collections.ConfigDict) -> None:
       'noise_init_fraction',
       "chains from noise are a 'synthesis' training option; set it to 0",
   )
-  check('noise_energy_margin', config.noise_energy_margin)
   check('energy_l2', config.energy_l2)
   need(
       config.energy_l2 == 0 or config.mode in ('synthesis', 'joint'),

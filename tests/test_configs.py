@@ -279,11 +279,6 @@ def test_official_hyperparameters(name):
             r'noise_init_fraction=1.5 is invalid: must be in \[0, 1\]',
         ),
         ('energy_l2', -0.5, r'energy_l2=-0.5 is invalid'),
-        (
-            'noise_energy_margin',
-            -1.0,
-            r'noise_energy_margin=-1.0 is invalid: must be',
-        ),
     ],
 )
 def test_bad_values_name_the_key(key, value, message):

@@ -10,14 +10,6 @@ An optional energy penalty α·(mean H(x⁺)² + mean H(x⁻)²) / T
 the energies at 0: with chains started from noise, it holds those easy
 negatives' energies near 1/(2α) instead of letting maximum likelihood push
 them up without bound.
-
-A bounded push on chains from noise (`noise_energy_margin`, synthesis with
-`noise_init_fraction` > 0; docs/quality.md): such a negative enters the
-loss as min(H(x⁻), c) with c = mean H(x⁺) + m over the batch, so maximum
-likelihood raises its energy only until it lies m energy units above the
-data's mean energy, and then leaves it there. Above the cap the term is
-−c/B, which still carries the positives' gradient: the objective stays
-unchanged by a constant shift of H, as eq. 8 is.
 """
 
 from typing import Any, Callable
@@ -40,8 +32,6 @@ def hat_update(
     x_neg: jax.Array,
     temperature: float,
     energy_l2: float = 0.0,
-    capped: jax.Array | None = None,
-    margin: float = 0.0,
 ) -> tuple[Params, optax.OptState, dict[str, jax.Array]]:
   """One maximum-likelihood update of the hat network (eq. 8).
 
@@ -61,21 +51,11 @@ def hat_update(
       / T, the means over the batch of squared energies. A negative that
       no positive is near settles at H = 1/(2α). 0: eq. 8 exactly (the
       official loss).
-    capped: optional bool [B]: negatives whose push is bounded (chains
-      from noise). Each enters the objective as min(H(x⁻_b), c), c =
-      mean H(x⁺) + margin (the batch mean), so its own gradient stops once
-      it is above c, where −c/B balances the positives' weight. None: eq.
-      8 for all.
-    margin: m ≥ 0, in units of H (the density ratio to an average
-      positive is then exp(−m/T)).
 
   Returns:
     (θ', opt_state', metrics): 'ebm_loss' ((mean H(x⁺) − mean H(x⁻)) / T,
     the official "Energy Diff", without the penalty), 'energy_pos',
-    'energy_neg' (means of H), 'hat_grad_norm' (global norm of the
-    gradient before any clipping); with `capped`, also 'energy_noise'
-    (mean H of the capped negatives) and 'noise_above_cap' (the fraction
-    of them above c, whose push has stopped).
+    'energy_neg' (means of H), 'hat_grad_norm' (global norm of the gradient before any clipping).
   """
   batch = x_pos.shape[0]
   x_neg = jax.lax.stop_gradient(x_neg)
@@ -85,30 +65,22 @@ def hat_update(
     energies = energies.reshape(batch, 2)
     e_pos, e_neg = energies[:, 0].mean(), energies[:, 1].mean()
     gap = (e_pos - e_neg) / temperature
-    aux = {'ebm_loss': gap, 'energy_pos': e_pos, 'energy_neg': e_neg}
-    objective = gap
-    if capped is not None:
-      e_negs = energies[:, 1]
-      # The cap keeps its gradient: a negative above it then contributes
-      # −(mean H(x⁺) + m)/B, which takes back the positives' share of
-      # weight that its own term gave up. Adding a constant to H thus never
-      # changes the objective (as in eq. 8); with a constant cap it did, by
-      # −(share capped)·(constant), and the energies drifted down without
-      # end (docs/quality.md, fifth round).
-      cap = e_pos + margin
-      bounded = jnp.where(capped, jnp.minimum(e_negs, cap), e_negs)
-      objective = (e_pos - bounded.mean()) / temperature
-      weight = capped.astype(e_negs.dtype) / jnp.maximum(capped.sum(), 1)
-      aux['energy_noise'] = jnp.sum(weight * e_negs)
-      aux['noise_above_cap'] = jnp.sum(weight * (e_negs > cap))
-    if energy_l2:
-      objective += 2 * energy_l2 * jnp.mean(jnp.square(energies)) / temperature
-    return objective, aux
+    if not energy_l2:
+      return gap, (gap, e_pos, e_neg)
+    penalty = 2 * energy_l2 * jnp.mean(jnp.square(energies)) / temperature
+    return gap + penalty, (gap, e_pos, e_neg)
 
-  (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(hat_params)
+  (_, (loss, e_pos, e_neg)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+      hat_params
+  )
   updates, opt_state = optimizer.update(grads, opt_state, hat_params)
   return (
       optax.apply_updates(hat_params, updates),
       opt_state,
-      {**metrics, 'hat_grad_norm': optax.tree.norm(grads)},
+      {
+          'ebm_loss': loss,
+          'energy_pos': e_pos,
+          'energy_neg': e_neg,
+          'hat_grad_norm': optax.tree.norm(grads),
+      },
   )

@@ -12,10 +12,7 @@ function:
    x⁻ = G_t(z) + y_K (constants: no gradient reaches G or the chain).
 4. Hat network update on the maximum-likelihood loss
    (mean H(x⁺) − mean H(x⁻)) / T (eq. 8), plus the optional energy penalty
-   `energy_l2`; the push on chains from noise stops once they lie
-   `noise_energy_margin` (units of H) above the positives' mean energy
-   (`loss.hat_update`);
-   Adam, optional per-tensor clip.
+   `energy_l2`; Adam, optional per-tensor clip.
 5. Generator update on `gen_loss_factor_coop`·MSE(G(z'), X') for B pairs
    drawn without replacement from the replay bank.
 6. Those bank slots are overwritten with (x⁻, z), except those of chains
@@ -99,7 +96,6 @@ class SynthesisMode(base.HatEBMMode):
   hat_ema_decay: float = 0.0
   gen_ema_decay: float = 0.0
   energy_l2: float = 0.0
-  noise_energy_margin: float = 0.0
 
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict) -> 'SynthesisMode':
@@ -125,7 +121,6 @@ class SynthesisMode(base.HatEBMMode):
         gen_loss_factor=config.gen_loss_factor_coop,
         noise_chains=round(config.noise_init_fraction * config.batch_size),
         energy_l2=config.energy_l2,
-        noise_energy_margin=config.noise_energy_margin,
         hat_ema_decay=config.hat_ema_decay,
         gen_ema_decay=config.gen_ema_decay,
     )
@@ -289,8 +284,6 @@ class SynthesisMode(base.HatEBMMode):
         x_neg,
         self.sampler.temperature,
         self.energy_l2,
-        capped=from_noise if self.noise_chains else None,
-        margin=self.noise_energy_margin,
     )
 
     slots = replay_bank.draw_slots(k_bank, state.bank.lanes, state.bank.depth)
