@@ -102,25 +102,20 @@ def test_bad_sampler_settings_name_the_key(run_dir, tmp_path):
     )
 
 
-# SHA-256 of the 64 images `python -m hatebm_jax.sample` draws from the shipped
-# model with seed 0 (batch 64, the model's own K, T, ε), recorded before the
-# package was regrouped (issue 17) and unchanged since. The images are uint8
-# after rounding, so the hash is exact for one CPU family and the pinned jax,
-# but XLA:CPU's float32 kernels differ between the CPU families this project
-# has run on, and a pixel may round the other way: one hash per family.
-SHIPPED_SAMPLES_SHA256 = {
-    'the machines of issue 17': (
-        '9e79f8f4df7daccca3909c523990b253247177b6644907452d4236c7f1abbf4e'
-    ),
-    'AMD EPYC, 2 cores': (
-        'f79119d3ab1e37b4bfc208624319b08303adb2c9c34c8202ded145c8571fe9a4'
-    ),
-}
+# The 64 images `python -m hatebm_jax.sample` draws from the shipped model
+# with seed 0 (batch 64, the model's own K, T, ε), recorded when the model was
+# exported (tests/data/README.md). They are uint8 after rounding; XLA:CPU's
+# float32 kernels differ between CPU families (Intel Xeon and AMD EPYC hosts
+# gave different bytes for the previous model) by round-off, so a pixel near a
+# rounding boundary may land one level the other way. Measured on one host:
+# other XLA fusions (HATEBM_XLA_DEFAULTS=0, with or without Eigen threads)
+# changed 0.09% of the pixels, each by 1 level. Allowed: at most 1 level, in
+# under 1% of the pixels; a wrong key, sampler setting or network changes
+# most pixels by many levels.
+SHIPPED_SAMPLES = os.path.join(ROOT, 'tests', 'data', 'shipped_samples.npz')
 
 
 def test_shipped_model_samples_are_those_recorded(tmp_path):
-  import hashlib  # pylint: disable=g-import-not-at-top
-
   model = os.path.join(
       ROOT, 'hatebm_jax', 'assets', 'fashion_mnist_synth.hatebm'
   )
@@ -140,6 +135,12 @@ def test_shipped_model_samples_are_those_recorded(tmp_path):
   )
   with open(tmp_path / 'samples.npz', 'rb') as f:
     images = np.load(f)['images']
-  assert images.shape == (64, 32, 32, 1)
-  digest = hashlib.sha256(images.tobytes()).hexdigest()
-  assert digest in SHIPPED_SAMPLES_SHA256.values(), digest
+  with open(SHIPPED_SAMPLES, 'rb') as f:
+    recorded = np.load(f)['images']
+  assert images.shape == recorded.shape == (64, 32, 32, 1)
+  assert images.dtype == recorded.dtype == np.uint8
+  diff = np.abs(images.astype(int) - recorded)
+  assert diff.max() <= 1 and (diff > 0).mean() < 0.01, (
+      diff.max(),
+      (diff > 0).mean(),
+  )
