@@ -45,6 +45,29 @@ def test_every_experiment_has_a_config():
   ) <= set(CONFIGS)
 
 
+def test_long_config_continues_the_quick_start():
+  """The curve's config is the quick start but for its length, the later
+  rate drops and what it keeps; its schedules agree up to step 8,800."""
+  quick, long = load_config('fashion_mnist_synth'), load_config(
+      'fashion_mnist_synth_long'
+  )
+  changed = {k for k in quick if quick[k] != long[k]}
+  assert changed == {
+      'exp_name',
+      'num_training_steps',
+      'ebm_lr_info',
+      'gen_lr_info',
+      'checkpoint_freq',
+      'max_to_keep',
+      'plot_freq',
+      'fcd_freq',
+  }
+  for key in ('ebm_lr_info', 'gen_lr_info'):
+    before = [(lr, step) for lr, step in long[key] if step <= 8800]
+    assert before == list(quick[key])
+  assert long.num_training_steps > quick.num_training_steps
+
+
 # Official joint settings (docs/official_release.md §9.1): (gen_type,
 # gen_factor, K, T, ε, ε_z,
 # τ, data noise, hat rate, steps).
