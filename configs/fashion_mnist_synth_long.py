@@ -3,10 +3,11 @@ r"""The CPU quick start run longer: the quality-vs-compute curve.
   python -m hatebm_jax.main --config=configs/fashion_mnist_synth_long.py \
       --workdir=/tmp/hatebm_fmnist_long
 
-configs/fashion_mnist_synth.py unchanged up to its last step, 8,800 (the
-same seed gives the same run there), then continued to 20,000 iterations
-with both learning rates lowered at 14,000. About 55 minutes on a slow 2-core
-CPU (6.6 iterations per second), half that on a fast one. Every 2,000 steps
+configs/fashion_mnist_synth.py with the same settings up to its last step,
+8,800, then continued to 20,000 iterations with both learning rates lowered
+at 14,000. Not yet run: about 50 minutes on a 2-core Intel Xeon host, estimated
+from the training loop's 6.6 iterations per second there, half that on the
+fastest host measured. Every 2,000 steps
 a checkpoint is kept, so that each can be scored afterwards
 (`python -m hatebm_jax.evaluate --step=N`); docs/quality.md has the curve.
 """
