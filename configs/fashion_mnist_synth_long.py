@@ -7,9 +7,8 @@ configs/fashion_mnist_synth.py with the same settings up to its last step,
 8,800, then continued to 20,000 iterations with both learning rates lowered
 at 14,000. Not yet run: about 50 minutes on a 2-core Intel Xeon host, estimated
 from the training loop's 6.6 iterations per second there, half that on the
-fastest host measured. Every 2,000 steps
-a checkpoint is kept, so that each can be scored afterwards
-(`python -m hatebm_jax.evaluate --step=N`); docs/quality.md has the curve.
+fastest host measured. Every 2,000 steps a checkpoint is kept, so that each
+can be scored afterwards (`python -m hatebm_jax.evaluate --step=N`).
 """
 
 from hatebm_jax import config_base
@@ -25,7 +24,8 @@ def get_config():
   c.ebm_lr_info = ((1e-4, 0), (2e-5, 5600), (5e-6, 14000))
   c.gen_lr_info = ((1e-3, 0), (2e-4, 14000))
   c.checkpoint_freq = 2000
-  c.max_to_keep = 11  # every checkpoint of the run
+  # Every checkpoint of the run, and one written on preemption.
+  c.max_to_keep = c.num_training_steps // c.checkpoint_freq + 1
   c.plot_freq = 2000
   c.fcd_freq = 2000
   return c
