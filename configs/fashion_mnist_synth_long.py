@@ -24,7 +24,8 @@ def get_config():
   c.ebm_lr_info = ((1e-4, 0), (2e-5, 5600), (5e-6, 14000))
   c.gen_lr_info = ((1e-3, 0), (2e-4, 14000))
   c.checkpoint_freq = 2000
-  # Every checkpoint of the run, and one written on preemption.
+  # Every checkpoint of the run as configured here (an override of its length
+  # or checkpoint_freq keeps this count), and one written on preemption.
   c.max_to_keep = c.num_training_steps // c.checkpoint_freq + 1
   c.plot_freq = 2000
   c.fcd_freq = 2000

@@ -141,6 +141,19 @@ def test_entry_point_rejects_bad_values_before_compute(tmp_path):
   )
   assert result.returncode != 0 and 'mcmc_stepz' in result.stderr
   assert 'Traceback' not in result.stderr  # one line: runtime.parse_flags
+  # A config file that is not there, with an override after it (which made
+  # ml_collections raise while parsing): one line naming the path.
+  command = main_command(tmp_path, '--config.mcmc_steps=3')
+  command[3] = '--config=configs/fashion_mnist_synht.py'
+  result = subprocess.run(
+      command, cwd=ROOT, capture_output=True, text=True, timeout=120
+  )
+  assert result.returncode != 0 and 'Traceback' not in result.stderr
+  assert result.stderr.strip().splitlines()[-1] == (
+      "FATAL Flags parsing error: --config='configs/fashion_mnist_synht.py' "
+      'is not a file; the experiment configs are in configs/, e.g. '
+      'configs/fashion_mnist_synth.py.'
+  )
 
 
 def test_resume_with_other_shapes_names_the_keys(tmp_path):

@@ -65,9 +65,21 @@ def report_errors(
 def parse_flags(argv: list[str]) -> list[str]:
   """absl's flag parsing (`flags_parser` of `app.run`) that also reports
   errors of config overrides (`--config.mcmc_stepz=3`: ml_collections
-  raises them while parsing) as one line, and exits with status 1."""
+  raises them while parsing) as one line, and exits with status 1. A
+  `--config=` file that does not exist is named as such before parsing:
+  ml_collections would report it as a multi-line OSError, or, with an
+  override after it, a traceback."""
   from absl import app  # pylint: disable=g-import-not-at-top
 
+  for arg in argv[1:]:
+    if arg.startswith('--config='):
+      path = arg[len('--config=') :].split(':')[0]  # `file.py:arg` form
+      if path and not os.path.isfile(path):
+        sys.exit(
+            f"FATAL Flags parsing error: --config='{path}' is not a file; "
+            'the experiment configs are in configs/, e.g. '
+            'configs/fashion_mnist_synth.py.'
+        )
   try:
     return app.parse_flags_with_usage(argv)
   except (AttributeError, KeyError, TypeError, ValueError) as e:
