@@ -47,7 +47,8 @@ def test_every_experiment_has_a_config():
 
 def test_long_config_continues_the_quick_start():
   """The curve's config is the quick start but for its length, the later
-  rate drops and what it keeps; its schedules agree up to step 8,800."""
+  rate drops, what it keeps and the generator's average (which training
+  never reads); its schedules agree up to step 8,800."""
   quick, long = load_config('fashion_mnist_synth'), load_config(
       'fashion_mnist_synth_long'
   )
@@ -57,6 +58,7 @@ def test_long_config_continues_the_quick_start():
       'num_training_steps',
       'ebm_lr_info',
       'gen_lr_info',
+      'gen_ema_decay',
       'checkpoint_freq',
       'max_to_keep',
       'plot_freq',
