@@ -10,7 +10,8 @@ at 14,000, and a moving average of the generator kept beside its raw weights
 run's raw weights are those of the same config without it). Every 2,000
 steps a checkpoint is kept, so that each can be scored afterwards, with the
 average (`python -m hatebm_jax.evaluate --step=N`) or the raw weights
-(`--sample_weights=raw`). Its curve is in docs/quality.md.
+(`--sample_weights=raw`). Its curve (eighth round of docs/quality.md): FCD of X
+22.6 at step 20,000, 73 minutes on a 2-core Intel Xeon host.
 """
 
 from hatebm_jax import config_base
