@@ -10,8 +10,9 @@ prints the AUROC of H (OOD positive, `evaluation.ood.auroc`; 0.5 = chance,
 below 0.5 = scored as more probable than the data):
 
   * uniform noise blurred by a Gaussian of std σ pixels (σ = 0 is the
-    evaluate command's control), each image then rescaled to span [-1, 1]
-    again, so that only its spatial frequencies change, not its contrast;
+    evaluate command's control itself), each blurred image then centred
+    and rescaled to span [-1, 1] again, so that only its spatial
+    frequencies change, not its contrast;
   * test images plus Gaussian noise of std s (units of [-1, 1]), clipped;
   * constant images, one row per grey level: the fraction of test images
     whose energy lies below the constant's (its AUROC against the test set);
@@ -39,11 +40,13 @@ SHIPPED = os.path.join(
 
 
 def _blurred(noise: np.ndarray, sigma: float) -> np.ndarray:
-  """Float [N, S, S, 1] noise low-passed per image, rescaled to [-1, 1]."""
-  if sigma:
-    noise = np.stack(
-        [ndimage.gaussian_filter(image[..., 0], sigma) for image in noise]
-    )[..., None]
+  """Float [N, S, S, 1] noise low-passed per image, centred and rescaled to
+  [-1, 1]; σ = 0 returns it as it is."""
+  if not sigma:
+    return noise
+  noise = np.stack(
+      [ndimage.gaussian_filter(image[..., 0], sigma) for image in noise]
+  )[..., None]
   noise = noise - noise.mean(axis=(1, 2, 3), keepdims=True)
   return noise / np.abs(noise).max(axis=(1, 2, 3), keepdims=True)
 
@@ -82,7 +85,7 @@ def main():
     auroc = ood.auroc(energy_in, energy)
     print(f'| {name} | {energy.mean():.4f} | {auroc:.3f} |')
 
-  noise = rng.uniform(-1.0, 1.0, (args.num,) + shape)
+  noise = data.to_float(ood.control_images('uniform_noise', args.num, shape))
   for sigma in (0.0, 0.5, 1.0, 2.0, 4.0):
     row(f'uniform noise, blur σ = {sigma:g} px', _blurred(noise, sigma))
   for std in (0.05, 0.1, 0.2, 0.4):
