@@ -42,6 +42,11 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.data_dir = ''  # TFDS data_dir (or Fashion-MNIST folder); '' = default
   c.image_dims = (32, 32, 3)  # [S, S, C]
   c.random_crop = False  # ImageNet training crop
+  # How a TFDS data set is read: 'auto' picks 'grain' (random access with
+  # O(1) resume) for one prepared as ArrayRecord (`tfds build
+  # --file_format=array_record`), else 'tf_data' (TFRecord files).
+  c.data_loader = 'auto'  # auto | grain | tf_data
+  c.data_threads = 8  # grain: batches read and decoded in parallel
   c.data_epsilon = 1e-3  # std of the noise added to positive samples
 
   # Networks (docs/official_release.md §1).
@@ -144,6 +149,10 @@ def get_base_config() -> ml_collections.ConfigDict:
   # every fcd_freq steps and at the end (0 = never; Fashion-MNIST runs only).
   c.fcd_freq = 0
   c.fcd_num_samples = 2000
+  # Profiler trace (clu periodic_actions.Profile, jax.profiler) of this many
+  # training steps from 10 steps after the run (re)starts, written to
+  # <workdir>/plugins/profile for TensorBoard; 0 = none.
+  c.profile_steps = 0
   return c
 
 
@@ -233,6 +242,7 @@ POSITIVE = (_positive, 'must be finite and > 0')
 NON_NEGATIVE = (_non_negative, 'must be finite and >= 0')
 GEN_TYPES = ('gen_sngan', 'gen_decoder')
 WEIGHTS = ('ema', 'raw')  # sample_weights: the averages (where kept) or raw
+DATA_LOADERS = ('auto', 'grain', 'tf_data')
 # Rules on one value: key -> (predicate, what is allowed). `validate`
 # applies them (some only in the modes that read the key); `check` lets a
 # settings dataclass apply the same rule with the same message.
@@ -278,6 +288,11 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     ),
     'hat_ema_decay': (_unit_interval, 'must be in [0, 1) (0 keeps no average)'),
     'gen_ema_decay': (_unit_interval, 'must be in [0, 1) (0 keeps no average)'),
+    'data_loader': (
+        lambda v: v in DATA_LOADERS,
+        "choose 'auto' (grain for ArrayRecord data, else tf.data), 'grain' "
+        "or 'tf_data'",
+    ),
     'sample_weights': (
         lambda v: v in WEIGHTS,
         "choose 'ema' (the weight averages, where kept) or 'raw'",
@@ -291,8 +306,13 @@ for _key in (
     'checkpoint_freq',
     'max_to_keep',
     'num_plot',
+    'data_threads',
 ):
   RULES[_key] = POSITIVE_INT
+RULES['profile_steps'] = (
+    lambda v: _integer(v, 0),
+    'must be an integer >= 0 (0: no profile)',
+)
 
 
 def invalid(key: str, value: Any, allowed: str) -> ValueError:
@@ -424,6 +444,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
       'checkpoint_freq',
       'max_to_keep',
       'num_plot',
+      'data_loader',
+      'data_threads',
+      'profile_steps',
   ):
     check(key, config[key])
   need(

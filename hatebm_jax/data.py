@@ -13,13 +13,16 @@ for uint8 pixels u, scaled before any resize (docs/official_release.md §2).
   stream is a file and example shuffle seeded by (seed, e), and the ImageNet
   random crop is seeded by the example's position in the stream, so resuming
   at step t yields bit for bit the batches of an uninterrupted run (it reads,
-  without decoding, up to one epoch of records to get there).
+  without decoding, up to one epoch of records to get there). A data set
+  prepared as ArrayRecord (`tfds build --file_format=array_record`) is read
+  through grain instead (`grain_batches`): random access, so resuming costs
+  O(1) reads, and the iterator state is saved with every checkpoint.
 """
 
 import gzip
 import os
 import struct
-from typing import Iterator, Optional
+from typing import Any, Iterator, Optional
 
 import jax
 import numpy as np
@@ -55,6 +58,8 @@ TFDS_DATASETS = ('cifar10', 'celeb_a', 'imagenet2012')
 SHUFFLE_BUFFER = 10_000  # docs/official_release.md §2
 # Salts that keep the random streams derived from one seed apart.
 _FILE_ORDER, _EXAMPLE_ORDER, _CROP = 0, 1, 2
+# Batches a grain stream can index: far more than any run takes.
+_GRAIN_STREAM_BATCHES = 2**40
 
 
 def to_float(images: np.ndarray) -> np.ndarray:
@@ -454,30 +459,223 @@ def tfds_batches(
   return iter(tfds.as_numpy(ds))
 
 
+def tfds_file_format(name: str, data_dir: Optional[str]) -> str:
+  """How a TFDS data set was prepared: 'array_record', 'tfrecord', ...
+
+  Read from the prepared data set's metadata (`dataset_info.json`), without
+  opening its records.
+
+  Raises:
+    FileNotFoundError: when the data set is not prepared in `data_dir`,
+      saying how to prepare it.
+  """
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
+  try:
+    builder = tfds.builder(name, data_dir=data_dir or None)
+    prepared = builder.is_prepared()
+  except (AssertionError, tfds.core.registered.DatasetNotFoundError) as e:
+    raise _not_prepared(name, data_dir) from e
+  if not prepared:
+    raise _not_prepared(name, data_dir)
+  return builder.info.file_format.value
+
+
+def _not_prepared(name: str, data_dir: Optional[str]) -> FileNotFoundError:
+  where = data_dir or '~/tensorflow_datasets'
+  return FileNotFoundError(
+      f'TFDS data set {name!r} is not prepared in data_dir={where!r}. '
+      'Prepare it once (see README, "Data sets"), e.g. `tfds build '
+      f'{name} --data_dir={where} --file_format=array_record` on a machine '
+      'with internet access (ImageNet and CelebA need their archives placed '
+      'in the manual download folder first), then pass --config.data_dir.'
+  )
+
+
+def _grain_seed(seed: int) -> int:
+  """The grain shuffle seed of a run seed, in [0, 2^32 − 2^20): grain seeds
+  epoch e with (shuffle seed + e), so hashing keeps run seeds s and s + 1
+  from sharing epochs."""
+  state = np.random.SeedSequence([seed, _EXAMPLE_ORDER]).generate_state(1)
+  return int(state[0]) % (2**32 - 2**20)
+
+
+def grain_batches(
+    name: str,
+    data_dir: Optional[str],
+    batch_size: int,
+    image_size: int,
+    random_crop: bool,
+    seed: int,
+    rows: Optional[slice] = None,
+    start_step: int = 0,
+    state: Optional[dict[str, Any]] = None,
+    num_threads: int = 8,
+):
+  """Endless shuffled batches of an ArrayRecord TFDS data set, through grain.
+
+  The stream concatenates epochs e = 0, 1, ... of the N training examples,
+  each a permutation by grain's index shuffle seeded by (seed, e); batch t
+  is stream positions [tB, (t+1)B), crossing epoch boundaries. Each example
+  is decoded and transformed as the tf.data path does (the same TF ops:
+  `_tfds_preprocess`, the ImageNet crop seeded by (seed, position)), so the
+  two paths differ only in the order of the examples. Every batch is a
+  function of (seed, t) and is read by random access (`tfds.data_source`):
+  opening the stream at any step reads only that step's examples. In a
+  multi-process job each process reads only its `rows` of every global
+  batch, so the global batches do not depend on the process count.
+
+  Args:
+    name: 'cifar10', 'celeb_a' or 'imagenet2012', prepared as ArrayRecord.
+    data_dir: the TFDS data_dir (local or gs://); None for TFDS' default.
+    batch_size: B, the global batch.
+    image_size: S (32, 64 or 128).
+    random_crop: ImageNet training crop (docs/official_release.md §2).
+    seed: seed of the shuffle and the crops.
+    rows: which rows of each global batch this process reads (a slice of
+      range(B)); all when None.
+    start_step: the step of the first batch, ≥ 0.
+    state: the state saved from such an iterator at `start_step`
+      (`get_state()`, {'next_index': start_step}): the stream continues
+      from it.
+    num_threads: batches read and decoded in parallel (threads; TF ops
+      release the GIL).
+
+  Returns:
+    A grain `DatasetIterator` of float32 [rows, S, S, 3] in [-1, 1] (batch
+    `start_step` first), with `get_state()` / `set_state()`.
+
+  Raises:
+    FileNotFoundError: when the data set is not prepared in `data_dir`.
+    ValueError: for a data set prepared in another format (naming it and
+      how to rebuild it), a negative `start_step`, a `state` of another
+      step or a split smaller than B.
+  """
+  import grain  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
+  if start_step < 0:
+    raise ValueError(f'start_step={start_step} must be >= 0.')
+  file_format = tfds_file_format(name, data_dir)
+  if file_format != 'array_record':
+    raise ValueError(
+        f'data_loader=grain needs {name} prepared as ArrayRecord, but '
+        f'data_dir={data_dir or "~/tensorflow_datasets"!r} holds it as '
+        f'{file_format}: rebuild it with `tfds build {name} '
+        '--file_format=array_record`, or set --config.data_loader=tf_data.'
+    )
+  if state is not None and state.get('next_index') != start_step:
+    raise ValueError(
+        f'the saved data iterator state {state} does not belong to step '
+        f'{start_step} (it should hold next_index={start_step}): the '
+        'checkpoint is damaged.'
+    )
+  rows = rows or slice(0, batch_size)
+  source = tfds.data_source(
+      name,
+      split='train',
+      data_dir=data_dir or None,
+      download=False,
+      decoders={'image': tfds.decode.SkipDecoding()},
+  )
+  if len(source) < batch_size:
+    raise ValueError(
+        f'the train split of {name} holds {len(source)} examples, fewer '
+        f'than batch_size={batch_size}.'
+    )
+  image_feature = tfds.builder(name, data_dir=data_dir or None).info.features[
+      'image'
+  ]
+  transform = _tfds_preprocess(name, image_size, random_crop, seed)
+
+  @tf.function(
+      input_signature=[
+          tf.TensorSpec([], tf.string),
+          tf.TensorSpec([], tf.int64),
+      ]
+  )
+  def prepare(encoded, position):
+    image = image_feature.decode_example(encoded)
+    return transform({'image': image}, position)
+
+  examples = grain.MapDataset.source(source).shuffle(seed=_grain_seed(seed))
+
+  def batch(step: int) -> np.ndarray:
+    first = step * batch_size
+    return np.stack(
+        [
+            prepare(examples[p]['image'], np.int64(p)).numpy()
+            for p in range(first + rows.start, first + rows.stop)
+        ]
+    )
+
+  stream = grain.MapDataset.range(_GRAIN_STREAM_BATCHES).map(batch)
+  iterator = iter(
+      stream.to_iter_dataset(
+          grain.ReadOptions(
+              num_threads=num_threads, prefetch_buffer_size=2 * num_threads
+          )
+      )
+  )
+  iterator.set_state(state or {'next_index': start_step})
+  return iterator
+
+
+def data_loader(config) -> str:
+  """The loader of `config.data_type`: 'array' (Fashion-MNIST in memory),
+  'grain' or 'tf_data' (`config.data_loader`; 'auto' is grain for a TFDS set
+  prepared as ArrayRecord, else tf.data).
+
+  Raises:
+    FileNotFoundError: for a TFDS set that is not prepared (when 'auto' has
+      to look).
+  """
+  if config.data_type == 'fashion_mnist':
+    return 'array'
+  if config.data_loader != 'auto':
+    return config.data_loader
+  prepared_as = tfds_file_format(config.data_type, config.data_dir or None)
+  return 'grain' if prepared_as == 'array_record' else 'tf_data'
+
+
 def train_batches(
     config,
     start_step: int,
     batch_size: Optional[int] = None,
     mesh: Optional[jax.sharding.Mesh] = None,
+    state: Optional[dict[str, Any]] = None,
 ) -> Iterator[np.ndarray]:
   """Training batches of `config.data_type` from step `start_step` on.
 
   The batch of each step is a function of (config.seed, step) only, so a run
   resumed at `start_step` sees the batches an uninterrupted run would have
-  (`ArrayBatches`, `tfds_batches`; for TFDS sets resuming reads up to one
-  epoch of records first). `batch_size` overrides `config.batch_size` (an
-  SN-GAN step takes n_dis·B images). In a job of P processes each process
-  gets only its rows of each global batch (B/P, `parallel.process_rows` of
-  `mesh`): Fashion-MNIST picks them out of the same global stream; a TFDS set
-  is read as P even splits of its training split, one per process
+  (`ArrayBatches`, `grain_batches`, `tfds_batches`; on the tf.data path
+  resuming reads up to one epoch of records first, on the others nothing).
+  `batch_size` overrides `config.batch_size` (an SN-GAN step takes n_dis·B
+  images). In a job of P processes each process gets only its rows of each
+  global batch (B/P, `parallel.process_rows` of `mesh`): Fashion-MNIST and
+  grain pick them out of the same global stream; on the tf.data path a TFDS
+  set is read as P even splits of its training split, one per process
   (`tfds.even_splits`), each its own stream of B/P-example batches.
 
-  Yields:
-    float32 [B/P, S, S, C] in [-1, 1], batch `start_step` first.
+  Args:
+    config: the run's config (data_type, data_dir, data_loader, seed, ...).
+    start_step: the training step of the first batch, ≥ 0.
+    batch_size: images per step; `config.batch_size` when None.
+    mesh: the run's device mesh (which rows this process reads).
+    state: grain only: the iterator state saved with the checkpoint of
+      `start_step` (`Checkpointer.restore_data_state`); ignored by the
+      other loaders, whose position is the step itself.
+
+  Returns:
+    An iterator of float32 [B/P, S, S, C] in [-1, 1], batch `start_step`
+    first; on the grain path a grain `DatasetIterator` (`get_state()`).
 
   Raises:
     ValueError: for an unknown data set or an `image_dims` it is not
-      trained at.
+      trained at, or data_loader='grain' on data not prepared as
+      ArrayRecord.
     FileNotFoundError: for missing data.
   """
   name = config.data_type
@@ -493,10 +691,24 @@ def train_batches(
         f'{name}, which is trained at {IMAGE_DIMS[name]}.'
     )
   rows = parallel.process_rows(batch_size, mesh)
-  if name == 'fashion_mnist':
+  loader = data_loader(config)
+  if loader == 'array':
     images, _ = load_fashion_mnist('train', config.data_dir or None)
     return ArrayBatches(images, batch_size, config.seed, rows).iterate(
         start_step
+    )
+  if loader == 'grain':
+    return grain_batches(
+        name,
+        config.data_dir or None,
+        batch_size,
+        config.image_dims[0],
+        config.random_crop,
+        seed=config.seed,
+        rows=rows,
+        start_step=start_step,
+        state=state,
+        num_threads=config.data_threads,
     )
   split = 'train'
   if jax.process_count() > 1:

@@ -459,9 +459,16 @@ class _Trainer:
     return self.policy.fresh_randomness(state, step, self.shardings.rng)
 
   def batches(self, step: int) -> Iterator[np.ndarray]:
-    """This process's training batches from `step` on."""
+    """This process's training batches from `step` on (on the grain path
+    from the iterator state saved with checkpoint `step`, where it holds
+    one)."""
+    state = self.checkpointer.restore_data_state(step) if step else None
     return data.train_batches(
-        self.config, step, self.program.mode.images_per_step, self.mesh
+        self.config,
+        step,
+        self.program.mode.images_per_step,
+        self.mesh,
+        state=state,
     )
 
   def segment(
@@ -476,6 +483,9 @@ class _Trainer:
     config, checkpointer = self.config, self.checkpointer
     program = self.program
     num_steps = config.num_training_steps
+    # The grain iterator (before `restart` wraps it): its state goes into
+    # every checkpoint.
+    data_iterator = batches if hasattr(batches, 'get_state') else None
     batches = outputs.restart(batches, start)
     health = program.fresh_health(self.mesh)
     # XLA:CPU's cross-process collectives (gloo) can deadlock with several
@@ -515,7 +525,12 @@ class _Trainer:
         outputs.log(step, metrics)
       outputs.periodic(step, state)
       if save_now:
-        checkpointer.save(step, state, config)
+        checkpointer.save(
+            step,
+            state,
+            config,
+            data_state=data_iterator.get_state() if data_iterator else None,
+        )
       if stopping:
         logging.warning(
             'Stopped by %s at step %d; checkpoint saved in %s. '

@@ -304,6 +304,13 @@ def test_official_hyperparameters(name):
             r'noise_init_fraction=1.5 is invalid: must be in \[0, 1\]',
         ),
         ('energy_l2', -0.5, r'energy_l2=-0.5 is invalid'),
+        (
+            'data_loader',
+            'torch',
+            r"data_loader='torch' is invalid: choose 'auto'",
+        ),
+        ('data_threads', 0, r'data_threads=0 is invalid: must be an integer'),
+        ('profile_steps', -2, r'profile_steps=-2 is invalid: must be an'),
     ],
 )
 def test_bad_values_name_the_key(key, value, message):

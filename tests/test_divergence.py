@@ -63,8 +63,8 @@ def _poisoned(bad_steps, poison_once=False):
   the steps in `bad_steps` (only the first time when poison_once)."""
   served = set()
 
-  def train_batches(config, start_step, batch_size=None, mesh=None):
-    del mesh
+  def train_batches(config, start_step, batch_size=None, mesh=None, state=None):
+    del mesh, state
     images, _ = data.load_fashion_mnist('train', DATA_DIR)
     source = data.ArrayBatches(
         images, batch_size or config.batch_size, config.seed

@@ -62,8 +62,8 @@ def test_resume_is_bitwise_identical(tmp_path):
 
 
 def test_non_finite_metric_stops_with_step_and_quantity(tmp_path, monkeypatch):
-  def nan_batches(config, start_step, batch_size=None, mesh=None):
-    del start_step, batch_size, mesh
+  def nan_batches(config, start_step, batch_size=None, mesh=None, state=None):
+    del start_step, batch_size, mesh, state
     while True:
       yield np.full((config.batch_size, 32, 32, 1), np.nan, np.float32)
 

@@ -1,8 +1,8 @@
 """Small real TFDS data sets on disk, for tests of the TFDS input pipeline.
 
 `tfds.testing.mock_data` bypasses the file reader, so it cannot test file
-shuffling or resuming. These builders write sharded TFRecord files with the
-real TFDS writer, under the registered names, versions and features of
+shuffling or resuming. These builders write sharded TFRecord (or ArrayRecord)
+files with the real TFDS writer, under the registered names, versions and features of
 'cifar10' and 'imagenet2012', so that `tfds.load(name, data_dir=...,
 download=False)` reads them as it reads prepared data. The images are the
 committed Fashion-MNIST slice (conftest.DATA_DIR), grey in 3 channels.
@@ -22,15 +22,27 @@ def index_of(images: np.ndarray) -> np.ndarray:
   return pixels[:, 0] + 256 * pixels[:, 1]
 
 
-def prepare(data_dir: str, num_train: int, num_shards: int) -> None:
+def prepare(
+    data_dir: str,
+    num_train: int,
+    num_shards: int,
+    file_format: str = 'tfrecord',
+    source_dir: str = DATA_DIR,
+    names: tuple[str, ...] = ('cifar10', 'imagenet2012'),
+) -> None:
   """Writes 'cifar10' and 'imagenet2012' 'train' splits into `data_dir`.
 
   Args:
     data_dir: a TFDS data_dir (a fresh folder).
-    num_train: examples per split (at most 2000, the slice's size).
+    num_train: examples per split (at most the source's training images:
+      2000 in the committed slice, 60,000 in the full set).
     num_shards: files per split.
+    file_format: 'tfrecord' (what `tfds build` writes by default) or
+      'array_record' (`tfds build --file_format=array_record`).
+    source_dir: the Fashion-MNIST IDX folder the images come from.
+    names: which of the two data sets to write.
   """
-  images, labels = data.load_fashion_mnist('train', DATA_DIR)
+  images, labels = data.load_fashion_mnist('train', source_dir)
   images = np.repeat(images[:num_train], 3, axis=-1)  # [N, 32, 32, 3]
   labels = labels[:num_train].astype(np.int64)
 
@@ -67,4 +79,8 @@ def prepare(data_dir: str, num_train: int, num_shards: int) -> None:
 
   config = tfds.download.DownloadConfig(num_shards=num_shards)
   for builder in (Cifar10, Imagenet2012):
-    builder(data_dir=data_dir).download_and_prepare(download_config=config)
+    if builder.name not in names:
+      continue
+    builder(data_dir=data_dir, file_format=file_format).download_and_prepare(
+        download_config=config
+    )

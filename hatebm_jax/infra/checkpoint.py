@@ -1,15 +1,19 @@
 """Checkpoints of the whole training state, through Orbax only.
 
 `<workdir>/checkpoints/<step>/` holds the state pytree (networks, optimiser
-states, replay bank, step, RNG key) and the config as JSON. Orbax writes
+states, replay bank, step, RNG key), the config as JSON and, for runs that
+read their data through grain, each process's data iterator state
+(`data/process_<i>-of-<n>.json`, grain's Orbax handler). Orbax writes
 each checkpoint to a temporary folder and renames it when complete, so an
 interrupted save is never restored; saving is asynchronous.
 """
 
 import contextlib
+import json
 from typing import Any, Optional
 
 from etils import epath
+import grain
 import jax
 import ml_collections
 import orbax.checkpoint as ocp
@@ -41,6 +45,7 @@ class Checkpointer:
         item_handlers={
             'state': ocp.StandardCheckpointHandler(),
             'config': ocp.JsonCheckpointHandler(),
+            'data': grain.checkpoint.CheckpointHandler(),
         },
     )
 
@@ -86,17 +91,42 @@ class Checkpointer:
     return lines
 
   def save(
-      self, step: int, state: Any, config: ml_collections.ConfigDict
+      self,
+      step: int,
+      state: Any,
+      config: ml_collections.ConfigDict,
+      data_state: Optional[dict[str, Any]] = None,
   ) -> None:
-    """Starts an asynchronous save of `state` and `config` at `step`."""
-    self._manager.save(
-        step,
-        args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state),
-            config=ocp.args.JsonSave(config.to_dict()),
-        ),
-        force=True,
+    """Starts an asynchronous save of `state` and `config` at `step`, with
+    this process's data iterator state (a JSON-able dict, e.g. grain's
+    `get_state()` taken at `step`) when given."""
+    items = dict(
+        state=ocp.args.StandardSave(state),
+        config=ocp.args.JsonSave(config.to_dict()),
     )
+    if data_state is not None:
+      items['data'] = grain.checkpoint.CheckpointSave(_Snapshot(data_state))
+    self._manager.save(step, args=ocp.args.Composite(**items), force=True)
+
+  def restore_data_state(self, step: int) -> Optional[dict[str, Any]]:
+    """This process's data iterator state saved at `step`, or None when the
+    checkpoint holds none (a tf.data or Fashion-MNIST run, or one saved
+    with another process count: the position is then the step itself).
+
+    Raises:
+      IOError: when the saved state cannot be read.
+    """
+    process = f'process_{jax.process_index()}-of-{jax.process_count()}.json'
+    if not (self.directory / str(step) / 'data' / process).exists():
+      return None
+    with self._reading(step):
+      snapshot = self._manager.restore(
+          step,
+          args=ocp.args.Composite(
+              data=grain.checkpoint.CheckpointRestore(_Snapshot())
+          ),
+      ).data
+    return snapshot.state
 
   def restore(self, abstract_state: Any, step: Optional[int] = None) -> Any:
     """Restores a state shaped like `abstract_state` (default: latest).
@@ -171,6 +201,24 @@ class Checkpointer:
     """Waits for pending saves, then releases the manager."""
     self._manager.wait_until_finished()
     self._manager.close()
+
+
+class _Snapshot:
+  """A data iterator state as grain's Orbax handler saves and restores it
+  (`get_state()` -> bytes, `set_state(bytes)`): taken when the save starts,
+  so the live iterator can move on while Orbax writes."""
+
+  def __init__(self, state: Optional[dict[str, Any]] = None):
+    self.state = state
+
+  def get_state(self) -> bytes:
+    return json.dumps(self.state, indent=2).encode()
+
+  def set_state(self, state: bytes) -> None:
+    self.state = json.loads(state)
+
+  def start_prefetch(self) -> None:
+    pass
 
 
 def _flat_shapes(tree: Any) -> dict[str, str]:
