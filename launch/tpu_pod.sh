@@ -43,12 +43,11 @@ case "${1:-}" in
     tpu scp "$tmp/hatebm_jax.tar.gz" "$TPU_NAME:~/hatebm_jax.tar.gz" \
         --worker=all
     rm -rf "$tmp"
-    jax_version=$(sed -n 's/^jax==//p' requirements.txt)
     on_all "set -e; rm -rf $REMOTE_DIR && mkdir -p $REMOTE_DIR \
         && tar xzf hatebm_jax.tar.gz -C $REMOTE_DIR \
         && pip install -q --user uv && ~/.local/bin/uv venv -q -p 3.11 ~/$VENV \
         && cd $REMOTE_DIR && ~/.local/bin/uv pip install -q -p ~/$VENV/bin/python \
-           -r requirements.txt -e . 'jax[tpu]==${jax_version}'" ;;
+           -r requirements.txt -e '.[tpu]'" ;;
   train)
     [[ $# -ge 3 ]] || usage
     # Quote every argument once more: the remote shell parses them again.
