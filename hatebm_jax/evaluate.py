@@ -201,17 +201,29 @@ def evaluate(
         config.image_dims[0],
         num_reference,
         batch_size,
+        progress=True,
     )
     result['reference'][f'num_{key}'] = references[key][0].num_samples
   for source in source_list:
     if not nets:
       break
     t0 = time.time()
-    images = draw.draw_images(run, num_samples, batch_size, seed, source)
+    images = draw.draw_images(
+        run,
+        num_samples,
+        batch_size,
+        seed,
+        source,
+        progress=f'drawing {num_samples:,} samples ({source})',
+    )
     numbers = {'sampling_seconds': round(time.time() - t0, 1)}
     if 'classifier' in nets:
       d = metrics_lib.distance_metrics(
-          nets['classifier'], images, references['classifier'], batch_size
+          nets['classifier'],
+          images,
+          references['classifier'],
+          batch_size,
+          progress=f'classifier features of the {source} samples',
       )
       if 'fcd' in metric_list:
         numbers['fcd'] = d['frechet']
@@ -223,6 +235,7 @@ def evaluate(
           images,
           references['inception'],
           min(batch_size, 100),
+          progress=f'Inception features of the {source} samples',
       )
       numbers['fid'] = d['frechet']
       numbers['kid_inception'] = d['kid']

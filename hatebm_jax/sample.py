@@ -32,6 +32,7 @@ xla_flags.apply()  # before JAX starts
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 from absl import logging
+from clu import metric_writers
 from etils import epath
 import jax
 import numpy as np
@@ -109,19 +110,26 @@ def sample_checkpoint(
   output = epath.Path(output_dir or storage.eval_folder(workdir, step))
   output.mkdir(parents=True, exist_ok=True)
   images, (z, x_gen, y) = draw.draw_images(
-      run, num_samples, batch_size, seed, source, return_first=True
+      run,
+      num_samples,
+      batch_size,
+      seed,
+      source,
+      return_first=True,
+      progress=f'drawing {num_samples:,} samples ({source})',
   )
   with (output / 'samples.npz').open('wb') as f:
     np.savez_compressed(f, images=images)
   n_show = min(64, num_samples)
+  pictures = {}
   if mode.capabilities.chain and source == 'ebm':
-    visualize.save_sample_grid(
+    pictures['grid'] = visualize.save_sample_grid(
         str(output / 'grid.png'),
         x_gen[:n_show],
         y[:n_show],
         f'step {step}, K={sampler.num_steps}',
     )
-    _save_path(
+    pictures['path'] = _save_path(
         output / 'path.png',
         mode,
         state,
@@ -131,7 +139,7 @@ def sample_checkpoint(
         config.init_scale_res,
     )
   else:
-    visualize.save_panels(
+    pictures['grid'] = visualize.save_panels(
         str(output / 'grid.png'),
         [
             (
@@ -152,6 +160,11 @@ def sample_checkpoint(
       'overrides': {k: v for k, v in overrides.items() if v is not None},
   }
   (output / 'settings.json').write_text(json.dumps(settings, indent=1))
+  # The same pictures for TensorBoard (--logdir=<output>), at the step.
+  writer = metric_writers.create_default_writer(str(output), just_logging=False)
+  for tag, pixels in pictures.items():
+    visualize.write_image(writer, step, tag, pixels)
+  writer.close()
   logging.info('Wrote %d samples to %s', num_samples, output)
   return settings
 
@@ -175,7 +188,7 @@ def _save_path(path, mode, state, z, key, num_steps, init_scale_res):
       )
       for step, (x_gen, y) in zip(steps, chain)
   ]
-  visualize.save_panels(
+  return visualize.save_panels(
       str(path),
       panels,
       'rows: X, G(z), 5·y along one Langevin chain',

@@ -271,24 +271,40 @@ class Outputs:
               10_000,
           )
       )
-    self.report = None
+    self._hooks = []
+    self._workdir = workdir
     self._shown_data = start > 0  # data.png: only for a run from step 0
 
   def restart(
       self, batches: Iterator[np.ndarray], start: int
   ) -> Iterator[np.ndarray]:
-    """Starts a segment at `start`: a fresh progress report; for a run that
-    begins at step 0, a grid of its first training batch (once). Returns
-    the batches."""
-    self.report = periodic_actions.ReportProgress(
-        num_train_steps=self.config.num_training_steps,
-        writer=self.writer,
-        every_steps=self.config.info_freq,
-    )
+    """Starts a segment at `start`: a fresh progress report (and, with
+    `profile_steps`, a profiler trace of that many steps from `start` + 10
+    on, into <workdir>/plugins/profile for TensorBoard's Profile tab); for a
+    run that begins at step 0, a grid of its first training batch (once).
+    Returns the batches."""
+    self._hooks = [
+        periodic_actions.ReportProgress(
+            num_train_steps=self.config.num_training_steps,
+            writer=self.writer,
+            every_steps=self.config.info_freq,
+        )
+    ]
+    if self.config.profile_steps and self.is_lead:
+      self._hooks.append(
+          periodic_actions.Profile(
+              logdir=str(self._workdir),
+              num_profile_steps=self.config.profile_steps,
+              profile_duration_ms=None,
+              first_profile=start + 10,
+              every_steps=None,
+              every_secs=None,
+          )
+      )
     if self.is_lead and start == 0 and not self._shown_data:
       self._shown_data = True
       first = next(batches)
-      visualize.save_panels(
+      pixels = visualize.save_panels(
           str(self.samples_dir / 'data.png'),
           [
               (
@@ -297,6 +313,7 @@ class Outputs:
               )
           ],
       )
+      visualize.write_image(self.writer, 0, 'training_data', pixels)
       batches = itertools.chain([first], batches)
     return batches
 
@@ -306,6 +323,12 @@ class Outputs:
         k: float(v) for k, v in parallel.to_host(metrics).items()
     }
     self.writer.write_scalars(step, self.last_metrics)
+
+  def report(self, step: int) -> None:
+    """After training step `step`: progress lines (steps/s, ETA) and the
+    profiler's start and stop."""
+    for hook in self._hooks:
+      hook(step)
 
   def periodic(self, step: int, state: Any) -> None:
     """Grids and test loss every `plot_freq` steps, FCD every `fcd_freq`
@@ -349,11 +372,12 @@ class Outputs:
     )
     path = str(self.samples_dir / f'step_{step:06d}.png')
     if source == 'ebm':
-      visualize.save_sample_grid(path, x_gen, y, f'step {step}')
+      pixels = visualize.save_sample_grid(path, x_gen, y, f'step {step}')
     else:
-      visualize.save_panels(
+      pixels = visualize.save_panels(
           path, [(f'G(z), step {step}', visualize.to_display(x_gen))]
       )
+    visualize.write_image(self.writer, step, 'samples', pixels)
 
   def close(self) -> None:
     self.writer.flush()

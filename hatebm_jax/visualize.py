@@ -15,6 +15,7 @@ import matplotlib
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 import numpy as np
+import PIL.Image
 
 RESIDUAL_MAGNIFICATION = 5.0
 
@@ -57,7 +58,7 @@ def save_panels(
     panels: Sequence[tuple[str, np.ndarray]],
     suptitle: str = '',
     columns: Optional[int] = None,
-) -> None:
+) -> np.ndarray:
   """Saves titled image grids side by side as one PNG (local or gs://).
 
   Args:
@@ -65,6 +66,9 @@ def save_panels(
     panels: (title, display images [N, H, W, C] in [0, 1]) pairs.
     suptitle: a title over all panels.
     columns: images per grid row; about √N when None.
+
+  Returns:
+    The PNG's pixels, uint8 [h, w, 3] (for TensorBoard: `write_image`).
   """
   grids = [(title, tile(images, columns)) for title, images in panels]
   aspect = max(grid.shape[0] / grid.shape[1] for _, grid in grids)
@@ -83,11 +87,20 @@ def save_panels(
   path = epath.Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
   path.write_bytes(buffer.getvalue())
+  buffer.seek(0)
+  return np.asarray(PIL.Image.open(buffer).convert('RGB'))
+
+
+def write_image(writer, step: int, tag: str, pixels: np.ndarray) -> None:
+  """Writes a PNG's pixels (uint8 [h, w, 3], from `save_panels`) to a clu
+  metric writer: TensorBoard's Images tab shows the same picture as the
+  PNG, under `tag`, at `step`."""
+  writer.write_images(step, {tag: pixels[None]})
 
 
 def save_sample_grid(
     path: str, x_gen: np.ndarray, y: np.ndarray, suptitle: str = ''
-) -> None:
+) -> np.ndarray:
   """Saves the Figure-3 view of conditional samples.
 
   Args:
@@ -95,9 +108,12 @@ def save_sample_grid(
     x_gen: G(z) [N, H, W, C], unclipped.
     y: residuals y_K [N, H, W, C].
     suptitle: a title, e.g. the step.
+
+  Returns:
+    The PNG's pixels, uint8 [h, w, 3].
   """
   x_gen, y = np.asarray(x_gen), np.asarray(y)
-  save_panels(
+  return save_panels(
       path,
       [
           ('X = G(z) + y', to_display(x_gen + y)),

@@ -58,6 +58,23 @@ def norm_error(a, b):
   return float(diff / scale) if scale else float(diff)
 
 
+def tensorboard_images(folder) -> dict[str, list[int]]:
+  """Image tags -> steps in the TensorBoard event files of `folder`."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
+  found = {}
+  for name in sorted(os.listdir(folder)):
+    if not name.startswith('events.out.tfevents'):
+      continue
+    for event in tf.compat.v1.train.summary_iterator(
+        os.path.join(folder, name)
+    ):
+      for value in event.summary.value:
+        if value.metadata.plugin_data.plugin_name == 'images':
+          found.setdefault(value.tag, []).append(event.step)
+  return found
+
+
 # Overrides of fashion_mnist_synth that make a run take seconds.
 TINY = dict(
     data_dir=DATA_DIR,

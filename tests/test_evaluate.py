@@ -169,12 +169,36 @@ def test_reference_cache_survives_a_run_writing_the_same_entry(
   class RacedNet:
     name, preprocessing = net.name, net.preprocessing
 
-    def features(self, images, batch_size):
+    def features(self, images, batch_size, progress=''):
       metrics.reference_features(net, *args)
-      return net.features(images, batch_size)
+      return net.features(images, batch_size, progress)
 
   raced_stats, _ = metrics.reference_features(RacedNet(), *args)
   stats, _ = metrics.reference_features(net, *args)
   np.testing.assert_array_equal(raced_stats.cov, stats.cov)
   entries = sorted(p.name for p in (tmp_path / 'reference').iterdir())
   assert len(entries) == 1 and entries[0].endswith('.npz'), entries
+
+
+def test_evaluation_reports_progress_at_every_tenth(run_dir, caplog, tmp_path):
+  """Sampling and the features of the samples each log a line per tenth of
+  their images (1,000 samples in batches of 100), with an ETA; each OOD set
+  one line."""
+  caplog.set_level('INFO')
+  evaluate.evaluate(
+      str(run_dir),
+      'fcd,ood',
+      'ebm',
+      output=str(tmp_path / 'm.json'),
+      ood_sets='uniform_noise',
+      **{**SMALL, 'num_samples': 1000},
+  )
+  messages = [r.getMessage() for r in caplog.records]
+  for what in ('drawing 1,000 samples (ebm)', 'classifier features of the ebm'):
+    lines = [m for m in messages if m.startswith(what)]
+    assert len(lines) == 10, (what, lines)
+    assert [int(m.split('(')[-1].split('%')[0]) for m in lines] == list(
+        range(10, 101, 10)
+    )
+    assert all('ETA' in m for m in lines)
+  assert any(m.startswith('OOD uniform_noise: AUROC') for m in messages)

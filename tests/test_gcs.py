@@ -110,10 +110,17 @@ def test_training_and_resuming_on_gcs(runs):
     np.testing.assert_array_equal(x, y)
 
 
-def test_sampling_from_gcs_equals_sampling_locally(runs, tmp_path):
+def test_sampling_from_gcs_equals_sampling_locally(runs, tmp_path, monkeypatch):
   local, remote = runs
   sample.sample_checkpoint(
       local, 6, 3, seed=1, output_dir=str(tmp_path / 'local')
+  )
+  # The TensorBoard images go to a local folder (see `runs`).
+  create = sample.metric_writers.create_default_writer
+  monkeypatch.setattr(
+      sample.metric_writers,
+      'create_default_writer',
+      lambda logdir, **kwargs: create(str(tmp_path / 'events'), **kwargs),
   )
   settings = sample.sample_checkpoint(remote, 6, 3, seed=1)
   out = epath.Path(remote) / 'eval' / 'step_4'

@@ -107,8 +107,11 @@ def test_wrong_files_are_refused(tmp_path, monkeypatch):
     )
   bogus = tmp_path / 'bogus.pth'
   bogus.write_bytes(b'not a torch file')
-  with pytest.warns(UserWarning), pytest.raises(
-      ValueError, match='Could not read .*bogus.pth as a PyTorch state dict'
+  with (
+      pytest.warns(UserWarning),
+      pytest.raises(
+          ValueError, match='Could not read .*bogus.pth as a PyTorch state dict'
+      ),
   ):
     inception.InceptionFeatures.load(str(bogus))
 

@@ -11,7 +11,7 @@ import pytest
 from hatebm_jax import sample
 from hatebm_jax.serving import draw
 from hatebm_jax import train
-from conftest import ROOT, tiny_config
+from conftest import ROOT, tensorboard_images, tiny_config
 
 
 @pytest.fixture(scope='module')
@@ -40,12 +40,15 @@ def test_samples_grids_and_settings(run_dir, tmp_path):
   images = np.load(tmp_path / 'samples.npz')['images']
   assert images.shape == (10, 32, 32, 1) and images.dtype == np.uint8
   assert len(np.unique(images)) > 10
-  assert sorted(os.listdir(tmp_path)) == [
+  files = sorted(os.listdir(tmp_path))
+  assert [f for f in files if not f.startswith('events.out')] == [
       'grid.png',
       'path.png',
       'samples.npz',
       'settings.json',
   ]
+  # The same pictures for TensorBoard, at the checkpoint's step.
+  assert tensorboard_images(tmp_path) == {'grid': [2], 'path': [2]}
   saved = json.loads((tmp_path / 'settings.json').read_text())
   assert saved == json.loads(json.dumps(settings))
   assert saved['step'] == 2
@@ -144,3 +147,18 @@ def test_shipped_model_samples_are_those_recorded(tmp_path):
       diff.max(),
       (diff > 0).mean(),
   )
+
+
+def test_sampling_reports_progress_with_an_eta(run_dir, tmp_path, caplog):
+  """A line at each tenth of the samples: 40 samples in batches of 4."""
+  caplog.set_level('INFO')
+  sample.sample_checkpoint(
+      str(run_dir), num_samples=40, batch_size=4, output_dir=str(tmp_path)
+  )
+  lines = [
+      r.getMessage() for r in caplog.records if 'drawing 40' in r.getMessage()
+  ]
+  assert len(lines) == 10, lines
+  assert lines[0].startswith('drawing 40 samples (ebm): 4/40 (10%)')
+  assert 'ETA' in lines[0]
+  assert lines[-1].startswith('drawing 40 samples (ebm): 40/40 (100%)')

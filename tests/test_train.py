@@ -12,7 +12,7 @@ import pytest
 from hatebm_jax.infra import checkpoint
 from hatebm_jax.modes import synthesis
 from hatebm_jax import train
-from conftest import ROOT, main_command, tiny_config
+from conftest import ROOT, main_command, tensorboard_images, tiny_config
 
 
 def _restore(workdir, config):
@@ -40,6 +40,10 @@ def test_run_writes_checkpoints_events_and_grids(tmp_path):
   assert any(f.startswith('events.out.tfevents') for f in os.listdir(tmp_path))
   samples = sorted(os.listdir(tmp_path / 'samples'))
   assert samples == ['data.png', 'step_000002.png', 'step_000004.png']
+  assert tensorboard_images(tmp_path) == {
+      'training_data': [0],
+      'samples': [2, 4],
+  }
   step, state, saved_config = _restore(tmp_path, config)
   assert step == 4 and int(state.step) == 4
   assert saved_config['mcmc_steps'] == 2
@@ -244,3 +248,18 @@ def test_fcd_only_for_fashion_mnist():
   config.data_type, config.image_dims = 'cifar10', (32, 32, 3)
   with pytest.raises(ValueError, match='fcd_freq=2.*Fashion-MNIST classifier'):
     train.train_and_evaluate(config, '/nonexistent/never/created')
+
+
+def test_profile_steps_writes_a_trace(tmp_path):
+  """profile_steps=2: a profiler trace of steps 10-11 for TensorBoard."""
+  config = tiny_config(
+      num_training_steps=13, profile_steps=2, plot_freq=100, checkpoint_freq=100
+  )
+  train.train_and_evaluate(config, str(tmp_path))
+  traces = [
+      os.path.join(root, name)
+      for root, _, names in os.walk(tmp_path / 'plugins' / 'profile')
+      for name in names
+      if name.endswith('.xplane.pb')
+  ]
+  assert len(traces) == 1 and os.path.getsize(traces[0]) > 1000

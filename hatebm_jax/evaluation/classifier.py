@@ -37,6 +37,7 @@ import numpy as np
 import optax
 
 from hatebm_jax import data
+from hatebm_jax.infra import progress as progress_lib
 
 FEATURE_NET = 'fashion-mnist-lenet-v1'
 PREPROCESSING = (
@@ -130,9 +131,10 @@ class FeatureNetwork:
     digest = hashlib.sha256(raw).hexdigest()[:12]
     return cls(params, f'{FEATURE_NET}:{digest}', accuracy)
 
-  def _batches(self, fn, images, batch_size):
+  def _batches(self, fn, images, batch_size, progress=''):
     _check_images(images)
     outputs = []
+    report = progress_lib.Progress(progress, len(images)) if progress else None
     for start in range(0, len(images), batch_size):
       chunk = data.to_float(images[start : start + batch_size])
       size = len(chunk)
@@ -141,15 +143,20 @@ class FeatureNetwork:
             [chunk, np.zeros((batch_size - size,) + IMAGE_SHAPE, np.float32)]
         )
       outputs.append(np.asarray(fn(self.params, chunk))[:size])
+      if report:
+        report.update(start + size)
     return np.concatenate(outputs)
 
-  def features(self, images: np.ndarray, batch_size: int = 500) -> np.ndarray:
-    """Penultimate features [N, 128] float32 of uint8 images [N, 32, 32, 1].
+  def features(
+      self, images: np.ndarray, batch_size: int = 500, progress: str = ''
+  ) -> np.ndarray:
+    """Penultimate features [N, 128] float32 of uint8 images [N, 32, 32, 1];
+    with `progress`, a line starting with it at each tenth of the images.
 
     Raises:
       ValueError: for another dtype or shape.
     """
-    return self._batches(self._features, images, batch_size)
+    return self._batches(self._features, images, batch_size, progress)
 
   def predict(self, images: np.ndarray, batch_size: int = 500) -> np.ndarray:
     """Predicted classes [N] (int) of uint8 images [N, 32, 32, 1]."""

@@ -37,6 +37,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from hatebm_jax.infra import cache
+from hatebm_jax.infra import progress as progress_lib
+
 WEIGHTS_FILE = 'pt_inception-2015-12-05-6726825d.pth'
 WEIGHTS_URL = (
     'https://github.com/mseitzer/pytorch-fid/releases/download/'
@@ -53,13 +56,7 @@ NUM_FEATURES = 2048
 BN_EPSILON = 1e-3  # torchvision BasicConv2d
 
 
-def cache_dir() -> epath.Path:
-  """$HATEBM_CACHE_DIR, default ~/.cache/hatebm_jax."""
-  return epath.Path(
-      os.environ.get(
-          'HATEBM_CACHE_DIR', os.path.expanduser('~/.cache/hatebm_jax')
-      )
-  )
+cache_dir = cache.cache_dir  # $HATEBM_CACHE_DIR, default ~/.cache/hatebm_jax
 
 
 class BasicConv2d(nnx.Module):
@@ -482,8 +479,12 @@ class InceptionFeatures:
     tmp.replace(cached)
     return cls(flat, f'{FEATURE_NET}:{digest[:12]}')
 
-  def features(self, images: np.ndarray, batch_size: int = 100) -> np.ndarray:
-    """pool_3 features [N, 2048] float32 of uint8 images [N, H, W, 1 or 3].
+  def features(
+      self, images: np.ndarray, batch_size: int = 100, progress: str = ''
+  ) -> np.ndarray:
+    """pool_3 features [N, 2048] float32 of uint8 images [N, H, W, 1 or 3];
+    with `progress`, a line starting with it at each tenth of the images
+    (`infra.progress`).
 
     Raises:
       ValueError: for another dtype or layout.
@@ -499,6 +500,7 @@ class InceptionFeatures:
           f'got {images.dtype} {images.shape}.'
       )
     outputs = []
+    report = progress_lib.Progress(progress, len(images)) if progress else None
     for start in range(0, len(images), batch_size):
       chunk = images[start : start + batch_size]
       size = len(chunk)
@@ -507,4 +509,6 @@ class InceptionFeatures:
             [chunk, np.zeros((batch_size - size,) + chunk.shape[1:], np.uint8)]
         )
       outputs.append(np.asarray(self._apply(self.params, chunk))[:size])
+      if report:
+        report.update(start + size)
     return np.concatenate(outputs)

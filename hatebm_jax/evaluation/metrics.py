@@ -10,6 +10,7 @@ import hashlib
 import os
 from typing import Optional, Sequence
 
+from absl import logging
 import jax
 import numpy as np
 
@@ -33,6 +34,7 @@ def reference_features(
     image_size: int,
     num: int,
     batch_size: int = 500,
+    progress: bool = False,
 ) -> tuple[frechet.FeatureStats, np.ndarray]:
   """Statistics and (up to 10,000) features of a data split, cached.
 
@@ -45,6 +47,8 @@ def reference_features(
     image_size: S.
     num: number of reference images (fewer if the split is smaller).
     batch_size: images per feature batch.
+    progress: log progress lines (with an ETA) while computing the
+      features of an entry that is not cached yet.
 
   Returns:
     (FeatureStats of all images, features [min(N, 10,000), D] float32).
@@ -63,7 +67,16 @@ def reference_features(
     with path.open('rb') as f:
       features = np.load(f, allow_pickle=False)['features']
     return stats, features
-  features = net.features(images, batch_size)
+  features = net.features(
+      images,
+      batch_size,
+      progress=(
+          f'{net.name} features of {len(images):,} {data_type} {split} '
+          'images (cached for next time)'
+          if progress
+          else ''
+      ),
+  )
   stats = frechet.feature_stats(features, net.name, net.preprocessing)
   path.parent.mkdir(parents=True, exist_ok=True)
   # A name of this process's own, replaced over the entry: runs that compute
@@ -89,13 +102,15 @@ def distance_metrics(
     reference: tuple[frechet.FeatureStats, np.ndarray],
     batch_size: int = 500,
     kid_seed: int = 0,
+    progress: str = '',
 ) -> dict:
-  """Fréchet distance and KID of uint8 images against a reference.
+  """Fréchet distance and KID of uint8 images against a reference; with
+  `progress`, a line starting with it at each tenth of the features.
 
   Returns:
     {'frechet': float, 'kid': mean, 'kid_std': std} in feature units.
   """
-  features = net.features(images, batch_size)
+  features = net.features(images, batch_size, progress=progress)
   stats = frechet.feature_stats(features, net.name, net.preprocessing)
   ref_stats, ref_features = reference
   kid_mean, kid_std = kid.kernel_distance(features, ref_features, seed=kid_seed)
@@ -140,6 +155,14 @@ def ood_metrics(
     result['auroc'][name] = ood.auroc(scores_in, scores)
     result['num_ood'][name] = len(images)
     result['mean_energy'][name] = float(scores.mean())
+    logging.info(
+        'OOD %s: AUROC %.3f over %d images (%d of %d sets)',
+        name,
+        result['auroc'][name],
+        len(images),
+        len(result['auroc']),
+        len(ood_sets),
+    )
   return result
 
 

@@ -10,6 +10,7 @@ import weakref
 import jax
 import numpy as np
 
+from hatebm_jax.infra import progress as progress_lib
 from hatebm_jax.modes import base
 from hatebm_jax.serving import run as run_lib
 
@@ -117,6 +118,7 @@ def draw_images(
     source: Optional[str] = None,
     state=None,
     return_first: bool = False,
+    progress: str = '',
 ):
   """Draws uint8 samples [N, S, S, C] from a run.
 
@@ -136,6 +138,8 @@ def draw_images(
       first).
     state: parameters to use instead of `run.state` (e.g. during training).
     return_first: also return (z, G(z), y) of the first batch.
+    progress: when not empty, a line starting with it is logged at each
+      tenth of the samples, with an ETA (`infra.progress`).
 
   Returns:
     uint8 images [N, S, S, C] = round(255(x+1)/2) of x clipped to [-1, 1]
@@ -158,6 +162,7 @@ def draw_images(
   draw = jitted(mode.draw, static_argnums=(3,))
   key = jax.random.PRNGKey(seed)
   images, first = [], None
+  report = progress_lib.Progress(progress, num_samples) if progress else None
   for i, start in enumerate(range(0, num_samples, batch_size)):
     k_z, k_chain = jax.random.split(jax.random.fold_in(key, i))
     z = config.init_scale_latent * jax.random.normal(
@@ -168,5 +173,7 @@ def draw_images(
     if first is None:
       first = (z, x_gen, y)
     images.append(to_uint8(x_gen + y)[: num_samples - start])
+    if report:
+      report.update(min(start + batch_size, num_samples))
   images = np.concatenate(images)
   return (images, first) if return_first else images

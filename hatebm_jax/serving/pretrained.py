@@ -250,14 +250,19 @@ def _checked_images(images: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
 
 
 def load_pretrained(path: str, **settings) -> Pretrained:
-  """Loads an exported model (local path, gs:// or https://).
+  """Loads an exported model by name, local path, gs:// or https://.
 
   Args:
-    path: a `.hatebm` file written by `python -m hatebm_jax.export`.
+    path: a registered name (`hatebm_jax.serving.registry.names()`, e.g.
+      'fashion_mnist_synth': fetched once into $HATEBM_CACHE_DIR/models and
+      checked against its SHA-256), or a `.hatebm` file written by
+      `python -m hatebm_jax.export`.
     **settings: sampler settings (see `Pretrained.with_settings`).
 
   Raises:
     FileNotFoundError: nothing at `path`, or a URL that cannot be read.
+    IOError: a registered model whose download or file fails its SHA-256
+      check (nothing partial is kept).
     ValueError: an empty path, a folder, not an exported model, a newer
       format, a damaged file (missing entries, networks that do not fit the
       stored config, non-finite values), or invalid overrides.

@@ -11,6 +11,8 @@ import urllib.request
 
 from etils import epath
 
+from hatebm_jax.serving import registry
+
 SUFFIX = '.hatebm'
 URL_SCHEMES = ('http://', 'https://')
 # The package folder: models shipped inside it write their outputs to the
@@ -24,9 +26,12 @@ def local(path: str) -> str:
 
 
 def is_exported(path: str) -> bool:
-  """Whether `path` names an exported model rather than a workdir: an
-  http(s) URL, a name ending in `.hatebm`, or an existing file."""
+  """Whether `path` names an exported model rather than a workdir: a
+  registered model name (`registry`), an http(s) URL, a name ending in
+  `.hatebm`, or an existing file."""
   path = local(str(path))
+  if registry.is_registered(path):
+    return True
   if path.startswith(URL_SCHEMES) or path.endswith(SUFFIX):
     return True
   try:
@@ -36,14 +41,19 @@ def is_exported(path: str) -> bool:
 
 
 def read_bytes(path: str) -> bytes:
-  """The bytes of an exported model at a local path, gs:// or http(s)://.
+  """The bytes of an exported model: a registered name (downloaded once and
+  checked against its SHA-256, `registry.resolve`), a local path, gs:// or
+  http(s):// (read as it is, unchecked).
 
   Raises:
     ValueError: for an empty path, or a folder (a training workdir says
       how to export it).
     FileNotFoundError: nothing at `path`, or a URL that cannot be read.
+    IOError: a registered model whose file or download fails its check.
   """
   path = local(path)
+  if registry.is_registered(path):
+    path = registry.resolve(path)
   if not path:
     raise ValueError(
         'The model path is empty: give a .hatebm file, an '

@@ -1,0 +1,159 @@
+"""Pretrained models by name: the registry, checked downloads from a local
+HTTP server (good, corrupted, truncated and failing-once files) and the
+cache they land in."""
+
+import hashlib
+import http.server
+import os
+import threading
+
+import pytest
+
+import hatebm_jax
+from hatebm_jax.serving import registry
+from hatebm_jax.serving import storage
+
+SHIPPED = os.path.join(
+    os.path.dirname(hatebm_jax.__file__), 'assets', 'fashion_mnist_synth.hatebm'
+)
+
+
+class _Server:
+  """Serves `files` (path -> bytes) on localhost; `truncate` paths send
+  half their bytes under the full Content-Length; `fail_first` paths answer
+  500 to their first request. Counts requests per path."""
+
+  def __init__(self, files, truncate=(), fail_first=()):
+    self.files, self.truncate, self.fail_first = files, truncate, fail_first
+    self.requests = {}
+    server = self
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+
+      def do_GET(self):  # pylint: disable=invalid-name
+        n = server.requests[self.path] = server.requests.get(self.path, 0) + 1
+        body = server.files.get(self.path)
+        if body is None or (self.path in server.fail_first and n == 1):
+          self.send_error(404 if body is None else 500)
+          return
+        self.send_response(200)
+        self.send_header('Content-Length', str(len(body)))
+        self.end_headers()
+        if self.path in server.truncate:
+          body = body[: len(body) // 2]
+        self.wfile.write(body)
+        self.wfile.flush()
+        self.close_connection = True
+
+      def log_message(self, *args):
+        pass
+
+    self.httpd = http.server.ThreadingHTTPServer(('127.0.0.1', 0), Handler)
+    self.url = f'http://127.0.0.1:{self.httpd.server_address[1]}'
+    threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+  def close(self):
+    self.httpd.shutdown()
+    self.httpd.server_close()
+
+
+@pytest.fixture
+def model_bytes():
+  with open(SHIPPED, 'rb') as f:
+    return f.read()
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+  monkeypatch.setenv('HATEBM_CACHE_DIR', str(tmp_path / 'cache'))
+  return tmp_path / 'cache' / 'models'
+
+
+def _entry(url, data):
+  return registry.Entry(
+      sha256=hashlib.sha256(data).hexdigest(), description='test', url=url
+  )
+
+
+def test_shipped_model_by_name(tmp_path, monkeypatch):
+  """The registered hash is the shipped file's; the name loads it from the
+  package, in the API and the commands' path rules."""
+  entry = registry.MODELS['fashion_mnist_synth']
+  assert registry.sha256_of(SHIPPED) == entry.sha256
+  assert registry.resolve('fashion_mnist_synth') == SHIPPED
+  model = hatebm_jax.load_pretrained('fashion_mnist_synth')
+  assert model.step == 8800
+  assert storage.is_exported('fashion_mnist_synth')
+  assert str(storage.eval_folder('fashion_mnist_synth', 8800)) == (
+      'fashion_mnist_synth_eval/step_8800'
+  )
+  # A folder of that name in the current directory is a path, not a name.
+  monkeypatch.chdir(tmp_path)
+  os.mkdir('fashion_mnist_synth')
+  assert not registry.is_registered('fashion_mnist_synth')
+  with pytest.raises(
+      KeyError, match=r"'nope' is not a registered model.*fashion_mnist_synth"
+  ):
+    registry.resolve('nope')
+
+
+def test_download_is_checked_cached_and_read_once(cache, model_bytes):
+  server = _Server({'/m.hatebm': model_bytes})
+  try:
+    entries = {'remote': _entry(server.url + '/m.hatebm', model_bytes)}
+    path = registry.resolve('remote', entries)
+    assert path == str(cache / 'remote.hatebm')
+    with open(path, 'rb') as f:
+      assert f.read() == model_bytes
+    assert registry.resolve('remote', entries) == path
+    assert server.requests == {'/m.hatebm': 1}  # the second call hit the cache
+    assert sorted(os.listdir(cache)) == ['remote.hatebm']
+  finally:
+    server.close()
+
+
+def test_a_failed_attempt_is_retried(cache, model_bytes):
+  server = _Server({'/m.hatebm': model_bytes}, fail_first=('/m.hatebm',))
+  try:
+    entries = {'remote': _entry(server.url + '/m.hatebm', model_bytes)}
+    path = registry.resolve('remote', entries)
+    assert server.requests == {'/m.hatebm': 2}
+    assert registry.sha256_of(path) == entries['remote'].sha256
+  finally:
+    server.close()
+
+
+@pytest.mark.parametrize('damage', ['corrupted', 'truncated', 'missing'])
+def test_bad_download_is_a_clear_error_and_leaves_nothing(
+    cache, model_bytes, damage
+):
+  served = bytearray(model_bytes)
+  if damage == 'corrupted':
+    served[len(served) // 2] ^= 0xFF
+  server = _Server(
+      {} if damage == 'missing' else {'/m.hatebm': bytes(served)},
+      truncate=('/m.hatebm',) if damage == 'truncated' else (),
+  )
+  try:
+    entries = {'remote': _entry(server.url + '/m.hatebm', model_bytes)}
+    with pytest.raises(IOError) as raised:
+      registry.resolve('remote', entries)
+    message = str(raised.value)
+    assert "Could not fetch the model 'remote'" in message
+    assert server.url + '/m.hatebm' in message
+    assert entries['remote'].sha256 in message
+    if damage == 'corrupted':
+      assert 'hash' in message.lower() or 'sha' in message.lower()
+    # Every attempt was made, and no partial or temporary file is left.
+    assert server.requests['/m.hatebm'] == registry.RETRIES + 1
+    assert os.listdir(cache) == []
+  finally:
+    server.close()
+
+
+def test_damaged_bundled_model_is_refused(tmp_path, monkeypatch):
+  damaged = tmp_path / 'fashion_mnist_synth.hatebm'
+  damaged.write_bytes(b'not a model')
+  monkeypatch.setattr(registry, '_ASSETS', str(tmp_path))
+  with pytest.raises(IOError, match='the installed package is damaged'):
+    registry.resolve('fashion_mnist_synth')
