@@ -589,26 +589,32 @@ def grain_batches(
   ]
   transform = _tfds_preprocess(name, image_size, random_crop, seed)
 
+  shape = (image_size, image_size, IMAGE_DIMS[name][2])
+
+  # One call into TF per batch: decode and transform each image with the
+  # same ops as the tf.data path (tf.map_fn runs them image by image).
   @tf.function(
       input_signature=[
-          tf.TensorSpec([], tf.string),
-          tf.TensorSpec([], tf.int64),
+          tf.TensorSpec([None], tf.string),
+          tf.TensorSpec([None], tf.int64),
       ]
   )
-  def prepare(encoded, position):
-    image = image_feature.decode_example(encoded)
-    return transform({'image': image}, position)
+  def prepare(encoded, positions):
+    return tf.map_fn(
+        lambda e: transform(
+            {'image': image_feature.decode_example(e[0])}, e[1]
+        ),
+        (encoded, positions),
+        fn_output_signature=tf.TensorSpec(shape, tf.float32),
+    )
 
   examples = grain.MapDataset.source(source).shuffle(seed=_grain_seed(seed))
 
   def batch(step: int) -> np.ndarray:
     first = step * batch_size
-    return np.stack(
-        [
-            prepare(examples[p]['image'], np.int64(p)).numpy()
-            for p in range(first + rows.start, first + rows.stop)
-        ]
-    )
+    positions = np.arange(first + rows.start, first + rows.stop)
+    encoded = [examples[int(p)]['image'] for p in positions]
+    return prepare(tf.constant(encoded), tf.constant(positions)).numpy()
 
   stream = grain.MapDataset.range(_GRAIN_STREAM_BATCHES).map(batch)
   iterator = iter(
