@@ -14,8 +14,9 @@ WORKDIR = flags.DEFINE_string(
     'workdir',
     None,
     'Training workdir (local or gs://) holding '
-    'checkpoints/, or an exported model (.hatebm file: local, gs:// or '
-    'https://).',
+    'checkpoints/, an exported model (.hatebm file: local, gs:// or '
+    'https://), or a registered model name (e.g. fashion_mnist_synth: '
+    'downloaded once and checked, hatebm_jax/serving/registry.py).',
 )
 STEP = flags.DEFINE_integer('step', None, 'Checkpoint step; default latest.')
 NUM_SAMPLES = flags.DEFINE_integer('num_samples', 64, 'Number of samples N.')

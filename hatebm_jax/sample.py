@@ -78,7 +78,8 @@ def sample_checkpoint(
   """Samples a synthesis checkpoint and writes the outputs listed above.
 
   Args:
-    workdir: the training run's folder, or an exported model file.
+    workdir: the training run's folder, an exported model file, or a
+      registered model name (`serving.registry`).
     num_samples: N ≥ 1.
     batch_size: chains per jitted call, ≥ 1.
     seed: seed of latents, y₀ and chain noise.
