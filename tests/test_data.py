@@ -164,6 +164,15 @@ def _tfds_stream(name, data_dir, start_step, steps, seed=5, **kwargs):
   return list(itertools.islice(batches, steps))
 
 
+def _check_batches(name, batches):
+  """float32 [B, S, S, 3] batches in [-1, 1] (up to the resize's overshoot)."""
+  size = data.IMAGE_DIMS[name][0]
+  assert batches[0].shape == (TFDS_BATCH, size, size, 3)
+  assert batches[0].dtype == np.float32
+  assert min(b.min() for b in batches) >= -1.0 - 1e-5
+  assert max(b.max() for b in batches) <= 1.0 + 1e-5
+
+
 @pytest.mark.parametrize('buffer', [data.SHUFFLE_BUFFER, 16])
 @pytest.mark.parametrize(
     'name,steps,starts',
@@ -187,11 +196,7 @@ def test_tfds_resume_equals_straight(
     resumed = _tfds_stream(name, tfds_dir, t0, steps - t0)
     for t, batch in enumerate(resumed, t0):
       np.testing.assert_array_equal(batch, straight[t], err_msg=f'step {t}')
-  size = data.IMAGE_DIMS[name][0]
-  assert straight[0].shape == (TFDS_BATCH, size, size, 3)
-  assert straight[0].dtype == np.float32
-  assert min(b.min() for b in straight) >= -1.0 - 1e-5
-  assert max(b.max() for b in straight) <= 1.0 + 1e-5
+  _check_batches(name, straight)
   print(
       f'{name}: {steps} + {sum(steps - t for t in starts)} batches in '
       f'{time.time() - start:.1f} s'
@@ -318,11 +323,7 @@ def test_grain_resume_equals_straight(array_record_dir, name, steps, starts):
     for t, (a, b) in enumerate(zip(resumed, from_state), t0):
       np.testing.assert_array_equal(a, straight[t], err_msg=f'step {t}')
       np.testing.assert_array_equal(b, straight[t], err_msg=f'step {t}')
-  size = data.IMAGE_DIMS[name][0]
-  assert straight[0].shape == (TFDS_BATCH, size, size, 3)
-  assert straight[0].dtype == np.float32
-  assert min(b.min() for b in straight) >= -1.0 - 1e-5
-  assert max(b.max() for b in straight) <= 1.0 + 1e-5
+  _check_batches(name, straight)
 
 
 def test_grain_stream_is_a_seeded_shuffle_of_the_tf_data_images(

@@ -56,6 +56,38 @@ def _main_command(workdir, *extra):
   )
 
 
+def _process_command(workdir, port, process_id, *flags):
+  """argv of process `process_id` of a 2-process job on localhost:`port`."""
+  return _main_command(
+      workdir,
+      f'--coordinator_address=localhost:{port}',
+      '--num_processes=2',
+      f'--process_id={process_id}',
+      *flags,
+  )
+
+
+def _run_two_processes(workdir, devices, *flags):
+  """`main` as 2 processes of `devices` CPU devices each (jax.distributed on
+  localhost); asserts both exit 0 and returns their logs."""
+  port = _free_port()
+  procs = [
+      subprocess.Popen(
+          _process_command(workdir, port, i, *flags),
+          env=device_env(devices),
+          cwd=ROOT,
+          stdout=subprocess.PIPE,
+          stderr=subprocess.STDOUT,
+          text=True,
+      )
+      for i in range(2)
+  ]
+  logs = [p.communicate(timeout=600)[0] for p in procs]
+  for p, log in zip(procs, logs):
+    assert p.returncode == 0, log[-5000:]
+  return logs
+
+
 def _state(workdir):
   config = tiny_config(num_training_steps=3)
   model = modes.build(config)
@@ -93,27 +125,7 @@ def test_two_processes_then_one(tmp_path):
   _run_main(warm, '--config.num_training_steps=2')
   shutil.copytree(warm, multi)
   shutil.copytree(warm, single)
-  port = _free_port()
-  procs = [
-      subprocess.Popen(
-          _main_command(
-              multi,
-              f'--coordinator_address=localhost:{port}',
-              '--num_processes=2',
-              f'--process_id={i}',
-              '--config.num_training_steps=5',
-          ),
-          env=device_env(4),
-          cwd=ROOT,
-          stdout=subprocess.PIPE,
-          stderr=subprocess.STDOUT,
-          text=True,
-      )
-      for i in range(2)
-  ]
-  logs = [p.communicate(timeout=600)[0] for p in procs]
-  for p, log in zip(procs, logs):
-    assert p.returncode == 0, log[-5000:]
+  logs = _run_two_processes(multi, 4, '--config.num_training_steps=5')
   assert 'Process 0 of 2; 4 local and 8 global devices.' in logs[0]
   assert 'Process 1 of 2; 4 local and 8 global devices.' in logs[1]
   assert 'at step 2 on 8 devices' in logs[1]
@@ -145,11 +157,10 @@ def test_sigterm_to_one_process_stops_every_process_at_one_step(tmp_path):
     with open(log, 'w') as f:
       procs.append(
           subprocess.Popen(
-              _main_command(
+              _process_command(
                   workdir,
-                  f'--coordinator_address=localhost:{port}',
-                  '--num_processes=2',
-                  f'--process_id={i}',
+                  port,
+                  i,
                   '--config.num_training_steps=100000',
                   '--config.checkpoint_freq=100000',
               ),
@@ -192,7 +203,7 @@ def test_two_processes_read_arrayrecord_through_grain(tmp_path):
 
   data_dir = tmp_path / 'tfds'
   tfds_fixture.prepare(str(data_dir), 64, 3, 'array_record', names=('cifar10',))
-  workdir, port = tmp_path / 'run', _free_port()
+  workdir = tmp_path / 'run'
   cifar = [
       f'--config.data_dir={data_dir}',
       '--config.data_type=cifar10',
@@ -201,26 +212,7 @@ def test_two_processes_read_arrayrecord_through_grain(tmp_path):
       '--config.num_training_steps=2',
       '--config.checkpoint_freq=2',
   ]
-  procs = [
-      subprocess.Popen(
-          _main_command(
-              workdir,
-              f'--coordinator_address=localhost:{port}',
-              '--num_processes=2',
-              f'--process_id={i}',
-              *cifar,
-          ),
-          env=device_env(1),
-          cwd=ROOT,
-          stdout=subprocess.PIPE,
-          stderr=subprocess.STDOUT,
-          text=True,
-      )
-      for i in range(2)
-  ]
-  logs = [p.communicate(timeout=600)[0] for p in procs]
-  for p, log in zip(procs, logs):
-    assert p.returncode == 0, log[-5000:]
+  _run_two_processes(workdir, 1, *cifar)
   saved = workdir / 'checkpoints' / '2' / 'data'
   states = sorted(n for n in os.listdir(saved) if n.startswith('process_'))
   assert states == ['process_0-of-2.json', 'process_1-of-2.json']
