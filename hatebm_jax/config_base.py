@@ -150,8 +150,9 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.fcd_freq = 0
   c.fcd_num_samples = 2000
   # Profiler trace (clu periodic_actions.Profile, jax.profiler) of this many
-  # training steps from 10 steps after the run (re)starts, written to
-  # <workdir>/plugins/profile for TensorBoard; 0 = none.
+  # training steps from 10 steps after the run (re)starts (earlier when the
+  # run is shorter), written to <workdir>/plugins/profile for TensorBoard;
+  # 0 = none.
   c.profile_steps = 0
   return c
 

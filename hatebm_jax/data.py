@@ -608,6 +608,9 @@ def grain_batches(
         fn_output_signature=tf.TensorSpec(shape, tf.float32),
     )
 
+  # Traced here, once: reader threads calling the tf.function for the
+  # first time at once would each trace it.
+  prepare = prepare.get_concrete_function()
   examples = grain.MapDataset.source(source).shuffle(seed=_grain_seed(seed))
 
   def batch(step: int) -> np.ndarray:
@@ -716,6 +719,15 @@ def train_batches(
         state=state,
         num_threads=config.data_threads,
     )
+  if config.data_loader == 'tf_data':
+    prepared_as = tfds_file_format(name, config.data_dir or None)
+    if prepared_as != 'tfrecord':
+      raise ValueError(
+          f'data_loader=tf_data needs {name} prepared as TFRecord, but '
+          f'data_dir={config.data_dir or "~/tensorflow_datasets"!r} holds it '
+          f'as {prepared_as}: set --config.data_loader=auto (or grain), or '
+          f'rebuild it with `tfds build {name}`.'
+      )
   split = 'train'
   if jax.process_count() > 1:
     import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top

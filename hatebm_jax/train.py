@@ -290,13 +290,26 @@ class Outputs:
             every_steps=self.config.info_freq,
         )
     ]
-    if self.config.profile_steps and self.is_lead:
+    profile = self.config.profile_steps
+    if profile and self.is_lead:
+      # 10 steps in (past compilation and warm-up), earlier in a short run.
+      last = self.config.num_training_steps
+      first = max(start + 1, min(start + 10, last - profile))
+      if first + profile > last:
+        logging.warning(
+            'profile_steps=%d: only %d steps remain (from step %d to %d), '
+            'too few to trace after the first one: no profile is written.',
+            profile,
+            last - start,
+            start,
+            last,
+        )
       self._hooks.append(
           periodic_actions.Profile(
               logdir=str(self._workdir),
-              num_profile_steps=self.config.profile_steps,
+              num_profile_steps=profile,
               profile_duration_ms=None,
-              first_profile=start + 10,
+              first_profile=first,
               every_steps=None,
               every_secs=None,
           )

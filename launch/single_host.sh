@@ -12,10 +12,13 @@
 # runs the entry point: one process over all local devices. Rerunning resumes
 # from the workdir. HATEBM_ACCELERATOR=cpu|cuda12|tpu overrides the detection.
 set -euo pipefail
-cd "$(dirname "$0")/.."
 config=${1:?usage: launch/single_host.sh CONFIG WORKDIR [--config.key=value ...]}
 workdir=${2:?usage: launch/single_host.sh CONFIG WORKDIR [--config.key=value ...]}
 shift 2
+# Relative paths are the caller's, before the script moves to the checkout.
+config=$(realpath -m "$config")
+case "$workdir" in gs://*) ;; *) workdir=$(realpath -m "$workdir") ;; esac
+cd "$(dirname "$0")/.."
 detect() {
   if command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; then
     echo cuda12
@@ -36,7 +39,7 @@ if [[ "${SKIP_INSTALL:-0}" != 1 ]]; then
 fi
 backend=$(python -c 'import jax; print(jax.default_backend())' 2>/dev/null || echo none)
 if [[ "$accelerator" != cpu && "$backend" != gpu && "$backend" != tpu ]]; then
-  echo "WARNING: found a $accelerator accelerator, but JAX's backend is" \
+  echo "WARNING: expected a $accelerator accelerator, but JAX's backend is" \
        "'$backend': training would run on the CPU. Install JAX's build for it" \
        "(pip install -e '.[$accelerator]') or set HATEBM_ACCELERATOR=cpu." >&2
 fi

@@ -410,6 +410,9 @@ def test_auto_loader_follows_the_prepared_format(array_record_dir, tfds_dir):
   config.data_loader = 'grain'
   with pytest.raises(ValueError, match='holds it as tfrecord'):
     data.train_batches(config, 0)
+  config.data_dir, config.data_loader = array_record_dir, 'tf_data'
+  with pytest.raises(ValueError, match='holds it as array_record'):
+    data.train_batches(config, 0)
   assert data.data_loader(tiny_config()) == 'array'
 
 

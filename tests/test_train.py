@@ -251,9 +251,10 @@ def test_fcd_only_for_fashion_mnist():
 
 
 def test_profile_steps_writes_a_trace(tmp_path):
-  """profile_steps=2: a profiler trace of steps 10-11 for TensorBoard."""
+  """profile_steps=2 on a 6-step run: a profiler trace for TensorBoard (of
+  steps 4-5: 10 steps in would be past the end)."""
   config = tiny_config(
-      num_training_steps=13, profile_steps=2, plot_freq=100, checkpoint_freq=100
+      num_training_steps=6, profile_steps=2, plot_freq=100, checkpoint_freq=100
   )
   train.train_and_evaluate(config, str(tmp_path))
   traces = [

@@ -2,7 +2,8 @@
 
 Sampling (`serving.draw.draw_images`), feature extraction for FID/FCD and
 the reference-feature cache log one line per tenth of their work (and at
-least every `every_secs`), through absl logging:
+least every `every_secs`), through absl logging; work is counted when a
+batch ends, so batches larger than a tenth give one line each:
 
   drawing 10,000 samples (ebm): 3,000/10,000 (30%), 41 s, ETA 1m36s
 

@@ -18,6 +18,7 @@ is used. An existing path of the same name wins over a registry name.
 """
 
 import dataclasses
+import difflib
 import hashlib
 import os
 from typing import Optional
@@ -69,6 +70,15 @@ def names() -> dict[str, str]:
 def is_registered(name: str) -> bool:
   """Whether `name` is a registry name (and not an existing path)."""
   return name in MODELS and not os.path.exists(name)
+
+
+def did_you_mean(name: str) -> str:
+  """' (did you mean the registered model 'x'?)' for a path that is close
+  to a registered name and does not exist; '' otherwise."""
+  if os.path.exists(name) or '/' in name.strip('/'):
+    return ''
+  close = difflib.get_close_matches(name, list(MODELS), n=1, cutoff=0.8)
+  return f' (did you mean the registered model {close[0]!r}?)' if close else ''
 
 
 def sha256_of(path: str) -> str:
@@ -125,7 +135,15 @@ def _download(name: str, entry: Entry) -> str:
   import pooch  # pylint: disable=g-import-not-at-top
 
   folder = models_dir()
-  folder.mkdir(parents=True, exist_ok=True)
+  try:
+    folder.mkdir(parents=True, exist_ok=True)
+  except OSError as e:
+    raise IOError(
+        f'Cannot create the model cache {folder} for {name!r} '
+        f'({type(e).__name__}: {e}): point $HATEBM_CACHE_DIR (now '
+        f'{os.environ.get("HATEBM_CACHE_DIR", "unset")!r}) at a writable '
+        'local folder.'
+    ) from e
   file_name = f'{name}.hatebm'
   fetcher = pooch.create(
       path=str(folder),
@@ -136,17 +154,33 @@ def _download(name: str, entry: Entry) -> str:
       allow_updates=False,
   )
   try:
-    return fetcher.fetch(file_name, progressbar=False)
+    path = fetcher.fetch(file_name, progressbar=False)
   except Exception as e:  # pylint: disable=broad-except
     # pooch streams into a temporary file and renames it only after the
     # hash matched; a target left by anything else is removed as well.
     target = folder / file_name
     if target.exists() and sha256_of(str(target)) != entry.sha256:
       target.unlink()
-    reason = str(e).splitlines()[0][:300]
+    message = str(e)
+    if isinstance(e, ValueError) and 'hash' in message.lower():
+      got = message.split('got ')[-1].split(',')[0].split('.')[0].strip()
+      cause = (
+          f'what it serves has SHA-256 {got}, not the registered '
+          f'{entry.sha256} (in {RETRIES + 1} attempts): the file there is '
+          'not the registered one, or it is damaged on the way'
+      )
+    else:
+      cause = (
+          f'{type(e).__name__}: {message.splitlines()[0]}; expected SHA-256 '
+          f'{entry.sha256}. Check the network and retry'
+      )
     raise IOError(
-        f'Could not fetch the model {name!r} from {entry.url} '
-        f'({type(e).__name__}: {reason}); expected SHA-256 {entry.sha256}. '
-        f'Nothing was kept in {folder}. Check the network and retry, or '
-        'download the file yourself and pass its path.'
+        f'Could not fetch the model {name!r} from {entry.url}: {cause}. '
+        f'Nothing was kept in {folder}. Download the file yourself and pass '
+        'its path if the problem persists.'
     ) from e
+  # pooch's temporary file is private (0600); the cache may be shared.
+  umask = os.umask(0)
+  os.umask(umask)
+  os.chmod(path, 0o666 & ~umask)
+  return path

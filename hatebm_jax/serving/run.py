@@ -22,6 +22,7 @@ import numpy as np
 from hatebm_jax.infra import checkpoint
 from hatebm_jax.modes import base
 from hatebm_jax.serving import file_format
+from hatebm_jax.serving import registry
 from hatebm_jax.serving import settings
 from hatebm_jax.serving import storage
 
@@ -76,8 +77,9 @@ def load_run(source: str, step: Optional[int] = None, **overrides) -> Run:
     steps = ckpt.all_steps()
     if not steps:
       raise FileNotFoundError(
-          f'No checkpoint in {ckpt.directory}: train '
-          'first with python -m hatebm_jax.main.'
+          f'No checkpoint in {ckpt.directory}'
+          f'{registry.did_you_mean(str(source))}: train first with python '
+          '-m hatebm_jax.main.'
       )
     step = steps[-1] if step is None else step
     if step not in steps:

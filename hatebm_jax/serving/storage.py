@@ -80,8 +80,10 @@ def read_bytes(path: str) -> bytes:
     )
   if not target.exists():
     raise FileNotFoundError(
-        f'No exported model at {path}. Export one from a training run with '
-        f'python -m hatebm_jax.export --workdir=<run> --output={path}'
+        f'No exported model at {path}{registry.did_you_mean(path)}. Export '
+        'one from a training run with python -m hatebm_jax.export '
+        f'--workdir=<run> --output={path}, or give a registered name '
+        f'({", ".join(sorted(registry.MODELS))}).'
     )
   return target.read_bytes()
 
