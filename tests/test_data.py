@@ -164,6 +164,23 @@ def _tfds_stream(name, data_dir, start_step, steps, seed=5, **kwargs):
   return list(itertools.islice(batches, steps))
 
 
+TWO_EPOCHS = -(-2 * TFDS_EXAMPLES // TFDS_BATCH)  # batches
+
+
+def _two_shuffled_epochs(stream):
+  """Example indices of cifar10 batches covering two epochs, checked to be
+  two different permutations of the split, neither the identity."""
+  import tfds_fixture  # pylint: disable=g-import-not-at-top
+
+  n = TFDS_EXAMPLES
+  index = tfds_fixture.index_of(np.concatenate(stream))
+  for epoch in (index[:n], index[n : 2 * n]):
+    np.testing.assert_array_equal(np.sort(epoch), np.arange(n))
+  assert not np.array_equal(index[:n], np.arange(n))
+  assert not np.array_equal(index[:n], index[n : 2 * n])
+  return index
+
+
 def _check_batches(name, batches):
   """float32 [B, S, S, 3] batches in [-1, 1] (up to the resize's overshoot)."""
   size = data.IMAGE_DIMS[name][0]
@@ -211,14 +228,9 @@ def test_tfds_stream_is_a_seeded_shuffle(tfds_dir, monkeypatch, buffer):
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
 
   monkeypatch.setattr(data, 'SHUFFLE_BUFFER', buffer)
-  n = TFDS_EXAMPLES
-  steps = -(-2 * n // TFDS_BATCH)  # two epochs
+  n, steps = TFDS_EXAMPLES, TWO_EPOCHS
   stream = _tfds_stream('cifar10', tfds_dir, 0, steps)
-  index = tfds_fixture.index_of(np.concatenate(stream))
-  for epoch in (index[:n], index[n : 2 * n]):
-    np.testing.assert_array_equal(np.sort(epoch), np.arange(n))
-  assert not np.array_equal(index[:n], np.arange(n))
-  assert not np.array_equal(index[:n], index[n : 2 * n])
+  index = _two_shuffled_epochs(stream)
   again = _tfds_stream('cifar10', tfds_dir, 0, steps)
   for a, b in zip(stream, again):
     np.testing.assert_array_equal(a, b)
@@ -334,14 +346,9 @@ def test_grain_stream_is_a_seeded_shuffle_of_the_tf_data_images(
   exactly as the tf.data path prepares it (same bytes, same TF ops)."""
   import tfds_fixture  # pylint: disable=g-import-not-at-top
 
-  n = TFDS_EXAMPLES
-  steps = -(-2 * n // TFDS_BATCH)
+  n, steps = TFDS_EXAMPLES, TWO_EPOCHS
   stream = _grain_stream('cifar10', array_record_dir, 0, steps)
-  index = tfds_fixture.index_of(np.concatenate(stream))
-  for epoch in (index[:n], index[n : 2 * n]):
-    np.testing.assert_array_equal(np.sort(epoch), np.arange(n))
-  assert not np.array_equal(index[:n], np.arange(n))
-  assert not np.array_equal(index[:n], index[n : 2 * n])
+  index = _two_shuffled_epochs(stream)
   other = tfds_fixture.index_of(
       np.concatenate(_grain_stream('cifar10', array_record_dir, 0, 10, seed=6))
   )
