@@ -272,13 +272,13 @@ def _tfds_load(name: str, split: str, data_dir: Optional[str], **kwargs):
       FileNotFoundError,
       tfds.core.registered.DatasetNotFoundError,
   ) as e:
-    where = data_dir or '~/tensorflow_datasets'
-    raise FileNotFoundError(
-        f'TFDS data set {name!r} is not prepared in data_dir={where!r}. '
-        'Prepare it once (see README, "Data sets"), e.g. `tfds build '
-        f'{name} --data_dir={where}` on a machine with internet access '
-        '(ImageNet and CelebA need their archives placed in the manual '
-        'download folder first), then pass --config.data_dir.'
+    raise _not_prepared(name, data_dir) from e
+  except NotImplementedError as e:  # tfds.load of ArrayRecord files
+    raise ValueError(
+        f'data_loader=tf_data needs {name} prepared as TFRecord, but '
+        f'data_dir={data_dir or "~/tensorflow_datasets"!r} holds it as '
+        'array_record: set --config.data_loader=auto (or grain), or rebuild '
+        f'it with `tfds build {name}`.'
     ) from e
 
 
@@ -290,7 +290,9 @@ def tfds_images(
   The official evaluation transform (docs/official_release.md §2, §6.1):
   CIFAR-sized sets as they are, others centre-cropped to a square and resized
   (bilinear, antialiased) to `image_size`; no random crop, no shuffling, no data
-  noise; then uint8 round(255(x+1)/2) (docs/official_release.md §6.1).
+  noise; then uint8 round(255(x+1)/2) (docs/official_release.md §6.1). Read
+  with tf.data from TFRecord files, by random access from ArrayRecord ones
+  (`_array_record_reader`, the same ops).
 
   Args:
     name: a TFDS name ('cifar10', 'celeb_a', 'imagenet2012',
@@ -309,16 +311,29 @@ def tfds_images(
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
 
-  ds = _tfds_load(name, split, data_dir, shuffle_files=False).take(num)
-  transform = _tfds_preprocess(name, image_size, random_crop=False)
-
-  def to_uint8(example):
-    x = transform(example)
+  def to_uint8(x):
     return tf.cast(
         tf.round(255.0 * (tf.clip_by_value(x, -1.0, 1.0) + 1.0) / 2.0), tf.uint8
     )
 
-  ds = ds.map(to_uint8, num_parallel_calls=tf.data.AUTOTUNE).batch(1000)
+  if tfds_file_format(name, data_dir) == 'array_record':
+    source, prepare = _array_record_reader(
+        name, data_dir, split, image_size, random_crop=False
+    )
+    chunks = []
+    for start in range(0, min(num, len(source)), 1000):
+      index = range(start, min(num, len(source), start + 1000))
+      encoded = tf.constant([source[i]['image'] for i in index])
+      positions = tf.zeros([len(index)], tf.int64)  # no crop: unused
+      chunks.append(to_uint8(prepare(encoded, positions)).numpy())
+    return np.concatenate(chunks)
+  ds = _tfds_load(name, split, data_dir, shuffle_files=False).take(num)
+  transform = _tfds_preprocess(name, image_size, random_crop=False)
+
+  ds = ds.map(
+      lambda example: to_uint8(transform(example)),
+      num_parallel_calls=tf.data.AUTOTUNE,
+  ).batch(1000)
   return np.concatenate(list(tfds.as_numpy(ds)))
 
 
@@ -500,6 +515,56 @@ def _grain_seed(seed: int) -> int:
   return int(state[0]) % (2**32 - 2**20)
 
 
+def _array_record_reader(
+    name: str,
+    data_dir: Optional[str],
+    split: str,
+    image_size: int,
+    random_crop: bool,
+    seed: int = 0,
+):
+  """(source, prepare) of a split prepared as ArrayRecord.
+
+  `source` is its `tfds.data_source` (random access, images left encoded);
+  `prepare(encoded string [n], positions int64 [n])` decodes and transforms
+  n images in one TF call, with the same ops as the tf.data path
+  (`_tfds_preprocess`; tf.map_fn runs them image by image), and returns
+  float32 [n, S, S, C] in [-1, 1].
+  """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
+  source = tfds.data_source(
+      name,
+      split=split,
+      data_dir=data_dir or None,
+      download=False,
+      decoders={'image': tfds.decode.SkipDecoding()},
+  )
+  image_feature = source.dataset_info.features['image']
+  transform = _tfds_preprocess(name, image_size, random_crop, seed)
+  shape = (image_size, image_size, IMAGE_DIMS[name][2])
+
+  @tf.function(
+      input_signature=[
+          tf.TensorSpec([None], tf.string),
+          tf.TensorSpec([None], tf.int64),
+      ]
+  )
+  def prepare(encoded, positions):
+    return tf.map_fn(
+        lambda e: transform(
+            {'image': image_feature.decode_example(e[0])}, e[1]
+        ),
+        (encoded, positions),
+        fn_output_signature=tf.TensorSpec(shape, tf.float32),
+    )
+
+  # Traced here, once: reader threads calling the tf.function for the
+  # first time at once would each trace it.
+  return source, prepare.get_concrete_function()
+
+
 def grain_batches(
     name: str,
     data_dir: Optional[str],
@@ -553,7 +618,6 @@ def grain_batches(
   """
   import grain  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
 
   if start_step < 0:
     raise ValueError(f'start_step={start_step} must be >= 0.')
@@ -572,45 +636,14 @@ def grain_batches(
         'checkpoint is damaged.'
     )
   rows = rows or slice(0, batch_size)
-  source = tfds.data_source(
-      name,
-      split='train',
-      data_dir=data_dir or None,
-      download=False,
-      decoders={'image': tfds.decode.SkipDecoding()},
+  source, prepare = _array_record_reader(
+      name, data_dir, 'train', image_size, random_crop, seed
   )
   if len(source) < batch_size:
     raise ValueError(
         f'the train split of {name} holds {len(source)} examples, fewer '
         f'than batch_size={batch_size}.'
     )
-  image_feature = tfds.builder(name, data_dir=data_dir or None).info.features[
-      'image'
-  ]
-  transform = _tfds_preprocess(name, image_size, random_crop, seed)
-
-  shape = (image_size, image_size, IMAGE_DIMS[name][2])
-
-  # One call into TF per batch: decode and transform each image with the
-  # same ops as the tf.data path (tf.map_fn runs them image by image).
-  @tf.function(
-      input_signature=[
-          tf.TensorSpec([None], tf.string),
-          tf.TensorSpec([None], tf.int64),
-      ]
-  )
-  def prepare(encoded, positions):
-    return tf.map_fn(
-        lambda e: transform(
-            {'image': image_feature.decode_example(e[0])}, e[1]
-        ),
-        (encoded, positions),
-        fn_output_signature=tf.TensorSpec(shape, tf.float32),
-    )
-
-  # Traced here, once: reader threads calling the tf.function for the
-  # first time at once would each trace it.
-  prepare = prepare.get_concrete_function()
   examples = grain.MapDataset.source(source).shuffle(seed=_grain_seed(seed))
 
   def batch(step: int) -> np.ndarray:
@@ -719,15 +752,6 @@ def train_batches(
         state=state,
         num_threads=config.data_threads,
     )
-  if config.data_loader == 'tf_data':
-    prepared_as = tfds_file_format(name, config.data_dir or None)
-    if prepared_as != 'tfrecord':
-      raise ValueError(
-          f'data_loader=tf_data needs {name} prepared as TFRecord, but '
-          f'data_dir={config.data_dir or "~/tensorflow_datasets"!r} holds it '
-          f'as {prepared_as}: set --config.data_loader=auto (or grain), or '
-          f'rebuild it with `tfds build {name}`.'
-      )
   split = 'train'
   if jax.process_count() > 1:
     import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top

@@ -467,3 +467,15 @@ def test_training_on_grain_saves_the_iterator_and_resumes_bitwise(
   assert len(states[0]) == len(states[1]) > 10
   for a, b in zip(*states):
     np.testing.assert_array_equal(a, b)
+
+
+def test_evaluation_images_of_arrayrecord_data_are_those_of_tfrecord(
+    array_record_dir, tfds_dir
+):
+  """`tfds_images` (FID references) reads an ArrayRecord data_dir too: the
+  same uint8 images as from the TFRecord one."""
+  for name, size in (('cifar10', 32), ('imagenet2012', 128)):
+    a = data.tfds_images(name, array_record_dir, 'train', size, 100)
+    b = data.tfds_images(name, tfds_dir, 'train', size, TFDS_EXAMPLES)
+    assert a.shape == (100, size, size, 3) and a.dtype == np.uint8
+    assert {x.tobytes() for x in a} <= {x.tobytes() for x in b}, name
