@@ -259,6 +259,10 @@ def _tfds_preprocess(
   return transform
 
 
+class _ArrayRecordData(ValueError):
+  """tf.data was asked to read a data set prepared as ArrayRecord."""
+
+
 def _tfds_load(name: str, split: str, data_dir: Optional[str], **kwargs):
   """`tfds.load` without downloads; a clear error for unprepared data."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
@@ -274,7 +278,7 @@ def _tfds_load(name: str, split: str, data_dir: Optional[str], **kwargs):
   ) as e:
     raise _not_prepared(name, data_dir) from e
   except NotImplementedError as e:  # tfds.load of ArrayRecord files
-    raise ValueError(
+    raise _ArrayRecordData(
         f'data_loader=tf_data needs {name} prepared as TFRecord, but '
         f'data_dir={data_dir or "~/tensorflow_datasets"!r} holds it as '
         'array_record: set --config.data_loader=auto (or grain), or rebuild '
@@ -316,7 +320,9 @@ def tfds_images(
         tf.round(255.0 * (tf.clip_by_value(x, -1.0, 1.0) + 1.0) / 2.0), tf.uint8
     )
 
-  if tfds_file_format(name, data_dir) == 'array_record':
+  try:
+    ds = _tfds_load(name, split, data_dir, shuffle_files=False).take(num)
+  except _ArrayRecordData:  # read by random access instead
     source, prepare = _array_record_reader(
         name, data_dir, split, image_size, random_crop=False
     )
@@ -327,7 +333,6 @@ def tfds_images(
       positions = tf.zeros([len(index)], tf.int64)  # no crop: unused
       chunks.append(to_uint8(prepare(encoded, positions)).numpy())
     return np.concatenate(chunks)
-  ds = _tfds_load(name, split, data_dir, shuffle_files=False).take(num)
   transform = _tfds_preprocess(name, image_size, random_crop=False)
 
   ds = ds.map(
