@@ -174,8 +174,8 @@ def test_unreadable_checkpoint_names_older_ones_and_is_kept(tmp_path):
   before = sorted(os.listdir(tmp_path / 'checkpoints'))
   with pytest.raises(
       IOError,
-      match=r'checkpoints/4 cannot be read .*Older '
-      r'checkpoints: steps \[2\]: move the broken folder',
+      match=r'checkpoints/4 cannot be read .*The newest intact checkpoint '
+      r'is step 2 \(checked\): move .*checkpoints/4 out of the way',
   ):
     train.train_and_evaluate(tiny_config(num_training_steps=6), str(tmp_path))
   assert sorted(os.listdir(tmp_path / 'checkpoints')) == before == ['2', '4']
