@@ -195,4 +195,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(runtime.report_errors(main))
+  app.run(runtime.report_errors(main), flags_parser=runtime.parse_flags)

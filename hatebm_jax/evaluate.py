@@ -49,6 +49,7 @@ from hatebm_jax.evaluation import classifier
 from hatebm_jax.evaluation import inception
 from hatebm_jax.evaluation import metrics as metrics_lib
 from hatebm_jax.evaluation import ood
+from hatebm_jax.infra import remote
 from hatebm_jax.infra import runtime
 from hatebm_jax.serving import draw
 from hatebm_jax.serving import run as run_lib
@@ -122,6 +123,7 @@ def evaluate(
       than Fashion-MNIST, or bad counts; all before any sampling.
     FileNotFoundError: for missing checkpoints, data or Inception weights.
   """
+  remote.check_reachable(workdir, data_dir, output)
   metric_list = _parse_list(metrics, METRICS, 'metrics')
   for name, value in [
       ('num_samples', num_samples),
@@ -334,4 +336,4 @@ if __name__ == '__main__':
   flags.mark_flags_as_required(['workdir'])
   flags.FLAGS.set_default('num_samples', 10_000)
   flags.FLAGS.set_default('batch_size', 500)
-  app.run(runtime.report_errors(main))
+  app.run(runtime.report_errors(main), flags_parser=runtime.parse_flags)

@@ -52,4 +52,4 @@ def main(argv):
 
 if __name__ == '__main__':
   flags.mark_flags_as_required(['workdir', 'output'])
-  app.run(runtime.report_errors(main))
+  app.run(runtime.report_errors(main), flags_parser=runtime.parse_flags)

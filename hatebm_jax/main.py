@@ -21,12 +21,9 @@ xla_flags.apply()  # before JAX starts
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 from absl import logging
-import jax
 from ml_collections import config_flags
 
-from hatebm_jax.infra import parallel
 from hatebm_jax.infra import runtime
-from hatebm_jax import train
 
 FLAGS = flags.FLAGS
 
@@ -73,6 +70,13 @@ flags.mark_flags_as_required(['config', 'workdir'])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  # JAX and TensorFlow load after the flags are parsed, so that a mistyped
+  # flag or config fails in a second, not after their imports.
+  import jax  # pylint: disable=g-import-not-at-top
+
+  from hatebm_jax import train  # pylint: disable=g-import-not-at-top
+  from hatebm_jax.infra import parallel  # pylint: disable=g-import-not-at-top
+
   runtime.setup()
   parallel.initialize_distributed(
       FLAGS.coordinator_address,

@@ -39,6 +39,7 @@ import numpy as np
 
 from hatebm_jax import cli
 from hatebm_jax import visualize
+from hatebm_jax.infra import remote
 from hatebm_jax.infra import runtime
 from hatebm_jax.serving import draw
 from hatebm_jax.serving import run as run_lib
@@ -104,6 +105,7 @@ def sample_checkpoint(
         f'num_samples={num_samples} and batch_size={batch_size} '
         'must be >= 1.'
     )
+  remote.check_reachable(output_dir)
   run = run_lib.load_run(workdir, step, **overrides)
   mode, config, state, step = run.mode, run.config, run.state, run.step
   sampler = mode.chain_settings
@@ -215,4 +217,4 @@ def main(argv):
 
 if __name__ == '__main__':
   flags.mark_flags_as_required(['workdir'])
-  app.run(runtime.report_errors(main))
+  app.run(runtime.report_errors(main), flags_parser=runtime.parse_flags)

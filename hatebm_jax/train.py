@@ -25,6 +25,7 @@ import enum
 import itertools
 import os
 import signal
+import tempfile
 import threading
 import time
 from typing import Any, Callable, Iterator, Optional
@@ -46,6 +47,7 @@ from hatebm_jax.evaluation import metrics as metrics_lib
 from hatebm_jax.infra import checkpoint
 from hatebm_jax.infra import divergence
 from hatebm_jax.infra import parallel
+from hatebm_jax.infra import remote
 from hatebm_jax.infra import rollback
 from hatebm_jax.models import layers
 from hatebm_jax.modes import base
@@ -462,16 +464,11 @@ class _Trainer:
     )
     raise ValueError(
         f'{self.workdir} holds checkpoints (latest: step {latest}) of a run '
-        'whose state does not fit this config; nothing was changed in it.\n'
+        'whose state does not fit this config; nothing was changed in it. '
+        + (f'Config keys that differ: {"; ".join(lines)}. ' if lines else '')
         + (
-            'Config keys that differ:\n  ' + '\n  '.join(lines) + '\n'
-            if lines
-            else ''
-        )
-        + (
-            f'State entries that differ ({len(entries)}):\n  '
-            + '\n  '.join(shown)
-            + '\n'
+            f'State entries that differ ({len(entries)}): '
+            f'{"; ".join(shown)}. '
             if entries
             else ''
         )
@@ -599,7 +596,8 @@ class _Trainer:
 
 
 def _checked_workdir(workdir: str) -> epath.Path:
-  """The workdir as an absolute path (local) or gs:// path, created.
+  """The workdir as an absolute path (local) or gs:// path; nothing is
+  created (`_create_workdir` does, once every check has passed).
 
   Raises:
     ValueError: for an empty path, or a workdir or checkpoints folder that
@@ -619,8 +617,32 @@ def _checked_workdir(workdir: str) -> epath.Path:
           f'{folder} is a file, not a folder: --workdir must be '
           'a folder (new, or of an earlier run).'
       )
-  path.mkdir(parents=True, exist_ok=True)
   return path
+
+
+def _create_workdir(path: epath.Path) -> None:
+  """Creates the workdir (local or gs://) and, for a local one, checks
+  that it and its checkpoints folder take new files (a probe file, at
+  once deleted).
+
+  Raises:
+    PermissionError: naming the folder that cannot be written.
+  """
+  try:
+    path.mkdir(parents=True, exist_ok=True)
+    if '://' in str(path):
+      return
+    for folder in (path, path / 'checkpoints'):
+      if folder.exists():
+        with tempfile.TemporaryFile(dir=folder, prefix='.hatebm_probe_'):
+          pass
+  except OSError as e:
+    raise PermissionError(
+        f'--workdir={path} cannot be written ({type(e).__name__}: '
+        f'{e.strerror or e}): a run writes its checkpoints, TensorBoard '
+        'events and grids there. Make it writable, or copy the run to a '
+        'writable folder and continue there.'
+    ) from e
 
 
 def train_and_evaluate(
@@ -658,11 +680,15 @@ def train_and_evaluate(
       'stop', or after max_rollbacks rollbacks); the message names the
       step, the quantities and the last good checkpoint.
   """
-  # --- Set-up: checks before any compute, mesh, workdir, the program.
+  # --- Set-up: checks before any compute or any file is written: the
+  # config, the mesh, the workdir, its checkpoints, the data and a joint
+  # run's pretrained generator.
   config_base.validate(config)
   mesh = parallel.make_mesh(config.num_devices)
   parallel.check_divisible('batch_size', config.batch_size, mesh)
+  remote.check_reachable(workdir, config.data_dir, config.gen_weights)
   workdir = _checked_workdir(workdir)
+  # Creates nothing: the checkpoints folder appears at the first save.
   checkpointer = checkpoint.Checkpointer(str(workdir), config.max_to_keep)
   try:
     if config.compute_dtype == 'bfloat16' and jax.default_backend() == 'cpu':
@@ -679,6 +705,7 @@ def train_and_evaluate(
       trainer.init_args = trainer.program.mode.init_args(config, mesh)
     trainer.first_step = latest or 0
     batches = trainer.batches(latest or 0)
+    _create_workdir(workdir)
 
     # --- Restore or initialise.
     state = trainer.load(latest or 0)

@@ -174,11 +174,22 @@ def test_checkpoint_of_another_structure_lists_the_entries(tmp_path):
   workdir is left as it was, never overwritten by a new initialisation."""
   import json  # pylint: disable=g-import-not-at-top
 
+  from hatebm_jax.infra import integrity  # pylint: disable=g-import-not-at-top
+
   train.train_and_evaluate(tiny_config(num_training_steps=2), str(tmp_path))
   saved = tmp_path / 'checkpoints' / '2' / 'config' / 'metadata'
   config_json = json.loads(saved.read_text())
   config_json['ebm_ngf'] = 16
   saved.write_text(json.dumps(config_json))
+  # The config alone edited: its fingerprint no longer matches.
+  with pytest.raises(IOError, match='is damaged: its config'):
+    train.train_and_evaluate(tiny_config(ebm_ngf=16), str(tmp_path))
+  # Config and fingerprint written together, as a version that saved the
+  # wrong arrays would have.
+  prints = tmp_path / 'checkpoints' / '2' / 'fingerprints' / 'metadata'
+  record = json.loads(prints.read_text())
+  record['config_crc32'] = integrity.config_crc32(config_json)
+  prints.write_text(json.dumps(record))
   before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob('*')}
   with pytest.raises(ValueError) as error:
     train.train_and_evaluate(tiny_config(ebm_ngf=16), str(tmp_path))
@@ -220,8 +231,8 @@ def test_checkpoint_without_metadata_is_unreadable_not_a_mismatch(tmp_path):
   (tmp_path / 'checkpoints' / '4' / 'state' / '_METADATA').unlink()
   with pytest.raises(
       IOError,
-      match=r'checkpoints/4 cannot be read .*Older '
-      r'checkpoints: steps \[2\]',
+      match=r'checkpoints/4 cannot be read .*The newest intact checkpoint '
+      r'is step 2 \(checked\)',
   ):
     train.train_and_evaluate(tiny_config(num_training_steps=6), str(tmp_path))
 

@@ -15,19 +15,52 @@ from typing import Callable
 _QUIET_PACKAGES = ('/orbax/', '/jax/_src/', '/clu/metric_writers/async')
 
 
+# Orbax logs a failed background save from several of its threads, each
+# with a traceback (~130 lines for a full disk), and then raises it at the
+# next save or wait, where `infra.checkpoint` reports it as one line.
+_ORBAX = '/orbax/'
+
+
 class _QuietLibraries:
-  """Hides the INFO chatter of Orbax and JAX internals from the console."""
+  """Hides the INFO chatter of Orbax and JAX internals from the console,
+  and Orbax's error logs of a failed save, which it also raises (reported
+  as the command's error line; kept with HATEBM_TRACEBACK=1)."""
 
   def filter(self, record) -> bool:
+    if record.levelno >= std_logging.ERROR and (
+        _ORBAX in record.pathname or record.name == 'asyncio'
+    ):
+      # asyncio: "Task exception was never retrieved", Orbax's other reads
+      # of the same failed restore.
+      return _traceback_wanted()
     return record.levelno > std_logging.INFO or not any(
         p in record.pathname for p in _QUIET_PACKAGES
     )
 
 
+def _traceback_wanted() -> bool:
+  return os.environ.get('HATEBM_TRACEBACK', '0') not in ('', '0')
+
+
+def _quiet_closed_loops(unraisable) -> None:
+  """`sys.unraisablehook` that drops one follow-on message: when an Orbax
+  restore fails (a damaged checkpoint), TensorStore's threads still finish
+  their reads and call back into Orbax's asyncio loop, already closed, and
+  each call prints 'RuntimeError: Event loop is closed' with a traceback.
+  The failure itself is reported as the command's error line."""
+  error = unraisable.exc_value
+  if isinstance(error, RuntimeError) and str(error) == 'Event loop is closed':
+    if not _traceback_wanted():
+      return
+  sys.__unraisablehook__(unraisable)
+
+
 def setup() -> None:
-  """Filters library INFO logs; hides GPUs from TensorFlow if it is there."""
+  """Filters library INFO logs and the follow-on noise of failed
+  TensorStore reads; hides GPUs from TensorFlow if it is there."""
   for handler in std_logging.getLogger().handlers:
     handler.addFilter(_QuietLibraries())
+  sys.unraisablehook = _quiet_closed_loops
   try:
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
@@ -37,15 +70,32 @@ def setup() -> None:
 
 
 # Errors a user can act on: invalid values (ValueError), missing, unreadable
-# or misplaced files and URLs (OSError), a diverged run (FloatingPointError).
+# or misplaced files and URLs, full or read-only disks (OSError), a diverged
+# run (FloatingPointError); and TensorFlow's file-system errors (gs:// paths
+# through tf.io.gfile: a missing bucket, no credentials), see `_is_user_error`.
 USER_ERRORS = (ValueError, OSError, FloatingPointError)
+
+
+def _is_user_error(error: BaseException) -> bool:
+  if isinstance(error, USER_ERRORS):
+    return True
+  tf = sys.modules.get('tensorflow')
+  errors = getattr(tf, 'errors', None)
+  return errors is not None and isinstance(error, errors.OpError)
+
+
+def one_line(error: BaseException) -> str:
+  """'Error: <type>: <message>' with the message's lines joined."""
+  message = getattr(error, 'message', None) or str(error)
+  return f'Error: {type(error).__name__}: {" ".join(message.split())}'
 
 
 def report_errors(
     main: Callable[[list[str]], None],
 ) -> Callable[[list[str]], None]:
-  """An absl `main` that prints `USER_ERRORS` as one line, `Error: <type>:
-  <message>`, on stderr and exits with status 1, without a traceback.
+  """An absl `main` that prints errors a user can act on (`USER_ERRORS`,
+  TensorFlow's file-system errors) as one line, `Error: <type>: <message>`,
+  on stderr and exits with status 1, without a traceback.
 
   Set HATEBM_TRACEBACK=1 to see the traceback too.
   """
@@ -54,38 +104,50 @@ def report_errors(
   def wrapped(argv: list[str]) -> None:
     try:
       main(argv)
-    except USER_ERRORS as e:
-      if os.environ.get('HATEBM_TRACEBACK', '0') not in ('', '0'):
+    except Exception as e:  # pylint: disable=broad-except
+      if not _is_user_error(e) or _traceback_wanted():
         raise
-      sys.exit(f'Error: {type(e).__name__}: {e}')
+      sys.exit(one_line(e))
 
   return wrapped
 
 
 def parse_flags(argv: list[str]) -> list[str]:
-  """absl's flag parsing (`flags_parser` of `app.run`) that also reports
-  errors of config overrides (`--config.mcmc_stepz=3`: ml_collections
-  raises them while parsing) as one line, and exits with status 1. A
-  `--config=` file that does not exist is named as such before parsing:
-  ml_collections would report it as a multi-line OSError, or, with an
-  override after it, a traceback."""
-  from absl import app  # pylint: disable=g-import-not-at-top
+  """absl's flag parsing (`flags_parser` of `app.run`) with every error as
+  one line, `FATAL Flags parsing error: ...`, naming the flag, and exit
+  status 1: a mistyped or ill-typed flag or `--config.<key>` (absl prints
+  two lines, ml_collections raises), a `--config=` file that does not
+  exist, is not a Python file, or fails to load (its own exception)."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+
+  def fail(message):
+    sys.exit(f'FATAL Flags parsing error: {" ".join(str(message).split())}')
 
   for arg in argv[1:]:
     if arg.startswith('--config='):
       path = arg[len('--config=') :].split(':')[0]  # `file.py:arg` form
       if path and not os.path.isfile(path):
-        sys.exit(
-            f"FATAL Flags parsing error: --config='{path}' is not a file; "
-            'the experiment configs are in configs/, e.g. '
+        fail(
+            f"--config='{path}' is not a file; the experiment configs are "
+            'in configs/, e.g. configs/fashion_mnist_synth.py.'
+        )
+      if path and not path.endswith('.py'):
+        fail(
+            f"--config='{path}' is not a Python config file: give a .py "
+            'file with a get_config() function, e.g. '
             'configs/fashion_mnist_synth.py.'
         )
   try:
-    return app.parse_flags_with_usage(argv)
-  except (AttributeError, KeyError, TypeError, ValueError) as e:
-    if os.environ.get('HATEBM_TRACEBACK', '0') not in ('', '0'):
+    return flags.FLAGS(argv)
+  except Exception as e:  # pylint: disable=broad-except
+    if _traceback_wanted():
       raise
+    if isinstance(e, flags.Error):
+      fail(e)
     message = e  # ml_collections wraps a KeyError in an AttributeError
     while isinstance(message, (AttributeError, KeyError)) and message.args:
       message = message.args[0]
-    sys.exit(f'FATAL Flags parsing error: {" ".join(str(message).split())}')
+    if isinstance(e, (AttributeError, KeyError, TypeError, ValueError)):
+      fail(message)
+    # The config file itself raised while loading (SyntaxError, NameError..).
+    fail(f'the --config file failed to load: {type(e).__name__}: {message}')

@@ -20,6 +20,7 @@ import ml_collections
 import numpy as np
 
 from hatebm_jax.infra import checkpoint
+from hatebm_jax.infra import remote
 from hatebm_jax.modes import base
 from hatebm_jax.serving import file_format
 from hatebm_jax.serving import registry
@@ -64,6 +65,7 @@ def load_run(source: str, step: Optional[int] = None, **overrides) -> Run:
     ValueError: for invalid overrides (`config_base.validate`), before any
       compute; a damaged exported model.
   """
+  remote.check_reachable(source)
   if storage.is_exported(source):
     if step is not None:
       raise ValueError(
@@ -146,6 +148,7 @@ def export(source: str, output: str, step: Optional[int] = None) -> dict:
     ValueError: `output` is empty, a URL, an existing folder or under a
       file; the networks hold non-finite values.
   """
+  remote.check_reachable(output)
   target = storage.checked_output(output)
   run = load_run(source, step)
   flat = file_format.flat_arrays(jax.device_get(base.network_fields(run.state)))

@@ -1,0 +1,261 @@
+"""Issue 20: every user-facing failure of the commands is one clear line.
+
+Each case runs the real entry point in a subprocess and checks its exit
+status, that stderr ends in one line naming what is wrong (no Python
+traceback), and that nothing was left behind in the workdir.
+"""
+
+import os
+import resource
+import signal
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from conftest import CONFIG_DIR, ROOT, TINY_FLAGS, main_command
+
+QUICK_START = os.path.join(CONFIG_DIR, 'fashion_mnist_synth.py')
+
+
+def _run(args, env=None, preexec_fn=None):
+  """(exit status, last stderr line, stderr) of `python -m <args>`."""
+  result = subprocess.run(
+      [sys.executable, '-m', *args],
+      cwd=ROOT,
+      env=dict(os.environ, **(env or {})),
+      capture_output=True,
+      text=True,
+      timeout=300,
+      preexec_fn=preexec_fn,
+  )
+  lines = result.stderr.strip().splitlines()
+  return result.returncode, lines[-1] if lines else '', result.stderr
+
+
+def _assert_one_line(stderr, last):
+  assert 'Traceback' not in stderr, stderr[-3000:]
+  assert 'Pass --helpshort' not in stderr
+  assert last.startswith(('Error: ', 'FATAL Flags parsing error: ')), last
+
+
+def _tree(path):
+  """Every file and folder under `path` (relative), or None if absent."""
+  if not os.path.exists(path):
+    return None
+  return sorted(
+      os.path.relpath(os.path.join(d, n), path)
+      for d, dirs, files in os.walk(path)
+      for n in dirs + files
+  )
+
+
+@pytest.fixture(scope='module')
+def tiny_run(tmp_path_factory):
+  """A finished 2-step run of the tiny config (checkpoint 2)."""
+  workdir = tmp_path_factory.mktemp('tiny')
+  result = subprocess.run(
+      main_command(workdir, '--config.num_training_steps=2'),
+      cwd=ROOT,
+      capture_output=True,
+      text=True,
+      timeout=300,
+  )
+  assert result.returncode == 0, result.stderr[-3000:]
+  return workdir
+
+
+def test_config_files_that_are_not_configs(tmp_path):
+  text = tmp_path / 'notes.txt'
+  text.write_text('hello world\n')
+  status, last, stderr = _run(
+      ['hatebm_jax.main', f'--config={text}', f'--workdir={tmp_path / "w"}']
+  )
+  assert status == 1
+  _assert_one_line(stderr, last)
+  assert last == (
+      f"FATAL Flags parsing error: --config='{text}' is not a Python config "
+      'file: give a .py file with a get_config() function, e.g. '
+      'configs/fashion_mnist_synth.py.'
+  )
+  broken = tmp_path / 'broken.py'
+  broken.write_text('def get_config():\n  return undefined_name\n')
+  status, last, stderr = _run(
+      ['hatebm_jax.main', f'--config={broken}', f'--workdir={tmp_path / "w"}']
+  )
+  assert status == 1
+  _assert_one_line(stderr, last)
+  assert last == (
+      'FATAL Flags parsing error: the --config file failed to load: '
+      "NameError: name 'undefined_name' is not defined"
+  )
+  assert not (tmp_path / 'w').exists()
+
+
+def test_ill_typed_override_names_the_key(tmp_path):
+  status, last, stderr = _run(
+      [
+          'hatebm_jax.main',
+          f'--config={QUICK_START}',
+          f'--workdir={tmp_path / "w"}',
+          '--config.num_plot=abc',
+      ]
+  )
+  assert status == 1
+  _assert_one_line(stderr, last)
+  assert last == (
+      'FATAL Flags parsing error: flag --config.num_plot=abc: invalid '
+      "literal for int() with base 10: 'abc'"
+  )
+  assert not (tmp_path / 'w').exists()
+
+
+def test_aot_parses_flags_like_main():
+  status, last, stderr = _run(
+      ['hatebm_jax.aot', f'--config={QUICK_START}', '--config.mcmc_stepz=3']
+  )
+  assert status == 1
+  _assert_one_line(stderr, last)
+  assert last == (
+      'FATAL Flags parsing error: \'mcmc_stepz\' Did you mean "mcmc_steps" '
+      'instead of "mcmc_stepz"?'
+  )
+
+
+@pytest.mark.parametrize(
+    'config, data',
+    [
+        ('fashion_mnist_synth', 'missing'),  # no IDX files there
+        ('cifar10_synth', 'empty'),  # a TFDS data_dir without cifar10
+    ],
+)
+def test_missing_data_is_one_line_and_creates_nothing(tmp_path, config, data):
+  data_dir = tmp_path / data
+  if data == 'empty':
+    data_dir.mkdir()
+  workdir = tmp_path / 'run'
+  status, last, stderr = _run(
+      [
+          'hatebm_jax.main',
+          f'--config={os.path.join(CONFIG_DIR, config + ".py")}',
+          f'--workdir={workdir}',
+          f'--config.data_dir={data_dir}',
+      ]
+  )
+  assert status == 1
+  _assert_one_line(stderr, last)
+  assert last.startswith('Error: FileNotFoundError: ')
+  assert str(data_dir) in last
+  assert not workdir.exists()
+
+
+def test_read_only_workdir_is_one_line(tiny_run, tmp_path):
+  """Continuing a run whose workdir became read-only. As root, the
+  command runs without CAP_DAC_OVERRIDE (setpriv), so that folder
+  permissions bind it as they bind other users."""
+  workdir = tmp_path / 'run'
+  subprocess.run(['cp', '-a', str(tiny_run), str(workdir)], check=True)
+  before = _tree(workdir)
+  subprocess.run(['chmod', '-R', 'a-w', str(workdir)], check=True)
+  prefix = []
+  if os.geteuid() == 0:
+    prefix = ['setpriv', '--bounding-set=-dac_override,-dac_read_search']
+  try:
+    result = subprocess.run(
+        prefix + main_command(workdir, '--config.num_training_steps=4'),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+  finally:
+    subprocess.run(['chmod', '-R', 'u+w', str(workdir)], check=True)
+  lines = result.stderr.strip().splitlines()
+  assert result.returncode == 1
+  _assert_one_line(result.stderr, lines[-1])
+  assert lines[-1].startswith(
+      f'Error: PermissionError: --workdir={workdir} cannot be written '
+      '(PermissionError: Permission denied)'
+  )
+  assert _tree(workdir) == before
+
+
+def test_full_disk_during_the_final_save_is_one_line(tmp_path):
+  """Files are capped at 200 kB (RLIMIT_FSIZE, SIGXFSZ ignored: writes
+  past it fail with EFBIG, as a full disk fails them with ENOSPC): the
+  replay bank of 256 pairs (1 MB) cannot be written. The unfinished
+  checkpoint is deleted and named, in one line."""
+
+  def cap_file_size():
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
+
+  workdir = tmp_path / 'run'
+  status, last, stderr = _run(
+      [
+          'hatebm_jax.main',
+          f'--config={QUICK_START}',
+          f'--workdir={workdir}',
+          *TINY_FLAGS,
+          '--config.persistent_size=256',
+          '--config.num_training_steps=3',
+          '--config.fcd_freq=0',
+      ],
+      # The XLA cache's files may pass the cap too: none here.
+      env={'JAX_ENABLE_COMPILATION_CACHE': 'false'},
+      preexec_fn=cap_file_size,
+  )
+  assert status == 1
+  _assert_one_line(stderr, last)
+  assert last.startswith(
+      f'Error: OSError: Saving checkpoint 3 in {workdir}/checkpoints failed ('
+  )
+  assert 'File too large' in last
+  assert last.endswith(
+      'its unfinished folder was deleted. There is no complete checkpoint '
+      'yet: make room (or make the folder writable) and rerun the same '
+      'command to continue from it.'
+  )
+  assert os.listdir(workdir / 'checkpoints') == []
+
+
+@pytest.fixture
+def unreachable_gcs():
+  """A GCS endpoint nobody listens on: a local port just closed."""
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    port = s.getsockname()[1]
+  return {'STORAGE_EMULATOR_HOST': f'http://127.0.0.1:{port}'}, port
+
+
+def test_unreachable_gcs_is_one_line_naming_the_host(
+    tiny_run, tmp_path, unreachable_gcs
+):
+  env, port = unreachable_gcs
+  hint = (
+      'Check that this host has network access to it (Cloud TPU and GCE '
+      'VMs have; elsewhere it needs the internet) and credentials'
+  )
+  status, last, stderr = _run(
+      ['hatebm_jax.sample', '--workdir=gs://some-bucket/run'], env=env
+  )
+  assert status == 1
+  _assert_one_line(stderr, last)
+  assert last.startswith(
+      'Error: ConnectionError: Cannot reach Google Cloud Storage for '
+      f'gs://some-bucket/run: 127.0.0.1:{port} (ConnectionRefusedError'
+  )
+  assert hint in last
+  status, last, stderr = _run(
+      [
+          'hatebm_jax.export',
+          f'--workdir={tiny_run}',
+          '--output=gs://some-bucket/model.hatebm',
+      ],
+      env=env,
+  )
+  assert status == 1
+  _assert_one_line(stderr, last)
+  assert 'for gs://some-bucket/model.hatebm: 127.0.0.1' in last
+  assert hint in last
