@@ -7,10 +7,11 @@ For each training mode (tiny networks, global batch 8, real Fashion-MNIST
 batches), with the training loop's own pieces (`train.Program`: the mode's
 state shapes and shardings, the jitted step with its divergence guard;
 `parallel.global_batch`): initialises on a 1-device and on an 8-device mesh
-and trains one step on each; restores one state trained `WARM_STEPS` steps
-on 1 device onto both meshes and trains 3 steps on each; checkpoints both,
-restores each onto the other device count and trains 2 more steps; then
-compiles the synthesis step for 8 devices and lists its collectives.
+and trains one step on each; restores the 1-device initial state onto both
+meshes and trains 3 steps on each; checkpoints both, restores each onto the
+other device count and trains 2 more steps; then compiles the synthesis
+step for 8 devices and lists its collectives. The quick start's own config
+(`quick_start`) trains 3 steps from a fresh start on each device count.
 Writes OUTPUT_DIR/results.json for the test to assert on.
 """
 
@@ -28,6 +29,7 @@ from hatebm_jax.infra import checkpoint
 from hatebm_jax import data
 from hatebm_jax import modes
 from hatebm_jax.infra import parallel
+from hatebm_jax.serving import draw
 from hatebm_jax import train
 from conftest import DATA_DIR, load_config, norm_error, tiny_config
 
@@ -122,20 +124,10 @@ def leaves(state):
   return [np.asarray(x) for x in jax.tree.leaves(jax.device_get(state))]
 
 
-# Steps trained on 1 device before the 1-vs-8 comparison starts. In the
-# tandem (synthesis) mode the bank starts as G_0(z), so the generator's first
-# loss is MSE(G_0(z'), G_0(z')) = 0 up to round-off (1.8e-11 measured) and
-# Adam turns that round-off into a ±lr step on every weight: a perturbation
-# of 10⁻⁷ relative grows to 6·10⁻³ in ebm_loss within 3 steps. From step 2 on
-# the same perturbation stays below 10⁻⁵ (docs/official_release.md §5). Where batch
-# shapes change the CPU kernels' rounding (seen on AMD EPYC hosts), a
-# comparison from step 0 would measure that first step, not the sharding.
-WARM_STEPS = 2
-
-
 def compare(mode, out):
   """1 vs 8 devices: init and first-step losses from a fresh start; losses
-  and states after 3 steps from one common state; cross-count resume."""
+  and states after 3 steps from one common state (the 1-device initial
+  state, restored on both); cross-count resume."""
   runner = Runner(CONFIGS[mode]())
   result, states, inits = {}, {}, {}
   keep = range(len(jax.tree.leaves(runner.abstract)))
@@ -148,10 +140,12 @@ def compare(mode, out):
       k: relative_error(result['first_metrics_8'][k], v)
       for k, v in result['first_metrics_1'].items()
   }
-  warm, _ = runner.train(1, runner.init(1), WARM_STEPS)
-  runner.save(warm, os.path.join(out, f'{mode}_warm'))
+  # The common start is step 0: since the bank's first fill counts as
+  # exactly 0 residual (`replay_bank.fit_residual`), the first steps are
+  # no longer Adam steps on round-off (docs/official_release.md §5).
+  runner.save(runner.init(1), os.path.join(out, f'{mode}_start'))
   for n in (1, 8):
-    state = runner.restore(n, os.path.join(out, f'{mode}_warm'))
+    state = runner.restore(n, os.path.join(out, f'{mode}_start'))
     state, metrics = runner.train(n, state, 3)
     result[f'metrics_{n}'] = metrics
     if n == 8:  # the state really is laid out over 8 devices
@@ -220,9 +214,47 @@ def collectives(hlo):
   return found
 
 
+def quick_start():
+  """The quick start's own config (networks of 66k and 125k parameters,
+  batch 8, K = 10, bank of 1,024) trained 3 steps from a fresh start on 1
+  and on 8 devices, and 64 samples drawn from each: how far they differ."""
+  config = load_config('fashion_mnist_synth')
+  config.data_dir, config.fcd_freq = DATA_DIR, 0
+  runner = Runner(config)
+  states, metrics, images = {}, {}, {}
+  for n in (1, 8):
+    state, metrics[n] = runner.train(n, runner.init(n), 3)
+    states[n] = jax.device_get(state)
+    z = jax.random.normal(jax.random.PRNGKey(5), (64, 128))
+    x_gen, y = jax.jit(runner.model.draw, static_argnums=3)(
+        states[n], z, jax.random.PRNGKey(6), 'ebm'
+    )
+    images[n] = draw.to_uint8(np.asarray(x_gen + y))
+  paths = [
+      jax.tree_util.keystr(p)
+      for p, _ in jax.tree_util.tree_flatten_with_path(states[1])[0]
+  ]
+  errors = {
+      p: norm_error(a, b)
+      for p, a, b in zip(paths, leaves(states[8]), leaves(states[1]))
+  }
+  return {
+      'step': int(states[8].step),
+      'metric_rel': {
+          k: relative_error(metrics[8][k], v) for k, v in metrics[1].items()
+      },
+      'leaf_rel': errors,
+      'pixels_differing': int((images[8] != images[1]).sum()),
+      'pixels': int(images[1].size),
+      'max_level_difference': int(
+          np.abs(images[8].astype(int) - images[1]).max()
+      ),
+  }
+
+
 def main(out):
   assert jax.device_count() == 8, jax.devices()
-  results = {}
+  results = {'quick_start': quick_start()}
   for mode in CONFIGS:
     results[mode], runner = compare(mode, out)
     if mode == 'synthesis':

@@ -5,7 +5,6 @@ SIGTERM to one of its processes."""
 import pytest
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -113,38 +112,32 @@ def _run_main(workdir, *flags):
 
 
 def test_two_processes_then_one(tmp_path):
-  """From one checkpoint at step 2, 2 processes x 4 CPU devices
-  (jax.distributed on localhost) train to step 5 and write a checkpoint
-  together; it equals a 1-process run's, and a single 1-device process
-  continues from it."""
-  warm, multi, single = (tmp_path / d for d in ('warm', 'multi', 'single'))
-  # Both runs start past step 1: there the generator's loss is 0 up to
-  # round-off and Adam turns that round-off into a full step (see
-  # WARM_STEPS in tests/multidevice_worker.py), so a comparison from step
-  # 0 would measure how the CPU kernels round, not the 2-process run.
-  _run_main(warm, '--config.num_training_steps=2')
-  shutil.copytree(warm, multi)
-  shutil.copytree(warm, single)
-  logs = _run_two_processes(multi, 4, '--config.num_training_steps=5')
+  """From a fresh start, 2 processes x 4 CPU devices (jax.distributed on
+  localhost) train 3 steps and write a checkpoint together; it equals a
+  1-process run's, and a single 1-device process continues from it."""
+  multi, single = tmp_path / 'multi', tmp_path / 'single'
+  logs = _run_two_processes(multi, 4, '--config.num_training_steps=3')
   assert 'Process 0 of 2; 4 local and 8 global devices.' in logs[0]
   assert 'Process 1 of 2; 4 local and 8 global devices.' in logs[1]
-  assert 'at step 2 on 8 devices' in logs[1]
+  assert 'New synthesis run' in logs[1] and 'on 8 devices' in logs[1]
   # Only process 0 writes images and event files.
-  assert (multi / 'samples' / 'step_000005.png').exists()
-  assert 'Trained steps 2-5' in logs[1]
+  assert (multi / 'samples' / 'step_000003.png').exists()
+  assert 'Trained steps 0-3' in logs[1]
 
-  _run_main(single, '--config.num_training_steps=5')
+  _run_main(single, '--config.num_training_steps=3')
   (step_m, state_m), (step_s, state_s) = _state(multi), _state(single)
-  assert step_m == step_s == 5
+  assert step_m == step_s == 3
   for a, b in zip(jax.tree.leaves(state_m), jax.tree.leaves(state_s)):
     # The bound of 1 vs 8 devices in one process (STATE_BOUND in
     # tests/test_parallel.py, sized there): the cross-process all-reduce
     # sums the batch in another order.
     assert norm_error(a, b) < 1e-3
 
-  log = _run_main(multi, '--config.num_training_steps=7')
-  assert 'Resumed from' in log and 'at step 5 on 1 devices' in log
-  assert _state(multi)[0] == 7
+  # 2 processes saved (and fingerprinted) it; 1 process restores and
+  # checks it.
+  log = _run_main(multi, '--config.num_training_steps=5')
+  assert 'Resumed from' in log and 'at step 3 on 1 devices' in log
+  assert _state(multi)[0] == 5
 
 
 def test_sigterm_to_one_process_stops_every_process_at_one_step(tmp_path):

@@ -74,3 +74,18 @@ def test_write_replaces_exactly_the_drawn_slots():
   np.testing.assert_array_equal(new.images[~written], 0)
   np.testing.assert_array_equal(new.latents[~written], 0)
   np.testing.assert_array_equal(np.asarray(new.latents[..., 0]) == 1, written)
+
+
+def test_fit_residual_counts_own_outputs_as_zero():
+  """Pairs within OWN_OUTPUT_ATOL of G(z') (round-off) give an exact 0,
+  value and gradient; a pair with a Langevin-size residual is untouched."""
+  target = jnp.zeros((3, 2, 2, 1))
+  offsets = jnp.array([3e-7, -9e-5, 2e-3])  # round-off, just in, a residual
+  fit = lambda scale: target + scale * offsets[:, None, None, None]
+  residual = replay_bank.fit_residual(fit(1.0), target)
+  np.testing.assert_array_equal(residual[:2], 0.0)
+  np.testing.assert_array_equal(residual[2], fit(1.0)[2])
+  loss = lambda s: jnp.sum(jnp.square(replay_bank.fit_residual(fit(s), target)))
+  # d/ds of the third pair's s²·(2e-3)²·4 at s = 1, nothing from the others.
+  np.testing.assert_allclose(jax.grad(loss)(1.0), 2 * 4 * 2e-3**2, rtol=1e-6)
+  assert replay_bank.OWN_OUTPUT_ATOL == 1e-4

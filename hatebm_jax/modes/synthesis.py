@@ -14,7 +14,9 @@ function:
    (mean H(x⁺) − mean H(x⁻)) / T (eq. 8), plus the optional energy penalty
    `energy_l2`; Adam, optional per-tensor clip.
 5. Generator update on `gen_loss_factor_coop`·MSE(G(z'), X') for B pairs
-   drawn without replacement from the replay bank.
+   drawn without replacement from the replay bank; pairs that are still the
+   generator's own output (the first fill, before G moves) count as exactly
+   0, as in exact arithmetic (`replay_bank.fit_residual`).
 6. Those bank slots are overwritten with (x⁻, z), except those of chains
    started from noise, which keep their pairs.
 7. Where the config keeps them (`gen_ema_decay`, `hat_ema_decay` > 0),
@@ -249,7 +251,8 @@ class SynthesisMode(base.HatEBMMode):
         'ebm_loss': (mean H(x⁺) − mean H(x⁻)) / T, the official "Energy
           Diff" (≈ 1e8 × the raw gap at T = 1e-8);
         'energy_pos', 'energy_neg': mean H of positives and negatives;
-        'gen_loss': gen_loss_factor_coop · MSE on the bank pairs;
+        'gen_loss': gen_loss_factor_coop · MSE on the bank pairs (exactly
+          0 while every pair read is the generator's own output);
         'residual_drift_norm', 'residual_clip_fraction': chain diagnostics;
         'residual_norm': mean L2 norm of y_K per image;
         'hat_grad_norm': global norm of the hat gradient before clipping.
@@ -291,7 +294,8 @@ class SynthesisMode(base.HatEBMMode):
 
     def gen_loss(gen_params):
       x_fit = self.generate(gen_params, state.gen_frozen, z_target)
-      return self.gen_loss_factor * jnp.mean(jnp.square(x_fit - x_target))
+      residual = replay_bank.fit_residual(x_fit, x_target)
+      return self.gen_loss_factor * jnp.mean(jnp.square(residual))
 
     g_loss, gen_grads = jax.value_and_grad(gen_loss)(state.gen_params)
     gen_updates, gen_opt_state = self.gen_opt.update(
