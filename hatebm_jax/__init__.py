@@ -1,8 +1,10 @@
 """hatebm_jax: Hat EBM (Hill et al., NeurIPS 2022) in JAX and Flax.
 
 `hatebm_jax.load_pretrained(path)` loads an exported model (see
-`hatebm_jax.serving.pretrained`); it is imported on first use, so that
-entry points can set XLA flags before JAX starts.
+`hatebm_jax.serving.pretrained`); it is imported on first use. Importing
+the package applies the XLA:CPU settings of the command-line entry points
+(`infra.xla_flags`) when JAX has not yet started its backends, so that the
+API draws the same samples as `python -m hatebm_jax.sample`.
 
 The package, by layer (imports point down):
 
@@ -15,6 +17,10 @@ The package, by layer (imports point down):
   config_base, data, optim, visualize   configs, images, optimisers, grids
   infra/                                mesh, checkpoints, guard, processes
 """
+
+from hatebm_jax.infra import xla_flags as _xla_flags
+
+_xla_flags.apply()  # before JAX starts its backends
 
 
 def __getattr__(name):

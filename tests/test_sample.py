@@ -118,26 +118,35 @@ def test_bad_sampler_settings_name_the_key(run_dir, tmp_path):
 SHIPPED_SAMPLES = os.path.join(ROOT, 'tests', 'data', 'shipped_samples.npz')
 
 
-def test_shipped_model_samples_are_those_recorded(tmp_path):
-  model = os.path.join(
-      ROOT, 'hatebm_jax', 'assets', 'fashion_mnist_synth.hatebm'
-  )
+SHIPPED_MODEL = os.path.join(
+    ROOT, 'hatebm_jax', 'assets', 'fashion_mnist_synth.hatebm'
+)
+
+
+@pytest.fixture(scope='module')
+def shipped_cli_samples(tmp_path_factory):
+  """`python -m hatebm_jax.sample` of the shipped model, seed 0, batch 64."""
+  out = tmp_path_factory.mktemp('shipped')
   subprocess.run(
       [
           sys.executable,
           '-m',
           'hatebm_jax.sample',
-          f'--workdir={model}',
+          f'--workdir={SHIPPED_MODEL}',
           '--num_samples=64',
           '--seed=0',
-          f'--output_dir={tmp_path}',
+          f'--output_dir={out}',
       ],
       cwd=ROOT,
       check=True,
       capture_output=True,
   )
-  with open(tmp_path / 'samples.npz', 'rb') as f:
-    images = np.load(f)['images']
+  with open(out / 'samples.npz', 'rb') as f:
+    return np.load(f)['images']
+
+
+def test_shipped_model_samples_are_those_recorded(shipped_cli_samples):
+  images = shipped_cli_samples
   with open(SHIPPED_SAMPLES, 'rb') as f:
     recorded = np.load(f)['images']
   assert images.shape == recorded.shape == (64, 32, 32, 1)
@@ -147,6 +156,54 @@ def test_shipped_model_samples_are_those_recorded(tmp_path):
       diff.max(),
       (diff > 0).mean(),
   )
+
+
+_API = """
+import sys
+import numpy as np
+{before}
+import hatebm_jax
+model = hatebm_jax.load_pretrained({model!r})
+np.save(sys.argv[1], model.sample(64, seed=0, batch_size=64))
+"""
+
+
+def _api_samples(tmp_path, before=''):
+  """`Pretrained.sample` in a plain Python process (no entry point): its
+  images and stderr."""
+  out = tmp_path / 'api.npy'
+  result = subprocess.run(
+      [
+          sys.executable,
+          '-c',
+          _API.format(before=before, model=SHIPPED_MODEL),
+          str(out),
+      ],
+      cwd=str(tmp_path),
+      # A user's environment: no XLA_FLAGS (this test process has set them).
+      env={k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'},
+      capture_output=True,
+      text=True,
+      timeout=300,
+  )
+  assert result.returncode == 0, result.stderr[-3000:]
+  return np.load(out), result.stderr
+
+
+def test_api_draws_the_command_lines_images(shipped_cli_samples, tmp_path):
+  """`import hatebm_jax` applies the entry points' XLA:CPU settings, so the
+  API and `python -m hatebm_jax.sample` compute alike: the same bytes. A
+  program that ran JAX first is warned that they may differ."""
+  images, stderr = _api_samples(tmp_path)
+  np.testing.assert_array_equal(images, shipped_cli_samples)
+  assert 'may differ by round-off' not in stderr
+  late, stderr = _api_samples(
+      tmp_path, before='import jax; jax.numpy.ones(1).block_until_ready()'
+  )
+  assert 'JAX started its CPU backend before hatebm_jax was imported' in stderr
+  # Round-off only: a few pixels by a level or two.
+  diff = np.abs(late.astype(int) - shipped_cli_samples)
+  assert diff.max() <= 2 and (diff > 0).mean() < 0.01
 
 
 def test_sampling_reports_progress_with_an_eta(run_dir, tmp_path, caplog):

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from hatebm_jax import modes
+from hatebm_jax.infra import xla_flags
 from hatebm_jax.modes import base
 from hatebm_jax.serving import draw
 from hatebm_jax.serving import run as run_lib
@@ -267,4 +268,14 @@ def load_pretrained(path: str, **settings) -> Pretrained:
       format, a damaged file (missing entries, networks that do not fit the
       stored config, non-finite values), or invalid overrides.
   """
+  if not xla_flags.in_effect() and jax.default_backend() == 'cpu':
+    warnings.warn(
+        'JAX started its CPU backend before hatebm_jax was imported, so '
+        f'the XLA flag {xla_flags.CPU_FLAG} of the command-line tools is '
+        'not in effect: samples may differ by round-off (a few pixels by '
+        '1-2 uint8 levels) from python -m hatebm_jax.sample. Import '
+        'hatebm_jax before running JAX, or start Python with XLA_FLAGS='
+        f'{xla_flags.CPU_FLAG}, to get the same images.',
+        stacklevel=2,
+    )
   return Pretrained(run_lib.load_exported(str(path), **settings))
