@@ -23,14 +23,20 @@ The record is a JSON-able dict, saved with the checkpoint's metadata
 'crc32', 'rows'}}}, paths written 'hat_params/block1/conv1/kernel'.
 """
 
+import concurrent.futures
 import json
+import os
 import zlib
-from typing import Any, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import jax
 import numpy as np
 
 FORMAT = 'crc32-c-order-v1'
+# Arrays of at least this many bytes are checked on a pool of threads, one
+# per core (zlib's CRC and numpy's reductions release the GIL).
+_PARALLEL_BYTES = 1 << 16
+_pool = []
 
 
 def leaf_paths(tree: Any) -> list[tuple[str, Any]]:
@@ -78,6 +84,24 @@ def _crc(a: np.ndarray) -> int:
   return zlib.crc32(np.ascontiguousarray(a).reshape(-1).view(np.uint8))
 
 
+def _map(fn: Callable[[np.ndarray], Any], arrays: Sequence[np.ndarray]):
+  """[fn(a) for a in arrays], the large arrays on a thread pool."""
+  large = [i for i, a in enumerate(arrays) if a.nbytes >= _PARALLEL_BYTES]
+  out = [None] * len(arrays)
+  if len(large) > 1:
+    if not _pool:
+      workers = max(1, min(8, os.cpu_count() or 1))
+      _pool.append(concurrent.futures.ThreadPoolExecutor(workers))
+    for i, value in zip(large, _pool[0].map(fn, [arrays[i] for i in large])):
+      out[i] = value
+  else:
+    large = []
+  for i, a in enumerate(arrays):
+    if i not in large:
+      out[i] = fn(a)
+  return out
+
+
 def _pieces(x: Any) -> list[tuple[slice, np.ndarray]]:
   """(rows along axis 0, host data) of the pieces of `x` this process
   holds as replica 0: over all processes, each element once."""
@@ -110,9 +134,13 @@ def _row_crcs(x: Any) -> tuple[np.ndarray, np.ndarray]:
   the rows it holds): uint32 [R], bool [R]."""
   crcs = np.zeros(x.shape[0], np.uint32)
   held = np.zeros(x.shape[0], bool)
-  for rows, data in _pieces(x):
-    for i, row in zip(range(rows.start, rows.stop), data):
-      crcs[i], held[i] = _crc(row), True
+  rows = [
+      (i, row)
+      for span, data in _pieces(x)
+      for i, row in zip(range(span.start, span.stop), data)
+  ]
+  for (i, _), crc in zip(rows, _map(_crc, [row for _, row in rows])):
+    crcs[i], held[i] = crc, True
   return crcs, held
 
 
@@ -148,13 +176,18 @@ def _crcs(leaves: list[tuple[str, Any, bool]]) -> dict[str, Optional[int]]:
   """path -> fingerprint of each (path, array, by rows) leaf: the CRC-32
   of its bytes, or of its row CRCs; None where this process cannot see
   the whole leaf."""
-  out, by_rows = {}, []
+  out, by_rows, wholes = {}, [], []
   for path, x, rows in leaves:
     if rows:
       by_rows.append((path, x))
     else:
       whole = _whole(x)
-      out[path] = None if whole is None else _crc(whole)
+      if whole is None:
+        out[path] = None
+      else:
+        wholes.append((path, whole))
+  for (path, _), crc in zip(wholes, _map(_crc, [a for _, a in wholes])):
+    out[path] = crc
   row_crcs = [_row_crcs(x) for _, x in by_rows]
   gathered = _gather_rows([c for c, _ in row_crcs], [h for _, h in row_crcs])
   for (path, _), row_crcs in zip(by_rows, gathered):
@@ -193,17 +226,15 @@ def fingerprint(state: Any) -> dict[str, Any]:
   }
 
 
-def _non_finite(x: Any) -> int:
-  """Number of non-finite values of a float leaf in the pieces this
-  process holds (0 for other dtypes)."""
-  if not np.issubdtype(np.dtype(x.dtype), np.inexact):
+def _non_finite(data: np.ndarray) -> int:
+  """Number of non-finite values of a float array (0 for other dtypes):
+  two reductions, max and min, which NaN and ±inf reach; counted only
+  when one of them does."""
+  if not np.issubdtype(data.dtype, np.inexact) or not data.size:
     return 0
-  count = 0
-  for _, data in _pieces(x):
-    finite = np.isfinite(data)
-    if not finite.all():
-      count += int(data.size - np.count_nonzero(finite))
-  return count
+  if np.isfinite(data.max()) and np.isfinite(data.min()):
+    return 0
+  return int(data.size - np.count_nonzero(np.isfinite(data)))
 
 
 def problems(state: Any, saved: Optional[dict[str, Any]]) -> list[str]:
@@ -211,8 +242,10 @@ def problems(state: Any, saved: Optional[dict[str, Any]]) -> list[str]:
   record, one line per leaf: 'bank/images: CRC-32 0x1a2b3c4d, saved
   0x5e6f7a8b', 'gen_params/dense/kernel: 214 non-finite values', 'x:
   float32[8] restored, bfloat16[8] saved', 'x: missing from the
-  checkpoint'; [] when every leaf checks. With `saved` None (a checkpoint
-  written before fingerprints) only finiteness is checked.
+  checkpoint'; [] when every leaf checks. Finiteness is counted for the
+  leaves whose CRC does not match or cannot be computed here (a matching
+  CRC means the saved bytes, which were finite); with `saved` None (a
+  checkpoint written before fingerprints) for every leaf.
 
   Call it on every process of a job: the answer is the same on all.
 
@@ -250,13 +283,29 @@ def problems(state: Any, saved: Optional[dict[str, Any]]) -> list[str]:
     elif record is not None:
       checked.append((path, x, record['rows']))
   crcs = _crcs(checked)
+  matched = set()
   for path, x, _ in checked:
     want = records[path]['crc32']
-    if crcs[path] is not None and want is not None and crcs[path] != want:
-      lines.append(
-          f'{path}: CRC-32 {crcs[path]:#010x} restored, {want:#010x} saved'
-      )
-  counts = np.array([_non_finite(x) for _, x in leaves] + [len(lines)])
+    if crcs[path] is not None and want is not None:
+      if crcs[path] == want:
+        matched.add(path)
+      else:
+        lines.append(
+            f'{path}: CRC-32 {crcs[path]:#010x} restored, {want:#010x} saved'
+        )
+  # A leaf whose CRC matches holds the saved bytes, so the saved
+  # finiteness (training never saves a non-finite state); the others are
+  # counted.
+  pieces = [
+      (i, data)
+      for i, (path, x) in enumerate(leaves)
+      if path not in matched
+      for _, data in _pieces(x)
+  ]
+  counts = np.zeros(len(leaves) + 1, np.int64)
+  for (i, _), count in zip(pieces, _map(_non_finite, [d for _, d in pieces])):
+    counts[i] += count
+  counts[-1] = len(lines)
   if jax.process_count() > 1:  # every process gives the same answer
     from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
 
