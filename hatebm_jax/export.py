@@ -18,8 +18,8 @@ from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 from absl import logging
 
+from hatebm_jax.infra import remote
 from hatebm_jax.infra import runtime
-from hatebm_jax.serving import run as run_lib
 
 _WORKDIR = flags.DEFINE_string(
     'workdir',
@@ -37,6 +37,11 @@ _STEP = flags.DEFINE_integer('step', None, 'Checkpoint step; default latest.')
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  # Checked before JAX and TensorFlow load: an unreachable gs:// path fails
+  # in a second.
+  remote.check_reachable(_WORKDIR.value, _OUTPUT.value)
+  from hatebm_jax.serving import run as run_lib  # pylint: disable=g-import-not-at-top
+
   runtime.setup()
   info = run_lib.export(_WORKDIR.value, _OUTPUT.value, _STEP.value)
   logging.info(

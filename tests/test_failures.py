@@ -7,14 +7,20 @@ traceback), and that nothing was left behind in the workdir.
 
 import os
 import resource
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 
+import jax
+import jax.numpy as jnp
 import pytest
 
-from conftest import CONFIG_DIR, ROOT, TINY_FLAGS, main_command
+from hatebm_jax import train
+from hatebm_jax.infra import checkpoint
+from hatebm_jax.modes import synthesis
+from conftest import CONFIG_DIR, ROOT, TINY_FLAGS, main_command, tiny_config
 
 QUICK_START = os.path.join(CONFIG_DIR, 'fashion_mnist_synth.py')
 
@@ -55,14 +61,7 @@ def _tree(path):
 def tiny_run(tmp_path_factory):
   """A finished 2-step run of the tiny config (checkpoint 2)."""
   workdir = tmp_path_factory.mktemp('tiny')
-  result = subprocess.run(
-      main_command(workdir, '--config.num_training_steps=2'),
-      cwd=ROOT,
-      capture_output=True,
-      text=True,
-      timeout=300,
-  )
-  assert result.returncode == 0, result.stderr[-3000:]
+  train.train_and_evaluate(tiny_config(num_training_steps=2), str(workdir))
   return workdir
 
 
@@ -182,14 +181,15 @@ def test_read_only_workdir_is_one_line(tiny_run, tmp_path):
 
 
 def test_full_disk_during_the_final_save_is_one_line(tmp_path):
-  """Files are capped at 200 kB (RLIMIT_FSIZE, SIGXFSZ ignored: writes
-  past it fail with EFBIG, as a full disk fails them with ENOSPC): the
-  replay bank of 256 pairs (1 MB) cannot be written. The unfinished
+  """Files are capped at 3 MB (RLIMIT_FSIZE, SIGXFSZ ignored: writes past
+  it fail with EFBIG, as a full disk fails them with ENOSPC): the replay
+  bank of 2,048 pairs (8 MB) cannot be written; every other file of the
+  run, XLA's cache entries included (1 MB at most), fits. The unfinished
   checkpoint is deleted and named, in one line."""
 
   def cap_file_size():
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (3_000_000, 3_000_000))
 
   workdir = tmp_path / 'run'
   status, last, stderr = _run(
@@ -198,12 +198,10 @@ def test_full_disk_during_the_final_save_is_one_line(tmp_path):
           f'--config={QUICK_START}',
           f'--workdir={workdir}',
           *TINY_FLAGS,
-          '--config.persistent_size=256',
+          '--config.persistent_size=2048',
           '--config.num_training_steps=3',
           '--config.fcd_freq=0',
       ],
-      # The XLA cache's files may pass the cap too: none here.
-      env={'JAX_ENABLE_COMPILATION_CACHE': 'false'},
       preexec_fn=cap_file_size,
   )
   assert status == 1
@@ -259,3 +257,32 @@ def test_unreachable_gcs_is_one_line_naming_the_host(
   _assert_one_line(stderr, last)
   assert 'for gs://some-bucket/model.hatebm: 127.0.0.1' in last
   assert hint in last
+
+
+def test_sampling_refuses_a_checkpoint_cast_to_bfloat16(tiny_run, tmp_path):
+  """A checkpoint whose hat network was cast to bfloat16 (and saved so):
+  `sample` names the entry and writes nothing (Orbax would cast it back to
+  float32 without a word)."""
+  workdir = tmp_path / 'run'
+  shutil.copytree(tiny_run, workdir)
+  model = synthesis.SynthesisMode.from_config(tiny_config())
+  ckpt = checkpoint.Checkpointer(str(workdir))
+  state = ckpt.restore(jax.eval_shape(model.init, jax.random.PRNGKey(0)), 2)
+  ckpt.close()
+  shutil.rmtree(workdir / 'checkpoints' / '2')
+  cast = jax.tree.map(lambda x: x.astype(jnp.bfloat16), state.hat_params)
+  ckpt = checkpoint.Checkpointer(str(workdir))
+  ckpt.save(2, state.replace(hat_params=cast), tiny_config())
+  ckpt.close()
+  before = _tree(workdir)
+  status, last, stderr = _run(
+      ['hatebm_jax.sample', f'--workdir={workdir}', '--num_samples=4']
+  )
+  assert status == 1
+  _assert_one_line(stderr, last)
+  assert last.startswith(
+      f'Error: ValueError: Checkpoint {workdir}/checkpoints/2 does not hold '
+      'the state its config describes ('
+  )
+  assert 'hat_params/block1/conv1/bias: checkpoint bfloat16[8], config ' in last
+  assert _tree(workdir) == before

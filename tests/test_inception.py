@@ -111,9 +111,17 @@ def test_wrong_files_are_refused(tmp_path, monkeypatch):
       pytest.warns(UserWarning),
       pytest.raises(
           ValueError, match='Could not read .*bogus.pth as a PyTorch state dict'
-      ),
+      ) as error,
   ):
     inception.InceptionFeatures.load(str(bogus))
+  # One line: the reason (the last line of PyTorch's error), not its traceback.
+  assert '\n' not in str(error.value) and 'Traceback' not in str(error.value)
+  broken = tmp_path / 'broken.npz'
+  broken.write_bytes(b'PK not a zip archive')
+  with pytest.raises(
+      ValueError, match='broken.npz is not a readable .npz of converted'
+  ):
+    inception.InceptionFeatures.load(str(broken))
 
 
 def test_bad_images_are_refused(net):

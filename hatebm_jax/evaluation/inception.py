@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import warnings
+import zipfile
 from typing import Optional, Sequence
 
 from etils import epath
@@ -401,9 +402,11 @@ def _read_torch_file(path: epath.Path) -> dict:
             'install torch` (CPU is enough), or pass the converted .npz '
             'made on another machine.'
         )
+      reason = (proc.stderr.strip().splitlines() or ['no message'])[-1]
       raise ValueError(
-          f'Could not read {path} as a PyTorch state dict:\n'
-          f'{proc.stderr[-2000:]}'
+          f'Could not read {path} as a PyTorch state dict ({reason[:300]}); '
+          f"pass pytorch-fid's {WEIGHTS_FILE} ({WEIGHTS_URL}) or its "
+          'converted .npz.'
       )
     with open(out, 'rb') as f:
       return dict(np.load(f, allow_pickle=False))
@@ -451,8 +454,15 @@ class InceptionFeatures:
     raw = path.read_bytes()
     digest = hashlib.sha256(raw).hexdigest()
     if path.suffix == '.npz':
-      with path.open('rb') as f:
-        stored = dict(np.load(f, allow_pickle=False))
+      try:
+        with path.open('rb') as f:
+          stored = dict(np.load(f, allow_pickle=False))
+      except (OSError, ValueError, zipfile.BadZipFile) as e:
+        raise ValueError(
+            f'{path} is not a readable .npz of converted Inception weights '
+            f"({type(e).__name__}: {e}); pass pytorch-fid's {WEIGHTS_FILE} "
+            f'({WEIGHTS_URL}) to convert it again.'
+        ) from e
       source = str(stored.pop('__source_sha256__', digest))
       return cls(stored, f'{FEATURE_NET}:{source[:12]}')
     if not digest.startswith(WEIGHTS_SHA256_PREFIX):

@@ -8,6 +8,7 @@ training workdir, and where `sample` and `evaluate` write their outputs.
 import os
 import urllib.parse
 import urllib.request
+import uuid
 
 from etils import epath
 
@@ -128,7 +129,8 @@ def write_atomically(target: epath.Path, data: bytes, output: str) -> None:
         f'--output={output!r}: a part of {target.parent} is a '
         'file, not a folder.'
     ) from e
-  temporary = target.parent / f'.{target.name}.tmp'
+  # A name of its own: concurrent writers of one target never share it.
+  temporary = target.parent / f'.{target.name}.{uuid.uuid4().hex[:12]}.tmp'
   try:
     temporary.write_bytes(data)
     temporary.replace(target)  # an existing file is overwritten
