@@ -226,6 +226,8 @@ SLOWEST_FIRST = (
     'test_pretrained.py',
     'test_inception.py',
     'test_gcs.py',
+    'test_failures.py',
+    'test_integrity.py',
     'test_parallel.py',
     'test_joint.py',
     'test_notebook.py',
