@@ -65,30 +65,33 @@ def tiny_run(tmp_path_factory):
   return workdir
 
 
-def test_config_files_that_are_not_configs(tmp_path):
-  text = tmp_path / 'notes.txt'
-  text.write_text('hello world\n')
+@pytest.mark.parametrize(
+    'name, content, message',
+    [
+        (
+            'notes.txt',
+            'hello world\n',
+            "--config='{path}' is not a Python config file: give a .py file "
+            'with a get_config() function, e.g. '
+            'configs/fashion_mnist_synth.py.',
+        ),
+        (
+            'broken.py',
+            'def get_config():\n  return undefined_name\n',
+            'the --config file failed to load: NameError: name '
+            "'undefined_name' is not defined",
+        ),
+    ],
+)
+def test_config_files_that_are_not_configs(tmp_path, name, content, message):
+  path = tmp_path / name
+  path.write_text(content)
   status, last, stderr = _run(
-      ['hatebm_jax.main', f'--config={text}', f'--workdir={tmp_path / "w"}']
+      ['hatebm_jax.main', f'--config={path}', f'--workdir={tmp_path / "w"}']
   )
   assert status == 1
   _assert_one_line(stderr, last)
-  assert last == (
-      f"FATAL Flags parsing error: --config='{text}' is not a Python config "
-      'file: give a .py file with a get_config() function, e.g. '
-      'configs/fashion_mnist_synth.py.'
-  )
-  broken = tmp_path / 'broken.py'
-  broken.write_text('def get_config():\n  return undefined_name\n')
-  status, last, stderr = _run(
-      ['hatebm_jax.main', f'--config={broken}', f'--workdir={tmp_path / "w"}']
-  )
-  assert status == 1
-  _assert_one_line(stderr, last)
-  assert last == (
-      'FATAL Flags parsing error: the --config file failed to load: '
-      "NameError: name 'undefined_name' is not defined"
-  )
+  assert last == 'FATAL Flags parsing error: ' + message.format(path=path)
   assert not (tmp_path / 'w').exists()
 
 
