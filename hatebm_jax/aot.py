@@ -163,11 +163,10 @@ def compile_report(config: ml_collections.ConfigDict, num_devices: int) -> dict:
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  runtime.no_arguments(argv)
   runtime.setup()
   if FLAGS.num_devices > jax.device_count():
-    raise app.UsageError(
+    raise ValueError(
         f'--num_devices={FLAGS.num_devices} but JAX has '
         f'{jax.device_count()} devices: run this module as a script '
         '(python -m hatebm_jax.aot), which fakes the CPU devices.'

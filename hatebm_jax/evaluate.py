@@ -252,8 +252,9 @@ def evaluate(
   path = epath.Path(
       output or storage.eval_folder(workdir, run.step) / 'metrics.json'
   )
-  path.parent.mkdir(parents=True, exist_ok=True)
-  path.write_text(json.dumps(result, indent=1))
+  storage.write_atomically(
+      path, json.dumps(result, indent=1).encode(), str(path)
+  )
   logging.info('Wrote %s', path)
   return result
 
@@ -300,8 +301,7 @@ _OUT = flags.DEFINE_string(
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  runtime.no_arguments(argv)
   runtime.setup()
   result = evaluate(
       cli.WORKDIR.value,

@@ -35,8 +35,7 @@ _STEP = flags.DEFINE_integer('step', None, 'Checkpoint step; default latest.')
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  runtime.no_arguments(argv)
   # Checked before JAX and TensorFlow load: an unreachable gs:// path fails
   # in a second.
   remote.check_reachable(_WORKDIR.value, _OUTPUT.value)

@@ -68,8 +68,7 @@ flags.mark_flags_as_required(['config', 'workdir'])
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  runtime.no_arguments(argv)
   # JAX and TensorFlow load after the flags are parsed, so that a mistyped
   # flag or config fails in a second, not after their imports.
   import jax  # pylint: disable=g-import-not-at-top

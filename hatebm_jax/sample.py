@@ -111,7 +111,6 @@ def sample_checkpoint(
   sampler = mode.chain_settings
   source = draw.checked_source(run, source)  # before creating anything
   output = epath.Path(output_dir or storage.eval_folder(workdir, step))
-  output.mkdir(parents=True, exist_ok=True)
   images, (z, x_gen, y) = draw.draw_images(
       run,
       num_samples,
@@ -121,53 +120,58 @@ def sample_checkpoint(
       return_first=True,
       progress=f'drawing {num_samples:,} samples ({source})',
   )
-  with (output / 'samples.npz').open('wb') as f:
-    np.savez_compressed(f, images=images)
-  n_show = min(64, num_samples)
-  pictures = {}
-  if mode.capabilities.chain and source == 'ebm':
-    pictures['grid'] = visualize.save_sample_grid(
-        str(output / 'grid.png'),
-        x_gen[:n_show],
-        y[:n_show],
-        f'step {step}, K={sampler.num_steps}',
+  # Written beside `output`, then moved into it: a failure (a full disk)
+  # leaves no partial file there.
+  with storage.staged(output) as staging:
+    with (staging / 'samples.npz').open('wb') as f:
+      np.savez_compressed(f, images=images)
+    n_show = min(64, num_samples)
+    pictures = {}
+    if mode.capabilities.chain and source == 'ebm':
+      pictures['grid'] = visualize.save_sample_grid(
+          str(staging / 'grid.png'),
+          x_gen[:n_show],
+          y[:n_show],
+          f'step {step}, K={sampler.num_steps}',
+      )
+      pictures['path'] = _save_path(
+          staging / 'path.png',
+          mode,
+          state,
+          z[:8],
+          jax.random.fold_in(jax.random.PRNGKey(seed), 1 << 30),
+          sampler.num_steps,
+          config.init_scale_res,
+      )
+    else:
+      pictures['grid'] = visualize.save_panels(
+          str(staging / 'grid.png'),
+          [
+              (
+                  f'{config.mode}: {source}, step {step}',
+                  visualize.to_display(x_gen[:n_show]),
+              )
+          ],
+      )
+    settings = {
+        'workdir': str(workdir),
+        'step': step,
+        'num_samples': num_samples,
+        'seed': seed,
+        'mode': config.mode,
+        'source': source,
+        'sampler': dataclasses.asdict(sampler) if sampler else None,
+        'init_scale_res': config.init_scale_res,
+        'overrides': {k: v for k, v in overrides.items() if v is not None},
+    }
+    (staging / 'settings.json').write_text(json.dumps(settings, indent=1))
+    # The same pictures for TensorBoard (--logdir=<output>), at the step.
+    writer = metric_writers.create_default_writer(
+        str(staging), just_logging=False
     )
-    pictures['path'] = _save_path(
-        output / 'path.png',
-        mode,
-        state,
-        z[:8],
-        jax.random.fold_in(jax.random.PRNGKey(seed), 1 << 30),
-        sampler.num_steps,
-        config.init_scale_res,
-    )
-  else:
-    pictures['grid'] = visualize.save_panels(
-        str(output / 'grid.png'),
-        [
-            (
-                f'{config.mode}: {source}, step {step}',
-                visualize.to_display(x_gen[:n_show]),
-            )
-        ],
-    )
-  settings = {
-      'workdir': str(workdir),
-      'step': step,
-      'num_samples': num_samples,
-      'seed': seed,
-      'mode': config.mode,
-      'source': source,
-      'sampler': dataclasses.asdict(sampler) if sampler else None,
-      'init_scale_res': config.init_scale_res,
-      'overrides': {k: v for k, v in overrides.items() if v is not None},
-  }
-  (output / 'settings.json').write_text(json.dumps(settings, indent=1))
-  # The same pictures for TensorBoard (--logdir=<output>), at the step.
-  writer = metric_writers.create_default_writer(str(output), just_logging=False)
-  for tag, pixels in pictures.items():
-    visualize.write_image(writer, step, tag, pixels)
-  writer.close()
+    for tag, pixels in pictures.items():
+      visualize.write_image(writer, step, tag, pixels)
+    writer.close()
   logging.info('Wrote %d samples to %s', num_samples, output)
   return settings
 
@@ -200,8 +204,7 @@ def _save_path(path, mode, state, z, key, num_steps, init_scale_res):
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  runtime.no_arguments(argv)
   runtime.setup()
   sample_checkpoint(
       cli.WORKDIR.value,

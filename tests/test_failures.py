@@ -95,22 +95,59 @@ def test_config_files_that_are_not_configs(tmp_path, name, content, message):
   assert not (tmp_path / 'w').exists()
 
 
-def test_ill_typed_override_names_the_key(tmp_path):
+@pytest.mark.parametrize(
+    'flags, message',
+    [
+        (
+            ['--config.num_plot=abc'],
+            'FATAL Flags parsing error: flag --config.num_plot=abc: invalid '
+            "literal for int() with base 10: 'abc'",
+        ),
+        (
+            ['--config.nosuchkey=1'],
+            'FATAL Flags parsing error: --config.nosuchkey: the config has no '
+            'such key.',
+        ),
+        (
+            ['extra_argument'],
+            "Error: ValueError: Unexpected arguments ['extra_argument']: every "
+            'option is a flag, --name=value (--helpshort lists them).',
+        ),
+    ],
+)
+def test_bad_flags_name_what_is_wrong(tmp_path, flags, message):
   status, last, stderr = _run(
       [
           'hatebm_jax.main',
           f'--config={QUICK_START}',
           f'--workdir={tmp_path / "w"}',
-          '--config.num_plot=abc',
+          *flags,
       ]
   )
   assert status == 1
   _assert_one_line(stderr, last)
-  assert last == (
-      'FATAL Flags parsing error: flag --config.num_plot=abc: invalid '
-      "literal for int() with base 10: 'abc'"
-  )
+  assert last == message
   assert not (tmp_path / 'w').exists()
+
+
+def test_config_argument_error_is_one_line(tmp_path):
+  """`--config=file.py:arg` for a config without arguments: the config's
+  own error, without the traceback ml_collections puts in its message."""
+  status, last, stderr = _run(
+      [
+          'hatebm_jax.main',
+          f'--config={QUICK_START}:foo',
+          f'--workdir={tmp_path / "w"}',
+      ]
+  )
+  assert status == 1
+  _assert_one_line(stderr, last)
+  assert last.startswith(
+      f'FATAL Flags parsing error: flag --config={QUICK_START}:foo'
+  )
+  assert last.endswith(
+      'TypeError: get_config() takes 0 positional arguments but 1 was given'
+  )
 
 
 def test_aot_parses_flags_like_main():
@@ -120,8 +157,8 @@ def test_aot_parses_flags_like_main():
   assert status == 1
   _assert_one_line(stderr, last)
   assert last == (
-      'FATAL Flags parsing error: \'mcmc_stepz\' Did you mean "mcmc_steps" '
-      'instead of "mcmc_stepz"?'
+      'FATAL Flags parsing error: --config.mcmc_stepz: the config has no '
+      'such key. Did you mean "mcmc_steps" instead of "mcmc_stepz"?'
   )
 
 
@@ -222,22 +259,25 @@ def test_full_disk_during_the_final_save_is_one_line(tmp_path):
 
 
 @pytest.fixture
-def unreachable_gcs():
-  """A GCS endpoint nobody listens on: a local port just closed."""
+def closed_port():
+  """A local port nobody listens on: one just closed."""
   with socket.socket() as s:
     s.bind(('127.0.0.1', 0))
-    port = s.getsockname()[1]
-  return {'STORAGE_EMULATOR_HOST': f'http://127.0.0.1:{port}'}, port
+    return s.getsockname()[1]
 
 
-def test_unreachable_gcs_is_one_line_naming_the_host(
-    tiny_run, tmp_path, unreachable_gcs
-):
-  env, port = unreachable_gcs
+def test_unreachable_gcs_is_one_line_naming_the_host(tiny_run, closed_port):
   hint = (
       'Check that this host has network access to it (Cloud TPU and GCE '
       'VMs have; elsewhere it needs the internet) and credentials'
   )
+  # An emulator that is not there, for gcsfs and TensorStore alike.
+  emulator = f'http://127.0.0.1:{closed_port}'
+  env = {
+      'EPATH_USE_TF': 'false',
+      'STORAGE_EMULATOR_HOST': emulator,
+      'TENSORSTORE_GCS_HTTP_URL': emulator,
+  }
   status, last, stderr = _run(
       ['hatebm_jax.sample', '--workdir=gs://some-bucket/run'], env=env
   )
@@ -245,20 +285,26 @@ def test_unreachable_gcs_is_one_line_naming_the_host(
   _assert_one_line(stderr, last)
   assert last.startswith(
       'Error: ConnectionError: Cannot reach Google Cloud Storage for '
-      f'gs://some-bucket/run: 127.0.0.1:{port} (ConnectionRefusedError'
+      f'gs://some-bucket/run: 127.0.0.1:{closed_port} (ConnectionRefusedError'
   )
-  assert hint in last
+  assert 'used by gcsfs, from $STORAGE_EMULATOR_HOST' in last and hint in last
+  # Through TensorFlow's client, which talks to Google whatever
+  # $STORAGE_EMULATOR_HOST says (no internet here).
   status, last, stderr = _run(
       [
           'hatebm_jax.export',
           f'--workdir={tiny_run}',
           '--output=gs://some-bucket/model.hatebm',
       ],
-      env=env,
+      env={'STORAGE_EMULATOR_HOST': emulator},
   )
   assert status == 1
   _assert_one_line(stderr, last)
-  assert 'for gs://some-bucket/model.hatebm: 127.0.0.1' in last
+  assert last.startswith(
+      'Error: ConnectionError: Cannot reach Google Cloud Storage for '
+      'gs://some-bucket/model.hatebm: www.googleapis.com:443 ('
+  )
+  assert "used by TensorFlow's GCS client, which ignores" in last
   assert hint in last
 
 
@@ -289,3 +335,34 @@ def test_sampling_refuses_a_checkpoint_cast_to_bfloat16(tiny_run, tmp_path):
   )
   assert 'hat_params/block1/conv1/bias: checkpoint bfloat16[8], config ' in last
   assert _tree(workdir) == before
+
+
+def test_truncated_checkpoint_is_one_line_for_export(tiny_run, tmp_path):
+  """A truncated array file: one error line naming TensorStore's own
+  reason, not Orbax's wrapper nor the hundreds of tracebacks its unfinished
+  reads print when collected."""
+  workdir = tmp_path / 'run'
+  shutil.copytree(tiny_run, workdir)
+  files = (workdir / 'checkpoints' / '2' / 'state').rglob('*')
+  largest = max((p for p in files if p.parent.name == 'd'), key=os.path.getsize)
+  os.truncate(largest, 1000)
+  status, last, stderr = _run(
+      [
+          'hatebm_jax.export',
+          f'--workdir={workdir}',
+          f'--output={tmp_path / "model.hatebm"}',
+      ]
+  )
+  assert status == 1
+  _assert_one_line(stderr, last)
+  lines = [
+      line for line in stderr.splitlines() if not line.startswith(('I1', 'W1'))
+  ]
+  assert lines == [last]
+  assert last.startswith(
+      f'Error: OSError: Checkpoint {workdir}/checkpoints/2 cannot be read '
+      '(ValueError: OUT_OF_RANGE: Error reading '
+  )
+  assert 'is not valid for value of size 1000)' in last
+  assert 'There is no older checkpoint' in last
+  assert not (tmp_path / 'model.hatebm').exists()

@@ -181,10 +181,73 @@ def test_damaged_config_is_refused(finished, tmp_path):
   )
   with pytest.raises(
       checkpoint.DamagedCheckpointError,
-      match=r'checkpoints/4 is damaged: its config .*Older checkpoints: '
-      r'steps \[2\]',
+      match=r'checkpoints/4 is damaged: its config .*The newest intact '
+      r'checkpoint is step 2 \(checked\)',
   ):
     run_lib.load_run(str(workdir))
+
+
+def _edit_fingerprints(workdir, edit):
+  """Applies `edit` to the text of checkpoint 4's fingerprint item."""
+  path = workdir / 'checkpoints' / '4' / 'fingerprints' / 'metadata'
+  path.write_text(edit(path.read_text()))
+
+
+@pytest.mark.parametrize(
+    'damage, what',
+    [
+        # A key of the record, or a leaf's name, one letter off.
+        (lambda t: t.replace('"rows"', '"rowz"', 1), 'are malformed'),
+        (lambda t: t.replace('gen_frozen', 'gen_frojen', 1), 'disagree with'),
+        # A CRC lost or of the wrong type; another format.
+        (lambda t: t.replace('"crc32": ', '"crc32": null, "x": ', 1), 'are '),
+        (lambda t: t.replace('"crc32": ', '"crc32": "abc", "x": ', 1), 'are '),
+        (lambda t: t.replace('crc32-c-order-v1', 'crc32-c-order-v2'), 'are '),
+        (lambda t: t.replace('"config_crc32"', '"config_crc33"'), 'are '),
+    ],
+)
+def test_damaged_fingerprints_are_damage_not_a_mismatch(
+    finished, tmp_path, damage, what
+):
+  """Damage to the fingerprint item is refused like damage to the arrays:
+  one line naming the checkpoint and the intact step 2, never a traceback
+  or advice to start a new workdir."""
+  source, _ = finished
+  workdir = tmp_path / 'run'
+  shutil.copytree(source, workdir)
+  _edit_fingerprints(workdir, damage)
+  for call in (
+      lambda: run_lib.load_run(str(workdir)),
+      lambda: train.train_and_evaluate(
+          tiny_config(num_training_steps=6), str(workdir)
+      ),
+  ):
+    with pytest.raises(checkpoint.DamagedCheckpointError) as error:
+      call()
+    message = str(error.value)
+    assert message.startswith(f'Checkpoint {workdir}/checkpoints/4 is damaged')
+    assert f'its fingerprints (fingerprints/metadata) {what}' in message
+    assert 'The newest intact checkpoint is step 2 (checked)' in message
+  assert sorted(os.listdir(workdir / 'checkpoints')) == ['2', '4']
+
+
+def test_lost_fingerprints_are_damage(finished, tmp_path):
+  """A checkpoint saved with fingerprints that has lost them is not taken
+  for one written before they existed: a flipped value byte beside it
+  must not pass."""
+  source, _ = finished
+  workdir = tmp_path / 'run'
+  shutil.copytree(source, workdir)
+  shutil.rmtree(workdir / 'checkpoints' / '4' / 'fingerprints')
+  _flip(max(_data_files(workdir, 4), key=lambda p: p.stat().st_size), 0.5, 1)
+  with pytest.raises(
+      checkpoint.DamagedCheckpointError,
+      match=r'checkpoints/4 is damaged: its fingerprints \(fingerprints/\) are '
+      r'missing, though it was saved with them; it was not used. The newest '
+      r'intact checkpoint is step 2 \(checked\)',
+  ):
+    train.train_and_evaluate(tiny_config(num_training_steps=6), str(workdir))
+  assert sorted(os.listdir(workdir / 'checkpoints')) == ['2', '4']
 
 
 def test_rotation_keeps_the_checked_checkpoint_until_a_newer_is_checked(
@@ -235,7 +298,12 @@ def test_cast_or_reshaped_leaves_are_refused_by_sampling_and_export(
   train.train_and_evaluate(
       tiny_config(num_training_steps=2, ebm_ngf=16), str(wide)
   )
+  # As written before fingerprints existed: no item, none in Orbax's list.
   shutil.rmtree(wide / 'checkpoints' / '2' / 'fingerprints')
+  listing = wide / 'checkpoints' / '2' / '_CHECKPOINT_METADATA'
+  metadata = json.loads(listing.read_text())
+  del metadata['item_handlers']['fingerprints']
+  listing.write_text(json.dumps(metadata))
   config_file = wide / 'checkpoints' / '2' / 'config' / 'metadata'
   config_json = json.loads(config_file.read_text())
   config_json['ebm_ngf'] = 8

@@ -219,3 +219,26 @@ def test_sampling_reports_progress_with_an_eta(run_dir, tmp_path, caplog):
   assert lines[0].startswith('drawing 40 samples (ebm): 4/40 (10%)')
   assert 'ETA' in lines[0]
   assert lines[-1].startswith('drawing 40 samples (ebm): 40/40 (100%)')
+
+
+def test_outputs_are_staged_so_a_failure_leaves_nothing(tmp_path):
+  """`storage.staged`: files land in the folder only when the block ends;
+  a write that fails (as on a full disk) leaves the folder as it was and
+  names it."""
+  from hatebm_jax.serving import storage  # pylint: disable=g-import-not-at-top
+
+  folder = tmp_path / 'eval'
+  folder.mkdir()
+  (folder / 'samples.npz').write_text('an earlier run')
+  with pytest.raises(OSError, match=f'Writing to {folder} failed .*No space'):
+    with storage.staged(folder) as staging:
+      (staging / 'samples.npz').write_text('half')
+      raise OSError(28, 'No space left on device')
+  assert sorted(os.listdir(tmp_path)) == ['eval']  # no staging folder left
+  assert (folder / 'samples.npz').read_text() == 'an earlier run'
+  with storage.staged(folder) as staging:
+    (staging / 'samples.npz').write_text('new')
+    (staging / 'grid.png').write_text('grid')
+  assert sorted(os.listdir(folder)) == ['grid.png', 'samples.npz']
+  assert (folder / 'samples.npz').read_text() == 'new'
+  assert sorted(os.listdir(tmp_path)) == ['eval']

@@ -20,6 +20,7 @@ newer ones have not been (docs/checkpoints.md).
 import contextlib
 import dataclasses
 import json
+import re
 from typing import Any, Optional, Sequence
 
 from absl import logging
@@ -34,6 +35,16 @@ from hatebm_jax.infra import integrity
 
 class DamagedCheckpointError(IOError):
   """A complete checkpoint whose contents differ from what was saved."""
+
+
+class _Damage(Exception):
+  """Raised inside `Checkpointer`: checkpoint damage, described by `what`
+  ('its config (config/metadata) differs from what was saved'); the public
+  methods turn it into a `DamagedCheckpointError` with advice."""
+
+  def __init__(self, what: str):
+    super().__init__(what)
+    self.what = what
 
 
 @dataclasses.dataclass
@@ -111,32 +122,42 @@ class Checkpointer:
     `step` and `abstract_state` (a pytree of arrays or ShapeDtypeStructs),
     as 'path: checkpoint float32[3, 3, 1, 8], config float32[3, 3, 1, 16]'
     lines ('missing' for an absent entry); [] when they fit. Read from
-    the checkpoint's fingerprints (milliseconds), or for a checkpoint
-    without them from Orbax's array metadata (a fraction of a second).
+    the checkpoint's fingerprints (milliseconds); from Orbax's array
+    metadata (a fraction of a second) for a checkpoint without them, and
+    to confirm a difference the fingerprints show (a damaged fingerprint
+    item is not a config mismatch).
 
     Raises:
-      IOError: when the checkpoint's metadata cannot be read.
+      IOError: when the checkpoint's metadata cannot be read;
+        `DamagedCheckpointError` when its fingerprints are missing,
+        malformed or disagree with its arrays' metadata.
     """
     with self._reading(step):
       record = self._fingerprints(step)
-      if record is not None:
-        saved = {
-            path: integrity.describe(leaf['dtype'], leaf['shape'])
-            for path, leaf in record['leaves'].items()
-        }
-      else:
-        saved = _flat_shapes(self._manager.item_metadata(step)['state'])
-      if not saved:
-        raise ValueError('its state metadata is missing')
-    wanted = _flat_shapes(abstract_state)
-    lines = []
-    # In the state's order (networks before optimiser states), then entries
-    # only the checkpoint has.
-    for path in list(wanted) + [p for p in saved if p not in wanted]:
-      a, b = saved.get(path, 'missing'), wanted.get(path, 'missing')
-      if a != b:
-        lines.append(f'{path}: checkpoint {a}, config {b}')
-    return lines
+      if record is None:
+        return _differences(self._array_shapes(step), abstract_state)
+      lines = _differences(
+          {
+              path: integrity.describe(leaf['dtype'], leaf['shape'])
+              for path, leaf in record['leaves'].items()
+          },
+          abstract_state,
+      )
+      if lines and lines != _differences(
+          self._array_shapes(step), abstract_state
+      ):
+        raise _Damage(
+            'its fingerprints (fingerprints/metadata) disagree with its '
+            f'arrays\' metadata (they list: {"; ".join(lines[:3])})'
+        )
+      return lines
+
+  def _array_shapes(self, step: int) -> dict[str, str]:
+    """'path' -> 'float32[8, 3]' of the arrays, from Orbax's metadata."""
+    saved = _flat_shapes(self._manager.item_metadata(step)['state'])
+    if not saved:
+      raise ValueError('its state metadata is missing')
+    return saved
 
   @property
   def checked_step(self) -> Optional[int]:
@@ -245,46 +266,55 @@ class Checkpointer:
           + ('; ...' if len(entries) > 10 else '')
           + '); nothing was read from it.'
       )
-    try:
+    with self._reading(step, abstract_state):
       state, lines = self._restore_checked(abstract_state, step)
-    except IOError as e:
-      raise IOError(
-          f'{e} {self._fallback(step, abstract_state)}'
-      ) from e.__cause__
-    if lines:
-      shown = '; '.join(lines[:8]) + ('; ...' if len(lines) > 8 else '')
-      raise DamagedCheckpointError(
-          f'Checkpoint {self.directory / str(step)} is damaged: '
-          f'{len(lines)} of its entries differ from what was saved '
-          f'({shown}); it was not used. ' + self._fallback(step, abstract_state)
-      )
+      if lines:
+        shown = '; '.join(lines[:8]) + ('; ...' if len(lines) > 8 else '')
+        raise _Damage(
+            f'{len(lines)} of its entries differ from what was saved '
+            f'({shown})'
+        )
     self._checked.step = max(step, self._checked.step or step)
     return state
 
   def _restore_checked(self, abstract_state: Any, step: int):
-    """(state at `step`, `integrity.problems` lines); IOError when it
-    cannot be read."""
-    with self._reading(step, hint=False):
-      record = self._fingerprints(step)
-      restored = self._manager.restore(
-          step,
-          args=ocp.args.Composite(
-              state=ocp.args.StandardRestore(abstract_state)
-          ),
-      ).state
+    """(state at `step`, `integrity.problems` lines). Raises what reading
+    raises, and `_Damage`."""
+    record = self._fingerprints(step)
+    restored = self._manager.restore(
+        step,
+        args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state)),
+    ).state
     if record is None:
       logging.warning(
           'Checkpoint %s holds no content fingerprints (saved before '
-          'hatebm_jax checked them): only its shapes, dtypes and '
-          'finiteness are checked.',
+          'hatebm_jax wrote them): only its entries and finiteness are '
+          'checked.',
           self.directory / str(step),
       )
     return restored, integrity.problems(restored, record)
 
+  def _intact(self, step: int, abstract_state: Any = None) -> bool:
+    """Whether checkpoint `step` restores and checks: its fingerprints,
+    config and state (into `abstract_state`, or as it was saved, on this
+    process's first device)."""
+    try:
+      self._config_checked(step)
+      if abstract_state is None:  # as saved
+        device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        metadata = self._manager.item_metadata(step)['state']
+        abstract_state = jax.tree.map(
+            lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+            getattr(metadata, 'tree', metadata),
+        )
+      _, lines = self._restore_checked(abstract_state, step)
+      return not lines
+    except Exception:  # pylint: disable=broad-except
+      return False
+
   def _fallback(self, step: int, abstract_state: Any = None) -> str:
     """What to do instead of using checkpoint `step`: the newest older
-    checkpoint that restores and checks (all of them are tried, newest
-    first, when `abstract_state` is given), or the list of older ones."""
+    checkpoint that restores and checks (`_intact`, tried newest first)."""
     older = [s for s in self.all_steps() if s < step]
     broken = self.directory / str(step)
     tool = 'gcloud storage mv' if str(broken).startswith('gs://') else 'mv'
@@ -297,51 +327,86 @@ class Checkpointer:
           'There is no older checkpoint: '
           f'{move} and rerun to start the run afresh.'
       )
-    if abstract_state is not None:
-      for candidate in reversed(older):
-        try:
-          _, lines = self._restore_checked(abstract_state, candidate)
-        except Exception:  # pylint: disable=broad-except
-          continue
-        if not lines:
-          between = [s for s in older if s > candidate]
-          return (
-              f'The newest intact checkpoint is step {candidate} (checked): '
-              f'{move}'
-              + (f' and the damaged steps {between}' if between else '')
-              + f' and rerun to resume from step {candidate}, or pass '
-              f'--step={candidate} to sample or export it.'
-          )
-      return (
-          f'None of the older checkpoints (steps {older}) is intact either: '
-          'start a new run.'
-      )
+    for candidate in reversed(older):
+      if self._intact(candidate, abstract_state):
+        between = [s for s in older if s > candidate]
+        return (
+            f'The newest intact checkpoint is step {candidate} (checked): '
+            f'{move}'
+            + (f' and the damaged steps {between}' if between else '')
+            + f' and rerun to resume from step {candidate}, or pass '
+            f'--step={candidate} to sample or export it.'
+        )
     return (
-        f'Older checkpoints: steps {older}: {move} to resume from the '
-        'newest of them.'
+        f'None of the older checkpoints (steps {older}) is intact either: '
+        'start a new run.'
     )
 
   def _fingerprints(self, step: int) -> Optional[dict[str, Any]]:
-    """The fingerprint record saved with checkpoint `step`, or None for a
-    checkpoint saved before hatebm_jax wrote them."""
-    if not (self.directory / str(step) / 'fingerprints').exists():
+    """The fingerprint record saved with checkpoint `step` (checked to be
+    well-formed), or None for a checkpoint saved before hatebm_jax wrote
+    them.
+
+    Raises:
+      _Damage: the record is malformed, or missing from a checkpoint whose
+        Orbax metadata (`_CHECKPOINT_METADATA`) lists it.
+    """
+    folder = self.directory / str(step)
+    if not (folder / 'fingerprints').exists():
+      try:
+        handlers = json.loads((folder / '_CHECKPOINT_METADATA').read_text())[
+            'item_handlers'
+        ]
+        listed = 'fingerprints' in handlers
+      except Exception:  # pylint: disable=broad-except
+        listed = True  # cannot tell: refuse rather than trust
+      if listed:
+        raise _Damage(
+            'its fingerprints (fingerprints/) are missing, though it was '
+            'saved with them'
+        )
       return None
-    return self._manager.restore(
+    record = self._manager.restore(
         step, args=ocp.args.Composite(fingerprints=ocp.args.JsonRestore())
     ).fingerprints
+    try:
+      integrity.check_record(record)
+    except ValueError as e:
+      raise _Damage(
+          f'its fingerprints (fingerprints/metadata) are malformed ({e})'
+      ) from e
+    return record
+
+  def _config_checked(self, step: int) -> dict:
+    """The config of checkpoint `step`, checked against its fingerprint.
+    Raises what reading raises, and `_Damage`."""
+    record = self._fingerprints(step)
+    config = self._manager.restore(
+        step, args=ocp.args.Composite(config=ocp.args.JsonRestore())
+    ).config
+    if record is not None and (
+        integrity.config_crc32(config) != record['config_crc32']
+    ):
+      raise _Damage('its config (config/metadata) differs from what was saved')
+    return config
 
   @contextlib.contextmanager
-  def _reading(self, step: int, hint: bool = True):
-    """Turns any failure to read checkpoint `step` into an IOError that
-    names the checkpoint (and, with `hint`, the older ones to fall back
-    on)."""
+  def _reading(self, step: int, abstract_state: Any = None):
+    """Turns damage (`_Damage`) into a `DamagedCheckpointError` and any
+    other failure to read checkpoint `step` into an IOError, both naming
+    the checkpoint and the newest older one that restores and checks
+    (into `abstract_state` when given)."""
     try:
       yield
+    except _Damage as e:
+      raise DamagedCheckpointError(
+          f'Checkpoint {self.directory / str(step)} is damaged: {e.what}; it '
+          f'was not used. {self._fallback(step, abstract_state)}'
+      ) from None
     except Exception as e:  # pylint: disable=broad-except
       raise IOError(
           f'Checkpoint {self.directory / str(step)} cannot be read '
-          f'({type(e).__name__}: {_short(e)}).'
-          + (f' {self._fallback(step)}' if hint else '')
+          f'({_short(e)}). ' + self._fallback(step, abstract_state)
       ) from e
 
   def restore_config(self, step: Optional[int] = None) -> dict:
@@ -357,17 +422,7 @@ class Checkpointer:
     if step is None:
       raise FileNotFoundError(f'No checkpoint in {self.directory}.')
     with self._reading(step):
-      want = (self._fingerprints(step) or {}).get('config_crc32')
-      config = self._manager.restore(
-          step, args=ocp.args.Composite(config=ocp.args.JsonRestore())
-      ).config
-    if want is not None and integrity.config_crc32(config) != want:
-      raise DamagedCheckpointError(
-          f'Checkpoint {self.directory / str(step)} is damaged: its config '
-          '(config/metadata) differs from what was saved; it was not used. '
-          + self._fallback(step)
-      )
-    return config
+      return self._config_checked(step)
 
   def wait(self) -> None:
     """Blocks until pending asynchronous saves are complete.
@@ -422,7 +477,7 @@ class Checkpointer:
       complete = []
     return OSError(
         f'Saving checkpoint {step} in {self.directory} failed '
-        f'({type(error).__name__}: {_short(error)}); '
+        f'({_short(error)}); '
         + (
             f'its unfinished folder is left at {leftovers[0]} (delete it). '
             if leftovers
@@ -456,13 +511,20 @@ class _Snapshot:
     pass
 
 
-def _short(error: Exception) -> str:
-  """An error's message on one line, without the TensorStore spec that
-  TensorStore appends to its errors, at most 500 characters: its start
-  (what failed) and its end (the operating system's reason)."""
-  text = str(error).split(' [tensorstore_spec')[0].split(' [os_error_code')[0]
+def _short(error: BaseException) -> str:
+  """'<type>: <message>' of an error's root cause (Orbax wraps TensorStore's
+  own error in one that says only 'See full TensorStore details'), on one
+  line, without the TensorStore spec appended to its messages, at most 500
+  characters: the start (what failed) and the end (the system's reason)."""
+  while error.__cause__ is not None:
+    error = error.__cause__
+  text = re.split(
+      r' \[tensorstore_spec| \[os_error_code| See full TensorStore', str(error)
+  )[0]
   text = ' '.join(text.split())
-  return text if len(text) <= 500 else f'{text[:250]} ... {text[-250:]}'
+  if len(text) > 500:
+    text = f'{text[:250]} ... {text[-250:]}'
+  return f'{type(error).__name__}: {text}'
 
 
 def _flat_shapes(tree: Any) -> dict[str, str]:
@@ -474,3 +536,16 @@ def _flat_shapes(tree: Any) -> dict[str, str]:
       for path, leaf in integrity.leaf_paths(tree)
       if hasattr(leaf, 'shape')
   }
+
+
+def _differences(saved: dict[str, str], abstract_state: Any) -> list[str]:
+  """'path: checkpoint <saved>, config <wanted>' for each entry that
+  differs ('missing' where absent), in the state's order (networks before
+  optimiser states), then entries only the checkpoint has."""
+  wanted = _flat_shapes(abstract_state)
+  lines = []
+  for path in list(wanted) + [p for p in saved if p not in wanted]:
+    a, b = saved.get(path, 'missing'), wanted.get(path, 'missing')
+    if a != b:
+      lines.append(f'{path}: checkpoint {a}, config {b}')
+  return lines

@@ -195,6 +195,43 @@ def _crcs(leaves: list[tuple[str, Any, bool]]) -> dict[str, Optional[int]]:
   return out
 
 
+def check_record(record: Any) -> None:
+  """Checks that `record` is a well-formed fingerprint record of this
+  version (as `fingerprint` writes it, plus 'config_crc32').
+
+  Raises:
+    ValueError: naming what is wrong (another format, a missing or
+      ill-typed field, an unknown dtype).
+  """
+  if not isinstance(record, dict):
+    raise ValueError(f'a {type(record).__name__}, not a JSON object')
+  if record.get('format') != FORMAT:
+    raise ValueError(f'format {record.get("format")!r}, not {FORMAT!r}')
+  crc = (
+      lambda v: isinstance(v, int)
+      and not isinstance(v, bool)
+      and (0 <= v < 2**32)
+  )
+  if not crc(record.get('config_crc32')):
+    raise ValueError('no config CRC-32')
+  leaves = record.get('leaves')
+  if not isinstance(leaves, dict) or not leaves:
+    raise ValueError('no leaves')
+  for path, leaf in leaves.items():
+    try:
+      ok = (
+          jax.numpy.dtype(leaf['dtype']) is not None
+          and isinstance(leaf['shape'], list)
+          and all(isinstance(n, int) and n >= 0 for n in leaf['shape'])
+          and crc(leaf['crc32'])
+          and isinstance(leaf['rows'], bool)
+      )
+    except (KeyError, TypeError):
+      ok = False
+    if not ok:
+      raise ValueError(f'entry {path!r} is {leaf!r}')
+
+
 def fingerprint(state: Any) -> dict[str, Any]:
   """The fingerprint record of `state` (see the module docstring).
 
@@ -207,11 +244,21 @@ def fingerprint(state: Any) -> dict[str, Any]:
   Returns:
     {'format': FORMAT, 'leaves': {path: {'dtype': str, 'shape': [int],
     'crc32': int, 'rows': bool}}}.
+
+  Raises:
+    ValueError: for a leaf this process can see neither whole nor by rows
+      of its leading axis (no state of this project is laid out so).
   """
   leaves = [
       (path, _as_numbers(x), _split_rows(x)) for path, x in leaf_paths(state)
   ]
   crcs = _crcs(leaves)
+  unseen = [path for path, crc in crcs.items() if crc is None]
+  if unseen:
+    raise ValueError(
+        f'Cannot fingerprint {unseen[:3]}: split over processes other than '
+        'along their leading axis.'
+    )
   return {
       'format': FORMAT,
       'leaves': {
@@ -254,13 +301,11 @@ def problems(state: Any, saved: Optional[dict[str, Any]]) -> list[str]:
     saved: `fingerprint(...)` of the state that was saved, or None.
 
   Raises:
-    ValueError: for a record of an unknown format.
+    ValueError: for a malformed record (`check_record`; its config CRC may
+      be left out).
   """
-  if saved is not None and saved.get('format') != FORMAT:
-    raise ValueError(
-        f'fingerprint format {saved.get("format")!r} is not {FORMAT!r} '
-        '(a checkpoint of a newer hatebm_jax?)'
-    )
+  if saved is not None:
+    check_record(dict(saved, config_crc32=saved.get('config_crc32', 0)))
   leaves = [(path, _as_numbers(x)) for path, x in leaf_paths(state)]
   records = (saved or {}).get('leaves', {})
   lines, restored = [], dict(leaves)

@@ -11,6 +11,7 @@ import logging as std_logging
 import os
 import sys
 from typing import Callable
+import warnings
 
 _QUIET_PACKAGES = ('/orbax/', '/jax/_src/', '/clu/metric_writers/async')
 
@@ -42,25 +43,40 @@ def _traceback_wanted() -> bool:
   return os.environ.get('HATEBM_TRACEBACK', '0') not in ('', '0')
 
 
-def _quiet_closed_loops(unraisable) -> None:
-  """`sys.unraisablehook` that drops one follow-on message: when an Orbax
-  restore fails (a damaged checkpoint), TensorStore's threads still finish
-  their reads and call back into Orbax's asyncio loop, already closed, and
-  each call prints 'RuntimeError: Event loop is closed' with a traceback.
-  The failure itself is reported as the command's error line."""
-  error = unraisable.exc_value
-  if isinstance(error, RuntimeError) and str(error) == 'Event loop is closed':
-    if not _traceback_wanted():
+def _quiet_follow_ons(unraisable) -> None:
+  """`sys.unraisablehook` that drops the follow-on messages of a failed
+  Orbax restore: TensorStore's threads still finish their reads and call
+  back into Orbax's asyncio loop, already closed ('RuntimeError: Event
+  loop is closed'), and Orbax's unfinished read coroutines report their
+  errors when collected (hundreds of tracebacks). The failure itself is
+  the command's error line; HATEBM_TRACEBACK=1 shows them all."""
+  if not _traceback_wanted():
+    error = unraisable.exc_value
+    if isinstance(error, RuntimeError) and str(error) == 'Event loop is closed':
       return
+    frame = unraisable.exc_traceback
+    while frame is not None:
+      if _ORBAX in frame.tb_frame.f_code.co_filename:
+        return
+      frame = frame.tb_next
   sys.__unraisablehook__(unraisable)
 
 
 def setup() -> None:
   """Filters library INFO logs and the follow-on noise of failed
-  TensorStore reads; hides GPUs from TensorFlow if it is there."""
+  TensorStore reads and writes; hides GPUs from TensorFlow if it is
+  there."""
   for handler in std_logging.getLogger().handlers:
     handler.addFilter(_QuietLibraries())
-  sys.unraisablehook = _quiet_closed_loops
+  sys.unraisablehook = _quiet_follow_ons
+  if not _traceback_wanted():
+    # Orbax's write coroutines left unawaited by a failed save (a full
+    # disk), reported at exit after the command's error line.
+    warnings.filterwarnings(
+        'ignore',
+        message='coroutine .* was never awaited',
+        category=RuntimeWarning,
+    )
   try:
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
@@ -143,11 +159,32 @@ def parse_flags(argv: list[str]) -> list[str]:
     if _traceback_wanted():
       raise
     if isinstance(e, flags.Error):
-      fail(e)
+      text = str(e)
+      if 'Traceback (most recent call last)' in text:  # a config's own error
+        text = text.split('Traceback (most recent call last)')[0] + (
+            text.strip().splitlines()[-1]
+        )
+      fail(text)
     message = e  # ml_collections wraps a KeyError in an AttributeError
     while isinstance(message, (AttributeError, KeyError)) and message.args:
       message = message.args[0]
-    if isinstance(e, (AttributeError, KeyError, TypeError, ValueError)):
+    if isinstance(e, (AttributeError, KeyError)):
+      key, _, rest = ' '.join(str(message).split()).partition(' ')
+      fail(f'--config.{key.strip(chr(39))}: the config has no such key. {rest}')
+    if isinstance(e, (TypeError, ValueError)):
       fail(message)
     # The config file itself raised while loading (SyntaxError, NameError..).
     fail(f'the --config file failed to load: {type(e).__name__}: {message}')
+
+
+def no_arguments(argv: list[str]) -> None:
+  """Refuses positional arguments (absl's `argv` beyond the program).
+
+  Raises:
+    ValueError: naming them.
+  """
+  if len(argv) > 1:
+    raise ValueError(
+        f'Unexpected arguments {argv[1:]}: every option is a flag, '
+        '--name=value (--helpshort lists them).'
+    )

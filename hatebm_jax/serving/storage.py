@@ -5,7 +5,9 @@ path rules of the commands: what names an exported model rather than a
 training workdir, and where `sample` and `evaluate` write their outputs.
 """
 
+import contextlib
 import os
+from typing import Iterator
 import urllib.parse
 import urllib.request
 import uuid
@@ -134,9 +136,53 @@ def write_atomically(target: epath.Path, data: bytes, output: str) -> None:
   try:
     temporary.write_bytes(data)
     temporary.replace(target)  # an existing file is overwritten
+  except OSError as e:
+    raise OSError(
+        f'Cannot write {target} ({type(e).__name__}: {e.strerror or e}); '
+        'nothing was written there.'
+    ) from e
   finally:
     if temporary.exists():
       temporary.unlink()
+
+
+@contextlib.contextmanager
+def staged(folder: epath.Path) -> Iterator[epath.Path]:
+  """A fresh temporary folder beside `folder` to write outputs into; when
+  the block ends, its files are moved into `folder` (created, files of the
+  same names replaced); on failure `folder` is left as it was. On gs://,
+  where an object is written whole or not at all and folders are only
+  name prefixes, the outputs go to `folder` directly.
+
+  Raises:
+    OSError: naming `folder`, when writing or moving fails (a full or
+      read-only disk).
+  """
+  folder = epath.Path(folder)
+  if '://' in str(folder):
+    try:
+      folder.mkdir(parents=True, exist_ok=True)
+      yield folder
+    except OSError as e:
+      raise OSError(
+          f'Writing to {folder} failed ({type(e).__name__}: {e.strerror or e}).'
+      ) from e
+    return
+  staging = folder.parent / f'.{folder.name}.{uuid.uuid4().hex[:12]}.tmp'
+  try:
+    staging.mkdir(parents=True)
+    yield staging
+    folder.mkdir(parents=True, exist_ok=True)
+    for path in staging.iterdir():
+      path.replace(folder / path.name)
+  except OSError as e:
+    raise OSError(
+        f'Writing to {folder} failed ({type(e).__name__}: '
+        f'{e.strerror or e}); nothing was left there.'
+    ) from e
+  finally:
+    if staging.exists():
+      staging.rmtree()
 
 
 def eval_folder(source: str, step: int) -> epath.Path:
