@@ -216,12 +216,14 @@ def test_damaged_fingerprints_are_damage_not_a_mismatch(
   workdir = tmp_path / 'run'
   shutil.copytree(source, workdir)
   _edit_fingerprints(workdir, damage)
-  for call in (
-      lambda: run_lib.load_run(str(workdir)),
-      lambda: train.train_and_evaluate(
-          tiny_config(num_training_steps=6), str(workdir)
-      ),
-  ):
+  calls = [lambda: run_lib.load_run(str(workdir))]
+  if what != 'are ':  # a key or a name: also through training's own checks
+    calls.append(
+        lambda: train.train_and_evaluate(
+            tiny_config(num_training_steps=6), str(workdir)
+        )
+    )
+  for call in calls:
     with pytest.raises(checkpoint.DamagedCheckpointError) as error:
       call()
     message = str(error.value)
