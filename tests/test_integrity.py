@@ -253,21 +253,22 @@ def test_lost_fingerprints_are_damage(finished, tmp_path):
 
 
 def test_rotation_keeps_the_checked_checkpoint_until_a_newer_is_checked(
-    tmp_path,
+    finished, tmp_path
 ):
-  """max_to_keep=1: a run resumed from step 2 keeps checkpoint 2 (checked
-  by the restore) beside its newest; the next resume checks step 3, and
-  step 2 goes at the following save."""
+  """max_to_keep=1: a run resumed from step 4 keeps checkpoint 4 (checked
+  by the restore) beside its newest, 5; the next resume checks step 5, and
+  step 4 goes at the following save."""
+  source, _ = finished
+  workdir = tmp_path / 'run'
+  shutil.copytree(source, workdir)
   config = lambda steps: tiny_config(
       num_training_steps=steps, checkpoint_freq=1, max_to_keep=1
   )
-  train.train_and_evaluate(config(2), str(tmp_path))
-  folder = tmp_path / 'checkpoints'
-  assert sorted(os.listdir(folder)) == ['2']
-  train.train_and_evaluate(config(4), str(tmp_path))
-  assert sorted(os.listdir(folder)) == ['2', '4']
-  train.train_and_evaluate(config(5), str(tmp_path))
+  folder = workdir / 'checkpoints'
+  train.train_and_evaluate(config(5), str(workdir))
   assert sorted(os.listdir(folder)) == ['4', '5']
+  train.train_and_evaluate(config(6), str(workdir))
+  assert sorted(os.listdir(folder)) == ['5', '6']
 
 
 def test_cast_or_reshaped_leaves_are_refused_by_sampling_and_export(
