@@ -132,6 +132,17 @@ def tiny():
   return tiny_config
 
 
+@pytest.fixture(scope='session')
+def tiny_run(tmp_path_factory):
+  """A finished run of `tiny_config()` (4 steps, checkpoints 2 and 4),
+  trained once per test process. Tests copy it before changing anything."""
+  from hatebm_jax import train  # pylint: disable=g-import-not-at-top
+
+  workdir = tmp_path_factory.mktemp('tiny_run')
+  train.train_and_evaluate(tiny_config(), str(workdir))
+  return workdir
+
+
 @pytest.fixture(autouse=True, scope='session')
 def _cache_dir(tmp_path_factory):
   """Feature caches of the tests go to a temporary folder, never ~/.cache."""

@@ -17,7 +17,6 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from hatebm_jax import train
 from hatebm_jax.infra import checkpoint
 from hatebm_jax.modes import synthesis
 from conftest import CONFIG_DIR, ROOT, TINY_FLAGS, main_command, tiny_config
@@ -55,14 +54,6 @@ def _tree(path):
       for d, dirs, files in os.walk(path)
       for n in dirs + files
   )
-
-
-@pytest.fixture(scope='module')
-def tiny_run(tmp_path_factory):
-  """A finished 2-step run of the tiny config (checkpoint 2)."""
-  workdir = tmp_path_factory.mktemp('tiny')
-  train.train_and_evaluate(tiny_config(num_training_steps=2), str(workdir))
-  return workdir
 
 
 @pytest.mark.parametrize(
@@ -202,7 +193,7 @@ def test_read_only_workdir_is_one_line(tiny_run, tmp_path):
     prefix = ['setpriv', '--bounding-set=-dac_override,-dac_read_search']
   try:
     result = subprocess.run(
-        prefix + main_command(workdir, '--config.num_training_steps=4'),
+        prefix + main_command(workdir, '--config.num_training_steps=6'),
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -316,12 +307,12 @@ def test_sampling_refuses_a_checkpoint_cast_to_bfloat16(tiny_run, tmp_path):
   shutil.copytree(tiny_run, workdir)
   model = synthesis.SynthesisMode.from_config(tiny_config())
   ckpt = checkpoint.Checkpointer(str(workdir))
-  state = ckpt.restore(jax.eval_shape(model.init, jax.random.PRNGKey(0)), 2)
+  state = ckpt.restore(jax.eval_shape(model.init, jax.random.PRNGKey(0)), 4)
   ckpt.close()
-  shutil.rmtree(workdir / 'checkpoints' / '2')
+  shutil.rmtree(workdir / 'checkpoints' / '4')
   cast = jax.tree.map(lambda x: x.astype(jnp.bfloat16), state.hat_params)
   ckpt = checkpoint.Checkpointer(str(workdir))
-  ckpt.save(2, state.replace(hat_params=cast), tiny_config())
+  ckpt.save(4, state.replace(hat_params=cast), tiny_config())
   ckpt.close()
   before = _tree(workdir)
   status, last, stderr = _run(
@@ -330,7 +321,7 @@ def test_sampling_refuses_a_checkpoint_cast_to_bfloat16(tiny_run, tmp_path):
   assert status == 1
   _assert_one_line(stderr, last)
   assert last.startswith(
-      f'Error: ValueError: Checkpoint {workdir}/checkpoints/2 does not hold '
+      f'Error: ValueError: Checkpoint {workdir}/checkpoints/4 does not hold '
       'the state its config describes ('
   )
   assert 'hat_params/block1/conv1/bias: checkpoint bfloat16[8], config ' in last
@@ -343,7 +334,7 @@ def test_truncated_checkpoint_is_one_line_for_export(tiny_run, tmp_path):
   reads print when collected."""
   workdir = tmp_path / 'run'
   shutil.copytree(tiny_run, workdir)
-  files = (workdir / 'checkpoints' / '2' / 'state').rglob('*')
+  files = (workdir / 'checkpoints' / '4' / 'state').rglob('*')
   largest = max((p for p in files if p.parent.name == 'd'), key=os.path.getsize)
   os.truncate(largest, 1000)
   status, last, stderr = _run(
@@ -360,9 +351,9 @@ def test_truncated_checkpoint_is_one_line_for_export(tiny_run, tmp_path):
   ]
   assert lines == [last]
   assert last.startswith(
-      f'Error: OSError: Checkpoint {workdir}/checkpoints/2 cannot be read '
+      f'Error: OSError: Checkpoint {workdir}/checkpoints/4 cannot be read '
       '(ValueError: OUT_OF_RANGE: Error reading '
   )
   assert 'is not valid for value of size 1000)' in last
-  assert 'There is no older checkpoint' in last
+  assert 'The newest intact checkpoint is step 2 (checked)' in last
   assert not (tmp_path / 'model.hatebm').exists()

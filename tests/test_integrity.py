@@ -24,11 +24,10 @@ from conftest import ROOT, main_command, tiny_config
 
 
 @pytest.fixture(scope='module')
-def finished(tmp_path_factory):
-  """A tiny run with checkpoints 2 and 4, and its state at step 4."""
-  workdir = tmp_path_factory.mktemp('finished')
-  train.train_and_evaluate(tiny_config(num_training_steps=4), str(workdir))
-  return workdir, _restore(workdir, 4)
+def finished(tiny_run):
+  """A tiny run with checkpoints 2 and 4 (copy before changing it), and its
+  state at step 4."""
+  return tiny_run, _restore(tiny_run, 4)
 
 
 def _abstract():
@@ -98,7 +97,7 @@ def test_fingerprints_name_each_changed_leaf():
 
 def test_every_byte_flip_is_refused_or_never_read(finished, tmp_path):
   """64 inverted bytes at three places of data files of the newest
-  checkpoint (the 5 largest, which hold the array values, the
+  checkpoint (the 5 largest, where the array values are, the
   checkpoint's own B-tree and the 2 smallest): the restore either refuses
   it with an error that names the damage and the intact step 2, or gives
   the saved state bit for bit (bytes no reader touches: the per-process
@@ -109,7 +108,7 @@ def test_every_byte_flip_is_refused_or_never_read(finished, tmp_path):
   shutil.copytree(source, workdir)
   by_size = sorted(_data_files(workdir, 4), key=lambda p: p.stat().st_size)
   own_tree = [p for p in by_size if p.parent.parent.name == 'state']
-  assert len(own_tree) == 1 and len(by_size) >= 8
+  assert len(own_tree) == 1 and len(by_size) >= 4
   refused = {}
   for path in sorted(set(by_size[-5:] + own_tree + by_size[:2])):
     original = path.read_bytes()
@@ -126,10 +125,13 @@ def test_every_byte_flip_is_refused_or_never_read(finished, tmp_path):
       else:
         assert _same(state, saved), (path.name, fraction)
       path.write_bytes(original)
-  # The value files and the checkpoint's own B-tree each refuse a flip at
-  # one place at least (the value files also hold per-process nodes).
-  assert all(refused.get(p, 0) >= 1 for p in by_size[-5:] + own_tree), refused
-  assert refused.get(own_tree[0]) == 3
+  # Not vacuous: the checkpoint's own B-tree and the largest file (mostly
+  # the replay bank's values) refuse every flip, and values in another file
+  # at least one. Which other files hold values, and where, changes from
+  # run to run (Orbax's writes race; seen: 2 to 5 of the 5 largest files
+  # are values, the rest per-process B-tree nodes, never read).
+  assert refused.get(own_tree[0]) == 3 and refused.get(by_size[-1]) == 3
+  assert len(set(refused) - {own_tree[0], by_size[-1]}) >= 1, refused
 
 
 def test_damaged_newest_checkpoint_is_never_trained_on(finished, tmp_path):
@@ -298,9 +300,10 @@ def test_cast_or_reshaped_leaves_are_refused_by_sampling_and_export(
   # Another shape, in a checkpoint saved before fingerprints existed
   # (Orbax's own metadata is read instead).
   wide = tmp_path / 'wide'
-  train.train_and_evaluate(
-      tiny_config(num_training_steps=2, ebm_ngf=16), str(wide)
-  )
+  model = synthesis.SynthesisMode.from_config(tiny_config(ebm_ngf=16))
+  ckpt = checkpoint.Checkpointer(str(wide))
+  ckpt.save(2, model.init(jax.random.PRNGKey(0)), tiny_config(ebm_ngf=16))
+  ckpt.close()
   # As written before fingerprints existed: no item, none in Orbax's list.
   shutil.rmtree(wide / 'checkpoints' / '2' / 'fingerprints')
   listing = wide / 'checkpoints' / '2' / '_CHECKPOINT_METADATA'

@@ -1,6 +1,7 @@
 """End to end: the real training loop and entry point on a tiny config."""
 
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -160,15 +161,15 @@ def test_entry_point_rejects_bad_values_before_compute(tmp_path):
   )
 
 
-def test_resume_with_other_shapes_names_the_keys(tmp_path):
-  train.train_and_evaluate(tiny_config(num_training_steps=2), str(tmp_path))
+def test_resume_with_other_shapes_names_the_keys(tiny_run, tmp_path):
+  shutil.copytree(tiny_run, tmp_path / 'run')
   with pytest.raises(ValueError, match=r'ebm_ngf: checkpoint 8, config 16'):
-    train.train_and_evaluate(tiny_config(ebm_ngf=16), str(tmp_path))
+    train.train_and_evaluate(tiny_config(ebm_ngf=16), str(tmp_path / 'run'))
   # The run's checkpoints are untouched.
-  assert sorted(os.listdir(tmp_path / 'checkpoints')) == ['2']
+  assert sorted(os.listdir(tmp_path / 'run' / 'checkpoints')) == ['2', '4']
 
 
-def test_checkpoint_of_another_structure_lists_the_entries(tmp_path):
+def test_checkpoint_of_another_structure_lists_the_entries(tiny_run, tmp_path):
   """A checkpoint whose arrays do not fit (here: its saved config claims
   ebm_ngf=16, its arrays are 8 wide) is an error listing the entries; the
   workdir is left as it was, never overwritten by a new initialisation."""
@@ -176,8 +177,9 @@ def test_checkpoint_of_another_structure_lists_the_entries(tmp_path):
 
   from hatebm_jax.infra import integrity  # pylint: disable=g-import-not-at-top
 
-  train.train_and_evaluate(tiny_config(num_training_steps=2), str(tmp_path))
-  saved = tmp_path / 'checkpoints' / '2' / 'config' / 'metadata'
+  tmp_path = tmp_path / 'run'
+  shutil.copytree(tiny_run, tmp_path)
+  saved = tmp_path / 'checkpoints' / '4' / 'config' / 'metadata'
   config_json = json.loads(saved.read_text())
   config_json['ebm_ngf'] = 16
   saved.write_text(json.dumps(config_json))
@@ -186,7 +188,7 @@ def test_checkpoint_of_another_structure_lists_the_entries(tmp_path):
     train.train_and_evaluate(tiny_config(ebm_ngf=16), str(tmp_path))
   # Config and fingerprint written together, as a version that saved the
   # wrong arrays would have.
-  prints = tmp_path / 'checkpoints' / '2' / 'fingerprints' / 'metadata'
+  prints = tmp_path / 'checkpoints' / '4' / 'fingerprints' / 'metadata'
   record = json.loads(prints.read_text())
   record['config_crc32'] = integrity.config_crc32(config_json)
   prints.write_text(json.dumps(record))
@@ -226,8 +228,11 @@ def test_relative_workdir_and_workdirs_that_are_files(tmp_path, monkeypatch):
     train.train_and_evaluate(tiny_config(), '')
 
 
-def test_checkpoint_without_metadata_is_unreadable_not_a_mismatch(tmp_path):
-  train.train_and_evaluate(tiny_config(), str(tmp_path))  # checkpoints 2, 4
+def test_checkpoint_without_metadata_is_unreadable_not_a_mismatch(
+    tiny_run, tmp_path
+):
+  tmp_path = tmp_path / 'run'
+  shutil.copytree(tiny_run, tmp_path)  # checkpoints 2, 4
   (tmp_path / 'checkpoints' / '4' / 'state' / '_METADATA').unlink()
   with pytest.raises(
       IOError,
