@@ -24,8 +24,9 @@ from conftest import CONFIG_DIR, ROOT, TINY_FLAGS, main_command, tiny_config
 QUICK_START = os.path.join(CONFIG_DIR, 'fashion_mnist_synth.py')
 
 
-def _run(args, env=None, preexec_fn=None):
-  """(exit status, last stderr line, stderr) of `python -m <args>`."""
+def _fails_in_one_line(args, env=None, preexec_fn=None):
+  """Runs `python -m <args>`, checks that it exits with status 1 and ends
+  in one clear error line with no traceback; returns (that line, stderr)."""
   result = subprocess.run(
       [sys.executable, '-m', *args],
       cwd=ROOT,
@@ -36,7 +37,10 @@ def _run(args, env=None, preexec_fn=None):
       preexec_fn=preexec_fn,
   )
   lines = result.stderr.strip().splitlines()
-  return result.returncode, lines[-1] if lines else '', result.stderr
+  last = lines[-1] if lines else ''
+  assert result.returncode == 1, result.stderr[-3000:]
+  _assert_one_line(result.stderr, last)
+  return last, result.stderr
 
 
 def _assert_one_line(stderr, last):
@@ -77,11 +81,9 @@ def _tree(path):
 def test_config_files_that_are_not_configs(tmp_path, name, content, message):
   path = tmp_path / name
   path.write_text(content)
-  status, last, stderr = _run(
+  last, stderr = _fails_in_one_line(
       ['hatebm_jax.main', f'--config={path}', f'--workdir={tmp_path / "w"}']
   )
-  assert status == 1
-  _assert_one_line(stderr, last)
   assert last == 'FATAL Flags parsing error: ' + message.format(path=path)
   assert not (tmp_path / 'w').exists()
 
@@ -107,7 +109,7 @@ def test_config_files_that_are_not_configs(tmp_path, name, content, message):
     ],
 )
 def test_bad_flags_name_what_is_wrong(tmp_path, flags, message):
-  status, last, stderr = _run(
+  last, stderr = _fails_in_one_line(
       [
           'hatebm_jax.main',
           f'--config={QUICK_START}',
@@ -115,8 +117,6 @@ def test_bad_flags_name_what_is_wrong(tmp_path, flags, message):
           *flags,
       ]
   )
-  assert status == 1
-  _assert_one_line(stderr, last)
   assert last == message
   assert not (tmp_path / 'w').exists()
 
@@ -124,15 +124,13 @@ def test_bad_flags_name_what_is_wrong(tmp_path, flags, message):
 def test_config_argument_error_is_one_line(tmp_path):
   """`--config=file.py:arg` for a config without arguments: the config's
   own error, without the traceback ml_collections puts in its message."""
-  status, last, stderr = _run(
+  last, stderr = _fails_in_one_line(
       [
           'hatebm_jax.main',
           f'--config={QUICK_START}:foo',
           f'--workdir={tmp_path / "w"}',
       ]
   )
-  assert status == 1
-  _assert_one_line(stderr, last)
   assert last.startswith(
       f'FATAL Flags parsing error: flag --config={QUICK_START}:foo'
   )
@@ -142,11 +140,9 @@ def test_config_argument_error_is_one_line(tmp_path):
 
 
 def test_aot_parses_flags_like_main():
-  status, last, stderr = _run(
+  last, stderr = _fails_in_one_line(
       ['hatebm_jax.aot', f'--config={QUICK_START}', '--config.mcmc_stepz=3']
   )
-  assert status == 1
-  _assert_one_line(stderr, last)
   assert last == (
       'FATAL Flags parsing error: --config.mcmc_stepz: the config has no '
       'such key. Did you mean "mcmc_steps" instead of "mcmc_stepz"?'
@@ -165,7 +161,7 @@ def test_missing_data_is_one_line_and_creates_nothing(tmp_path, config, data):
   if data == 'empty':
     data_dir.mkdir()
   workdir = tmp_path / 'run'
-  status, last, stderr = _run(
+  last, stderr = _fails_in_one_line(
       [
           'hatebm_jax.main',
           f'--config={os.path.join(CONFIG_DIR, config + ".py")}',
@@ -173,8 +169,6 @@ def test_missing_data_is_one_line_and_creates_nothing(tmp_path, config, data):
           f'--config.data_dir={data_dir}',
       ]
   )
-  assert status == 1
-  _assert_one_line(stderr, last)
   assert last.startswith('Error: FileNotFoundError: ')
   assert str(data_dir) in last
   assert not workdir.exists()
@@ -223,7 +217,7 @@ def test_full_disk_during_the_final_save_is_one_line(tmp_path):
     resource.setrlimit(resource.RLIMIT_FSIZE, (3_000_000, 3_000_000))
 
   workdir = tmp_path / 'run'
-  status, last, stderr = _run(
+  last, stderr = _fails_in_one_line(
       [
           'hatebm_jax.main',
           f'--config={QUICK_START}',
@@ -235,8 +229,6 @@ def test_full_disk_during_the_final_save_is_one_line(tmp_path):
       ],
       preexec_fn=cap_file_size,
   )
-  assert status == 1
-  _assert_one_line(stderr, last)
   assert last.startswith(
       f'Error: OSError: Saving checkpoint 3 in {workdir}/checkpoints failed ('
   )
@@ -269,11 +261,9 @@ def test_unreachable_gcs_is_one_line_naming_the_host(tiny_run, closed_port):
       'STORAGE_EMULATOR_HOST': emulator,
       'TENSORSTORE_GCS_HTTP_URL': emulator,
   }
-  status, last, stderr = _run(
+  last, stderr = _fails_in_one_line(
       ['hatebm_jax.sample', '--workdir=gs://some-bucket/run'], env=env
   )
-  assert status == 1
-  _assert_one_line(stderr, last)
   assert last.startswith(
       'Error: ConnectionError: Cannot reach Google Cloud Storage for '
       f'gs://some-bucket/run: 127.0.0.1:{closed_port} (ConnectionRefusedError'
@@ -281,7 +271,7 @@ def test_unreachable_gcs_is_one_line_naming_the_host(tiny_run, closed_port):
   assert 'used by gcsfs, from $STORAGE_EMULATOR_HOST' in last and hint in last
   # Through TensorFlow's client, which talks to Google whatever
   # $STORAGE_EMULATOR_HOST says (no internet here).
-  status, last, stderr = _run(
+  last, stderr = _fails_in_one_line(
       [
           'hatebm_jax.export',
           f'--workdir={tiny_run}',
@@ -289,8 +279,6 @@ def test_unreachable_gcs_is_one_line_naming_the_host(tiny_run, closed_port):
       ],
       env={'STORAGE_EMULATOR_HOST': emulator},
   )
-  assert status == 1
-  _assert_one_line(stderr, last)
   assert last.startswith(
       'Error: ConnectionError: Cannot reach Google Cloud Storage for '
       'gs://some-bucket/model.hatebm: www.googleapis.com:443 ('
@@ -315,11 +303,9 @@ def test_sampling_refuses_a_checkpoint_cast_to_bfloat16(tiny_run, tmp_path):
   ckpt.save(4, state.replace(hat_params=cast), tiny_config())
   ckpt.close()
   before = _tree(workdir)
-  status, last, stderr = _run(
+  last, stderr = _fails_in_one_line(
       ['hatebm_jax.sample', f'--workdir={workdir}', '--num_samples=4']
   )
-  assert status == 1
-  _assert_one_line(stderr, last)
   assert last.startswith(
       f'Error: ValueError: Checkpoint {workdir}/checkpoints/4 does not hold '
       'the state its config describes ('
@@ -337,15 +323,13 @@ def test_truncated_checkpoint_is_one_line_for_export(tiny_run, tmp_path):
   files = (workdir / 'checkpoints' / '4' / 'state').rglob('*')
   largest = max((p for p in files if p.parent.name == 'd'), key=os.path.getsize)
   os.truncate(largest, 1000)
-  status, last, stderr = _run(
+  last, stderr = _fails_in_one_line(
       [
           'hatebm_jax.export',
           f'--workdir={workdir}',
           f'--output={tmp_path / "model.hatebm"}',
       ]
   )
-  assert status == 1
-  _assert_one_line(stderr, last)
   lines = [
       line for line in stderr.splitlines() if not line.startswith(('I1', 'W1'))
   ]
