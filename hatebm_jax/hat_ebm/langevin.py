@@ -197,8 +197,10 @@ def _residual_step(
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
   """One residual step given ∇_y H at (G(z), y) (docs/official_release.md §3, step 2).
 
-  y ← y − clip((ε²/2T)∇H + ε²τ y) + ε ξ. Returns (y, mean drift norm per
-  image, fraction of images whose drift was clipped).
+  y ← y − clip((ε²/2T)∇H + ε²τ y) + ε ξ. Returns (y, drift norm of each
+  image [B], whether each image's drift was clipped [B] bool). The
+  diagnostics stay per image, so that a chain split over devices needs no
+  communication inside its loop; callers average them after it.
   """
   drift = config.drift_coefficient * grad_h
   if config.tau > 0:
@@ -212,7 +214,12 @@ def _residual_step(
   y = y - drift
   if config.use_noise:
     y = y + config.step_size * chain_noise(step_key, y)
-  return y, norm.mean(), clipped.mean()
+  return y, norm, clipped
+
+
+def _step_means(per_image: jax.Array) -> jax.Array:
+  """[steps, B] per-image diagnostics -> [steps] batch means (float32)."""
+  return per_image.astype(jnp.float32).mean(axis=1)
 
 
 def residual_langevin(
@@ -251,12 +258,10 @@ def residual_langevin(
     return y, (norm, clipped)
 
   keys = jax.random.split(key, config.num_steps)
-  y, (drift_norms, clip_fractions) = jax.lax.scan(
-      step, y0, keys, unroll=config.unroll
-  )
+  y, (drift_norms, clipped) = jax.lax.scan(step, y0, keys, unroll=config.unroll)
   diagnostics = {
-      'residual_drift_norm': drift_norms.mean(),
-      'residual_clip_fraction': clip_fractions.mean(),
+      'residual_drift_norm': _step_means(drift_norms).mean(),
+      'residual_clip_fraction': _step_means(clipped).mean(),
   }
   return jax.lax.stop_gradient(y), diagnostics
 
@@ -319,7 +324,7 @@ def joint_langevin(
     z = z - drift
     if config.use_noise:
       z = z + config.latent_step_size * chain_noise(step_key, z)
-    return z, per_image_norm(drift).mean()
+    return z, per_image_norm(drift)
 
   def residual_step(y, x_gen, step_key):
     return _residual_step(grad_x(x_gen + y), y, step_key, config)
@@ -344,10 +349,11 @@ def joint_langevin(
   x_gen = generator_fn(z)
   y, y_norm, clipped = residual_step(y, x_gen, y_keys[-1])
   k = config.num_steps
+  mean = lambda a: a.astype(jnp.float32).mean()
   diagnostics = {
-      'latent_drift_norm': (z_norm + z_norms.sum()) / k,
-      'residual_drift_norm': (y_norms.sum() + y_norm) / k,
-      'residual_clip_fraction': (clips.sum() + clipped) / k,
+      'latent_drift_norm': (mean(z_norm) + _step_means(z_norms).sum()) / k,
+      'residual_drift_norm': (_step_means(y_norms).sum() + mean(y_norm)) / k,
+      'residual_clip_fraction': (_step_means(clips).sum() + mean(clipped)) / k,
       'latent_norm': per_image_norm(z).mean(),
   }
   stop = jax.lax.stop_gradient
