@@ -1,28 +1,38 @@
-r"""Ahead-of-time check of a training step for N devices, without them.
+r"""Check a config against the accelerators you are about to rent, on this CPU.
 
   python -m hatebm_jax.aot --config=configs/imagenet_scaled.py \
-      --num_devices=32 [--json=out.json] [--config.key=value ...]
+      --topology=v3-32 [--json=report.json] [--config.key=value ...]
+  python -m hatebm_jax.aot --config=configs/cifar10_synth.py --topology=8xH100
+  python -m hatebm_jax.aot --config=configs/imagenet_scaled.py --num_devices=32
 
-Builds the config's model and state shapes (nothing is initialised), lays
-them out on a 1-D 'data' mesh of N fake CPU devices exactly as training on
-N accelerators would (networks replicated, batch and replay bank split),
-lowers and compiles one training step, and prints the per-device memory
-XLA assigned to the compiled step and its FLOP count. Nothing runs.
+Compiles the config's training step, laid out as training lays it out
+(networks and Adam states replicated, batch and replay bank split over a 1-D
+'data' mesh), and the sampling program of `python -m hatebm_jax.sample`, with
+XLA's compiler for the target: a Cloud TPU slice (`v3-32`, `v5p-8`,
+`v6e-16`, ...), GPU hosts (`8xH100`, `2x8xA100`, ...), or N fake CPU devices
+(`--num_devices=N`, XLA:CPU). Nothing runs and no accelerator is needed:
+`pip install -e ".[aot]"` brings libtpu and the CUDA compiler.
 
-The numbers are XLA:CPU's buffer assignment for the same program: a guide
-to the accelerator's per-device need (TPU and GPU compilers fuse and
-rematerialise differently, usually within tens of percent), and a cheap
-check that a config compiles, shards and fits before renting a pod. The
-Langevin loop is compiled rolled (`langevin_unroll` = 1), as on
-accelerators, when the config leaves it on auto (-1).
+Prints (and writes as JSON) per device: memory and whether it fits, the model
+FLOPs of one iteration (the Langevin loop counted K times), on TPU the
+compiler's estimate of the iteration's time and what the config's
+`num_training_steps` would cost, and the collectives of the compiled step
+(`hatebm_jax.compiled`; docs/accelerators.md). A step that does not fit is an
+error naming the memory it needs, the device's, and the largest batch that
+fits (found by compiling). The Langevin loop is compiled rolled
+(`langevin_unroll` = 1), as accelerators run it, when the config leaves it on
+auto (-1).
 """
 
 import os
 import sys
 
 
-def _set_device_count(argv) -> None:
-  """Fake `--num_devices` CPU devices: must happen before JAX starts."""
+def _prepare_environment(argv) -> None:
+  """Before JAX starts: the CPU platform only (compile-only TPU and GPU
+  devices come from `jax.experimental.topologies`; libtpu and the CUDA
+  plugin must not look for hardware), several processes may load libtpu at
+  once, and `--num_devices` fake CPU devices for the CPU target."""
   count = '1'
   for i, arg in enumerate(argv):
     if arg.startswith('--num_devices='):
@@ -34,6 +44,10 @@ def _set_device_count(argv) -> None:
   except ValueError:
     count = 1
   os.environ['JAX_PLATFORMS'] = 'cpu'
+  os.environ.setdefault('ALLOW_MULTIPLE_LIBTPU_LOAD', '1')
+  # JAX's persistent cache cannot load executables of compile-only devices
+  # (it warns at each), and a one-off check gains nothing from it.
+  os.environ['JAX_ENABLE_COMPILATION_CACHE'] = 'false'
   flags = [
       f
       for f in os.environ.get('XLA_FLAGS', '').split()
@@ -45,156 +59,173 @@ def _set_device_count(argv) -> None:
 
 
 if __name__ == '__main__':
-  _set_device_count(sys.argv)
+  _prepare_environment(sys.argv)
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import json
-import time
 
 from absl import app
 from absl import flags
-import jax
-import ml_collections
 from ml_collections import config_flags
-import numpy as np
 
-from hatebm_jax import config_base
-from hatebm_jax.infra import parallel
 from hatebm_jax.infra import runtime
+from hatebm_jax.infra import targets
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
     'config', None, 'Experiment config file.', lock_config=True
 )
-flags.DEFINE_integer('num_devices', 1, 'Devices of the mesh to compile for.')
+flags.DEFINE_string(
+    'topology',
+    'cpu',
+    'What to compile for: a Cloud TPU accelerator type (v3-32, v5litepod-8, '
+    'v5p-8, v6e-16, ...), GPU hosts (8xH100, 8xA100, 2x8xH100) or cpu '
+    '(--num_devices fake CPU devices).',
+)
+flags.DEFINE_integer(
+    'num_devices', None, 'Fake CPU devices of --topology=cpu (default 1).'
+)
 flags.DEFINE_string('json', None, 'Also write the report to this file.')
+flags.DEFINE_boolean(
+    'sampling', True, 'Also compile the sampling program of hatebm_jax.sample.'
+)
 flags.mark_flags_as_required(['config'])
 
-GIB = 2**30
 
-
-def _nbytes(tree, mesh_size: int, shardings) -> int:
-  """Bytes per device of a state laid out with `shardings`."""
-  total = 0
-  for leaf, sharding in zip(jax.tree.leaves(tree), jax.tree.leaves(shardings)):
-    size = int(np.prod(leaf.shape)) * np.dtype(leaf.dtype).itemsize
-    total += size // mesh_size if sharding.spec else size
-  return total
-
-
-def compile_report(config: ml_collections.ConfigDict, num_devices: int) -> dict:
-  """Lowers and compiles `config`'s training step for `num_devices`.
-
-  Args:
-    config: an experiment config (validated here).
-    num_devices: mesh size; at most `jax.device_count()`.
-
-  Returns:
-    A dict: 'config', 'mode', 'num_devices', 'global_batch',
-    'per_device_batch', 'images_per_device' (real images per step and
-    device: n_dis·B/N for SN-GAN), 'state_gib_per_device' (the training state as
-    laid out), 'argument_gib', 'output_gib', 'temp_gib', 'alias_gib',
-    'generated_code_gib', 'peak_gib' (argument + output + temp − alias:
-    what the compiled step holds at once, per device), 'flops' (XLA cost
-    analysis; loop bodies count once), 'compile_s'.
-
-  Raises:
-    ValueError: for an invalid config or a batch that does not split over
-      the devices.
-  """
-  # The training code (and TensorFlow, which it imports for data and
-  # summaries) loads here, so that a bad flag is reported in about 2 s.
-  from hatebm_jax import train  # pylint: disable=g-import-not-at-top
-
-  config_base.validate(config)
-  if num_devices < 1:
-    raise ValueError(f'--num_devices={num_devices} must be >= 1.')
-  if config.num_devices not in (0, num_devices):
+def _target() -> targets.Target:
+  """The --topology target (checked before JAX starts)."""
+  if FLAGS.num_devices is not None and FLAGS.topology.lower() != 'cpu':
     raise ValueError(
-        f'config.num_devices={config.num_devices} differs from '
-        f'--num_devices={num_devices}: set --num_devices only.'
+        f'--num_devices={FLAGS.num_devices} is for --topology=cpu; '
+        f'--topology={FLAGS.topology} sets its own device count.'
     )
-  if config.langevin_unroll == -1:
-    with config.unlocked():
-      config.langevin_unroll = 1  # the accelerator setting
-  mesh = parallel.make_mesh(num_devices)
-  parallel.check_divisible('batch_size', config.batch_size, mesh)
-  program = train.Program.build(config, mesh)
-  abstract, shardings = program.abstract, program.shardings
-  images = program.mode.images_per_step
-  batch = jax.ShapeDtypeStruct(
-      (images,) + tuple(config.image_dims),
-      np.float32,
-      sharding=parallel.batch_sharding(mesh),
+  count = 1 if FLAGS.num_devices is None else FLAGS.num_devices
+  return targets.parse(FLAGS.topology, count)
+
+
+def _line(label: str, value, unit: str = '') -> str:
+  if value is None:
+    value = 'n/a'
+  elif isinstance(value, float):
+    value = f'{value:,.0f}' if abs(value) >= 1000 else f'{value:.4g}'
+  return f'  {label:<34} {value}{unit}'
+
+
+def describe(report: dict) -> str:
+  """The report as console lines."""
+  r = report
+  fits = {True: 'yes', False: 'NO', None: 'n/a (host memory)'}[r['fits']]
+  chain = '' if r['mcmc_steps'] is None else f", K = {r['mcmc_steps']}"
+  lines = [
+      f"{r['config']} ({r['mode']}) on {r['target']}: {r['num_devices']} x "
+      f"{r['device_kind']}, {r['num_hosts']} host(s); batch "
+      f"{r['global_batch']} ({r['per_device_batch']} per device){chain}; "
+      f"compiled in {r['compile_s']} s",
+      _line('device memory', r['device_memory_gib'], ' GiB'),
+      _line('usable (what a program may hold)', r['usable_memory_gib'], ' GiB'),
+      _line('training state per device', r['state_gib_per_device'], ' GiB'),
+      _line('peak of the step per device', r['peak_gib'], ' GiB'),
+      _line('fits', fits),
+      _line('headroom', r['headroom_gib'], ' GiB'),
+      _line('model TFLOP per iteration', r['model_tflop_per_iteration']),
+      _line('estimated s per iteration', r['estimated_iteration_s']),
+      _line(
+          'estimated share of bf16 peak',
+          None
+          if r['estimated_bf16_utilization'] is None
+          else f"{100 * r['estimated_bf16_utilization']:.0f}%",
+      ),
+      _line(
+          f"estimated hours for {r['num_training_steps']:,} steps",
+          r['estimated_training_hours'],
+      ),
+      _line('estimated chip-hours', r['estimated_chip_hours']),
+  ]
+  for c in r.get('collectives') or []:
+    lines.append(
+        _line(
+            f"{c['kind']} per iteration",
+            f"{c['runs']} ({c['count']} ops, {c['bytes'] / 2**20:,.1f} MiB; "
+            f"{c['in_loop']} in loops)",
+        )
+    )
+  s = r.get('sampling')
+  if s:
+    lines.append(
+        _line(
+            f"sample (batch {s['batch']}, one device)",
+            f"peak {s['peak_gib']} GiB, fits "
+            f"{ {True: 'yes', False: 'NO', None: 'n/a'}[s['fits']] }, "
+            f"{s['model_tflop_per_batch']} TFLOP, estimated "
+            f"{s['estimated_batch_s'] if s['estimated_batch_s'] is not None else 'n/a'}"
+            ' s per batch',
+        )
+    )
+  lines.append(_NOTES[r['platform']])
+  return '\n'.join(lines)
+
+
+_NOTES = {
+    'tpu': (
+        "  (estimates are the TPU compiler's roofline cost model, not "
+        'measurements: docs/accelerators.md)'
+    ),
+    'gpu': (
+        '  (no time estimate: the GPU compiler gives none; compiled without '
+        "autotuning, cuDNN's workspaces are not in the peak: "
+        'docs/accelerators.md)'
+    ),
+    'cpu': "  (XLA:CPU's buffer assignment and fusion, not an accelerator's)",
+}
+
+
+def _refusal(report: dict) -> str:
+  """The one-line error of a step that does not fit."""
+  r = report
+  largest = r.get('largest_fitting_batch')
+  if largest:
+    advice = (
+        f'the largest batch that fits is {largest} '
+        f"({largest // r['num_devices']} per device): "
+        f'--config.batch_size={largest}'
+    )
+  else:
+    advice = 'not even one image per device fits'
+  return (
+      f"batch_size={r['global_batch']} does not fit on {r['target']}: the "
+      f"training step needs {r['peak_gib']:.3g} GiB per device, a "
+      f"{r['device_kind']} has {r['usable_memory_gib']:.3g} GiB usable; "
+      f'{advice}.'
   )
-  start = time.time()
-  with jax.set_mesh(mesh):
-    health = jax.eval_shape(lambda: program.fresh_health(mesh))
-    compiled = program.step.lower(
-        parallel.with_shardings(abstract, shardings), batch, health
-    ).compile()
-  seconds = time.time() - start
-  memory = compiled.memory_analysis()
-  cost = compiled.cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  gib = lambda b: round(b / GIB, 3)
-  peak = (
-      memory.argument_size_in_bytes
-      + memory.output_size_in_bytes
-      + memory.temp_size_in_bytes
-      - memory.alias_size_in_bytes
-  )
-  return {
-      'config': config.exp_name,
-      'mode': config.mode,
-      'num_devices': mesh.size,
-      'global_batch': config.batch_size,
-      'per_device_batch': config.batch_size // mesh.size,
-      'images_per_device': images // mesh.size,
-      'mcmc_steps': config.mcmc_steps,
-      'state_gib_per_device': gib(_nbytes(abstract, mesh.size, shardings)),
-      'argument_gib': gib(memory.argument_size_in_bytes),
-      'output_gib': gib(memory.output_size_in_bytes),
-      'temp_gib': gib(memory.temp_size_in_bytes),
-      'alias_gib': gib(memory.alias_size_in_bytes),
-      'generated_code_gib': gib(memory.generated_code_size_in_bytes),
-      'peak_gib': gib(peak),
-      'flops': float(cost.get('flops', float('nan'))),
-      'compile_s': round(seconds, 1),
-  }
 
 
 def main(argv):
   runtime.no_arguments(argv)
+  target = _target()
+  devices = target.devices()
   runtime.setup()
-  if FLAGS.num_devices > jax.device_count():
-    raise ValueError(
-        f'--num_devices={FLAGS.num_devices} but JAX has '
-        f'{jax.device_count()} devices: run this module as a script '
-        '(python -m hatebm_jax.aot), which fakes the CPU devices.'
-    )
-  report = compile_report(FLAGS.config, FLAGS.num_devices)
+  # The training code (and TensorFlow, which it imports for data and
+  # summaries) loads here, so that a bad flag is reported in seconds.
+  from hatebm_jax import compiled  # pylint: disable=g-import-not-at-top
+
+  compiled.progress = lambda message: print(f'  {message}', flush=True)
   print(
-      f"{report['config']} ({report['mode']}), {report['num_devices']} "
-      f"devices, batch {report['global_batch']} "
-      f"({report['per_device_batch']} per device), "
-      f"K = {report['mcmc_steps']}: compiled in {report['compile_s']} s"
+      f'Compiling for {target.name} ({len(devices)} x '
+      f'{devices[0].device_kind}); large configs take minutes per program.',
+      flush=True,
   )
-  for key in (
-      'state_gib_per_device',
-      'argument_gib',
-      'output_gib',
-      'temp_gib',
-      'alias_gib',
-      'peak_gib',
-  ):
-    print(f'  {key:<22} {report[key]:>9.3f} GiB')
-  print(f"  {'flops (loops once)':<22} {report['flops']:>13.4g}")
+  report = compiled.report(
+      FLAGS.config, target, devices, sampling=FLAGS.sampling
+  )
+  print(describe(report))
   if FLAGS.json:
     with open(FLAGS.json, 'w') as f:
       json.dump(report, f, indent=1)
+  if report['fits'] is False:
+    raise ValueError(_refusal(report))
 
 
 if __name__ == '__main__':
-  app.run(runtime.report_errors(main), flags_parser=runtime.parse_flags)
+  with runtime.native_logs_hidden():
+    app.run(runtime.report_errors(main), flags_parser=runtime.parse_flags)

@@ -5,6 +5,11 @@ import sys
 
 import tempfile
 
+# The test environment has the `[aot]` extra (libtpu, JAX's CUDA plugin) so
+# that tests can compile for TPUs and GPUs; JAX must still run on the CPU and
+# not look for those devices at start-up (tests and their subprocesses).
+os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+
 import jax
 import jax.numpy as jnp
 import numpy as np

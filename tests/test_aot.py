@@ -1,5 +1,5 @@
-"""Issue 5: the ahead-of-time compile of the paper's largest config for 8
-and 32 devices, on CPU fake devices, without running it."""
+"""The ahead-of-time compile of the paper's largest config for 32 devices,
+on CPU fake devices, without running it."""
 
 import json
 import os
@@ -27,6 +27,7 @@ def _state_gib(config, devices):
   return (nbytes(abstract) - bank + bank / devices) / GIB
 
 
+@pytest.mark.slow
 def test_imagenet_scaled_compiles_for_a_pod(tmp_path):
   """The paper's ImageNet 128 config compiled ahead of time for a 32-chip
   pod on this CPU: batch split, state per device and memory report."""
@@ -40,6 +41,7 @@ def test_imagenet_scaled_compiles_for_a_pod(tmp_path):
           '--config=' + os.path.join(ROOT, 'configs', 'imagenet_scaled.py'),
           f'--num_devices={devices}',
           f'--json={out}',
+          '--nosampling',
       ],
       env=device_env(1),
       cwd=ROOT,
@@ -74,8 +76,16 @@ def test_imagenet_scaled_compiles_for_a_pod(tmp_path):
       - report['alias_gib'],
       abs=3e-3,
   )
-  assert f'{devices} devices, batch 128' in proc.stdout
-  assert 'peak_gib' in proc.stdout
+  assert f'on cpu: {devices} x cpu, 1 host(s); batch 128 (4 per device)' in (
+      proc.stdout
+  )
+  assert 'peak of the step per device' in proc.stdout
+  # Model FLOPs of the whole iteration, the 50-step chain counted 50 times:
+  # docs/official_release.md §7.2 counts 545 TFLOP, charging every layer's
+  # input gradient a full forward pass; XLA's count of the same program is
+  # lower by 7-14% on the hat networks (docs/performance.md).
+  assert 0.85 * 545 < report['model_tflop_per_iteration'] < 545
+  assert report['langevin_loop_steps'] == 50
 
 
 def test_aot_rejects_a_batch_that_does_not_split(tmp_path):

@@ -23,6 +23,7 @@ LAYERS = [
         'hatebm_jax.aot',
         'hatebm_jax.cli',
     ),
+    ('hatebm_jax.compiled',),
     ('hatebm_jax.train',),
     ('hatebm_jax.evaluation',),
     ('hatebm_jax.serving',),

@@ -277,3 +277,123 @@ def summary(found: list[Collective]) -> list[dict]:
     row['bytes'] += c.bytes * c.runs
     row['in_loop'] += c.runs if c.in_loop else 0
   return [rows[k] for k in sorted(rows)]
+
+
+# ---------------------------------------------------------------------------
+# The TPU compiler's per-instruction cycle estimates.
+
+_CYCLES = re.compile(r'"estimated_cycles":"(\d+)"')
+_CONTROL = re.compile(
+    r'\b(?:body|condition|branch_computations)=\{?%?([\w.\-]+)'
+)
+_FREE = {
+    'parameter',
+    'constant',
+    'tuple',
+    'get-tuple-element',
+    'bitcast',
+    'while',
+    'conditional',
+    'partition-id',
+    'replica-id',
+    'after-all',
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Timed:
+  """One executed instruction and the TPU compiler's estimate of it.
+
+  Attributes:
+    name, opcode: the instruction.
+    kind: what it computes (`op_kind`).
+    cycles: its `estimated_cycles` (backend_config), None when the compiler
+      gave none.
+    runs: how often it runs per call of the program (loop trip counts).
+    bytes: the size of its result.
+  """
+
+  name: str
+  opcode: str
+  kind: str
+  cycles: Optional[int]
+  runs: int
+  bytes: int
+
+
+def op_kind(module: Module, instruction: Instruction) -> str:
+  """What an executed instruction computes: 'convolution', 'matmul',
+  'pooling' (reduce-window), 'reduction', 'collective', 'copy/layout' or
+  'elementwise', from the operations it (or the fusion it calls) holds."""
+  opcodes = {instruction.opcode}
+  if instruction.opcode == 'fusion':
+    for called in module.called(instruction):
+      opcodes |= {i.opcode for i in module.computations[called]}
+  base = {o.removesuffix('-start').removesuffix('-done') for o in opcodes}
+  for kind, found in (
+      ('convolution', {'convolution'}),
+      ('matmul', {'dot'}),
+      ('collective', set(COLLECTIVES)),
+      ('pooling', {'reduce-window', 'select-and-scatter'}),
+      ('reduction', {'reduce'}),
+  ):
+    if base & found:
+      return kind
+  layout = {
+      'copy',
+      'transpose',
+      'bitcast',
+      'slice',
+      'dynamic-slice',
+      'dynamic-update-slice',
+      'concatenate',
+      'pad',
+      'reshape',
+      'broadcast',
+      'parameter',
+      'constant',
+      'fusion',
+      'custom-call',
+  }
+  if base <= layout:
+    return 'copy/layout'
+  return 'elementwise'
+
+
+def timed(module: Module) -> list[Timed]:
+  """Every instruction the program executes (the entry computation and the
+  bodies of its loops, not the insides of fusions), with the TPU
+  compiler's cycle estimate and its runs per call."""
+  runs = {module.entry: 1}
+  todo = [module.entry]
+  while todo:
+    name = todo.pop()
+    for instruction in module.computations[name]:
+      if instruction.opcode not in ('while', 'conditional'):
+        continue
+      trips = (
+          _trip_count(module, instruction) or 1
+          if instruction.opcode == 'while'
+          else 1
+      )
+      for callee in _CONTROL.findall(instruction.text):
+        if callee in module.computations and callee not in runs:
+          runs[callee] = runs[name] * trips
+          todo.append(callee)
+  found = []
+  for name, count in runs.items():
+    for instruction in module.computations[name]:
+      if instruction.opcode in _FREE or instruction.opcode.endswith('-done'):
+        continue
+      cycles = _CYCLES.search(instruction.text)
+      found.append(
+          Timed(
+              instruction.name,
+              instruction.opcode,
+              op_kind(module, instruction),
+              int(cycles.group(1)) if cycles else None,
+              count,
+              shape_bytes(instruction.shape),
+          )
+      )
+  return found

@@ -6,11 +6,13 @@ Wrap the `main` in `report_errors` so that errors a user can act on print
 as one line.
 """
 
+import contextlib
 import functools
 import logging as std_logging
 import os
 import sys
-from typing import Callable
+import tempfile
+from typing import Callable, Iterator
 import warnings
 
 _QUIET_PACKAGES = ('/orbax/', '/jax/_src/', '/clu/metric_writers/async')
@@ -85,11 +87,42 @@ def setup() -> None:
     pass
 
 
+@contextlib.contextmanager
+def native_logs_hidden() -> Iterator[None]:
+  """Holds back what is written to file descriptor 2 inside the block:
+  libtpu's start-up warnings about the TPU it is not on, and the CUDA
+  plugin's and TensorFlow's 'Could not find cuda drivers', which mean
+  nothing to a command that only compiles (`hatebm_jax.aot`). Python's
+  logging goes there too and is held back with them. Shown anyway when the
+  block ends with an exception other than SystemExit (a command's error
+  line, or a clean exit, needs nothing more), or with HATEBM_TRACEBACK=1."""
+  sys.stderr.flush()
+  saved = os.dup(2)
+  with tempfile.TemporaryFile() as held:
+    os.dup2(held.fileno(), 2)
+    show = True
+    try:
+      yield
+      show = False
+    except SystemExit:
+      show = False
+      raise
+    finally:
+      sys.stderr.flush()
+      os.dup2(saved, 2)
+      os.close(saved)
+      if show or _traceback_wanted():
+        held.seek(0)
+        sys.stderr.buffer.write(held.read())
+        sys.stderr.flush()
+
+
 # Errors a user can act on: invalid values (ValueError), missing, unreadable
 # or misplaced files and URLs, full or read-only disks (OSError), a diverged
-# run (FloatingPointError); and TensorFlow's file-system errors (gs:// paths
+# run (FloatingPointError), a missing optional package (ImportError, whose
+# message names the extra to install); and TensorFlow's file-system errors (gs:// paths
 # through tf.io.gfile: a missing bucket, no credentials), see `_is_user_error`.
-USER_ERRORS = (ValueError, OSError, FloatingPointError)
+USER_ERRORS = (ValueError, OSError, FloatingPointError, ImportError)
 
 
 def _is_user_error(error: BaseException) -> bool:
