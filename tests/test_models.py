@@ -160,3 +160,46 @@ def test_functional_apply_matches_module():
       for path, _ in jax.tree_util.tree_flatten_with_path(frozen)[0]
   }
   assert frozen_names == {'mean', 'var'}  # only BN statistics are frozen
+
+
+@pytest.mark.parametrize('channels', [1, 3])
+def test_patch_stem_is_the_same_convolution(channels):
+  """The hat network's first convolution as one product over gathered 3x3
+  neighbourhoods (`stem_conv='patches'`, what TPUs run) against XLA's
+  convolution: the same parameters, and the same 9·C products per output,
+  summed in another order. Energies and input gradients (the Langevin
+  drift) agree to float32 round-off of a 9·C-term sum (≤ 9·3·2⁻²⁴·‖terms‖
+  relative, ~1.6e-6; 1e-5 allowed) and parameter gradients too."""
+  make = lambda stem: hat.HatNetwork(32, channels, 16, nnx.Rngs(0), stem=stem)
+  conv, patches = make('conv'), make('patches')
+  assert type(conv.block1.conv1) is nnx.Conv
+  assert type(patches.block1.conv1) is layers.PatchConv
+  state = nnx.state(conv, nnx.Param)
+  assert jax.tree.all(
+      jax.tree.map(np.array_equal, state, nnx.state(patches, nnx.Param))
+  )
+  x = jax.random.normal(jax.random.PRNGKey(1), (4, 32, 32, channels))
+
+  def energy_and_grads(net):
+    graph, params = nnx.split(net, nnx.Param)
+    energy = lambda p, x: nnx.merge(graph, p)(x).sum()
+    return (
+        nnx.merge(graph, params)(x),
+        jax.grad(energy, argnums=1)(params, x),
+        jax.grad(energy)(params, x),
+    )
+
+  ref, got = energy_and_grads(conv), energy_and_grads(patches)
+  for a, b in zip(jax.tree.leaves(ref), jax.tree.leaves(got)):
+    scale = float(jnp.max(jnp.abs(a)))
+    np.testing.assert_allclose(b, a, rtol=0, atol=1e-5 * scale)
+
+
+def test_stem_conv_is_chosen_by_backend():
+  config = models.config_base.get_base_config()
+  config.stem_conv = 'auto'
+  assert models.stem_conv(config) == 'conv'  # this CPU; 'patches' on TPU
+  config.stem_conv = 'patches'
+  assert models.stem_conv(config) == 'patches'
+  with pytest.raises(ValueError, match=r"stem_conv='im2col': choose one of"):
+    hat.HatNetwork(32, 3, 16, nnx.Rngs(0), stem='im2col')

@@ -99,16 +99,27 @@ def functionalize(
   )
 
 
+def stem_conv(config: ml_collections.ConfigDict) -> str:
+  """How the hat network computes its first convolution: `config.stem_conv`,
+  with 'auto' read as 'patches' when JAX computes on a TPU and 'conv'
+  elsewhere (`layers.PatchConv`; docs/performance.md)."""
+  if config.stem_conv != 'auto':
+    return config.stem_conv
+  return 'patches' if jax.default_backend() == 'tpu' else 'conv'
+
+
 def create_hat_network(config: ml_collections.ConfigDict) -> FunctionalNet:
   """The hat network H named by `config.ebm_type` ('ebm_sngan').
 
-  Reads `image_dims` ([S, S, C]) and `ebm_ngf`. Raises ValueError for an
-  unknown type or unsupported size (see `hat.hat_architecture`).
+  Reads `image_dims` ([S, S, C]), `ebm_ngf` and `stem_conv`. Raises
+  ValueError for an unknown type or unsupported size (see
+  `hat.hat_architecture`).
   """
   config_base.check('ebm_type', config.ebm_type)
   size, _, channels = config.image_dims
+  stem = stem_conv(config)
   return functionalize(
-      lambda rngs: HatNetwork(size, channels, config.ebm_ngf, rngs),
+      lambda rngs: HatNetwork(size, channels, config.ebm_ngf, rngs, stem),
       f'hat network {size}x{size}x{channels}, ngf {config.ebm_ngf}',
       compute_dtype(config),
   )

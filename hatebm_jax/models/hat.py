@@ -29,9 +29,15 @@ class StemBlock(nnx.Module):
       downsample: bool,
       rngs: nnx.Rngs,
       conv=layers.conv,
+      first_conv=None,
   ):
+    """`first_conv(cin, cout, rngs)`, when given, builds conv1 (the hat
+    network's `layers.stem_conv`)."""
     self.downsample = downsample
-    self.conv1 = conv(in_channels, out_channels, 3, rngs)
+    if first_conv is None:
+      self.conv1 = conv(in_channels, out_channels, 3, rngs)
+    else:
+      self.conv1 = first_conv(in_channels, out_channels, rngs)
     self.conv2 = conv(out_channels, out_channels, 3, rngs)
     if in_channels != out_channels or downsample:
       self.shortcut = conv(in_channels, out_channels, 1, rngs)
@@ -132,7 +138,12 @@ class HatNetwork(nnx.Module):
   """
 
   def __init__(
-      self, image_size: int, in_channels: int, ngf: int, rngs: nnx.Rngs
+      self,
+      image_size: int,
+      in_channels: int,
+      ngf: int,
+      rngs: nnx.Rngs,
+      stem: str = 'conv',
   ):
     """Builds the hat network.
 
@@ -142,18 +153,26 @@ class HatNetwork(nnx.Module):
       ngf: width of the last block (256 for the paper's 32x32 network, 1024
         at 64x64, 1024 or 2048 at 128x128).
       rngs: NNX random streams for the initialisers.
+      stem: how the first convolution, on the image, is computed: 'conv' or
+        'patches' (`layers.stem_conv`; the same parameters and sums).
 
     Raises:
-      ValueError: see `hat_architecture`.
+      ValueError: see `hat_architecture`; a stem not in `layers.STEMS`.
     """
     channels, downsample = hat_architecture(image_size, ngf)
     self.image_size = image_size
     self.in_channels = in_channels
     self.num_blocks = len(channels)
+    if stem not in layers.STEMS:
+      raise ValueError(f'stem_conv={stem!r}: choose one of {layers.STEMS}.')
+    first = lambda cin, cout, r: layers.stem_conv(cin, cout, r, stem)
     cin = in_channels
     for i, (cout, down) in enumerate(zip(channels, downsample)):
-      block_cls = StemBlock if i == 0 else DiscBlock
-      setattr(self, f'block{i + 1}', block_cls(cin, cout, down, rngs))
+      if i == 0:
+        block = StemBlock(cin, cout, down, rngs, first_conv=first)
+      else:
+        block = DiscBlock(cin, cout, down, rngs)
+      setattr(self, f'block{i + 1}', block)
       cin = cout
     self.head = layers.dense(cin, 1, rngs, use_bias=False)
 
