@@ -9,13 +9,11 @@ Needs the `[aot]` extra; runs on a CPU (JAX pinned to its CPU platform), nothing
 Compiles the config's training step for the target, laid out and rolled as training runs it
 (`hatebm_jax.compiled.compile_step`), and reads the TPU compiler's `estimated_cycles` of every
 instruction the step executes (`hatebm_jax.infra.hlo.timed`: the entry computation and the
-Langevin loop's body, the body counted K times). Cycles become seconds at the rate the same
-compiler's roofline gives a 16384² bf16 matmul on one device of that TPU (`--peaks` prints it):
-a compute-bound matmul then runs at the model's peak. Prints the iteration's cycle estimate by
-kind of operation (convolution, matmul, pooling, reduction, elementwise, copy/layout,
-collective) with its share, the instructions the compiler gave no estimate for (their result
-bytes), and beside it the report's `optimal_seconds` estimate (`python -m hatebm_jax.aot`).
-Both are the compiler's estimates, not measurements. Writes JSON next to itself.
+Langevin loop's body, the body counted K times), by kind of operation (convolution, matmul,
+pooling, reduction, elementwise, copy/layout, collective) with its share, and the instructions
+the compiler gave no estimate for (their runs and result bytes). The total, at
+`hatebm_jax.compiled.seconds_per_cycle`, is the estimate `python -m hatebm_jax.aot` reports.
+These are the compiler's estimates, not measurements. Writes JSON next to itself.
 """
 
 import argparse
@@ -30,7 +28,6 @@ os.environ.setdefault('ALLOW_MULTIPLE_LIBTPU_LOAD', '1')
 import common  # pylint: disable=g-bad-import-order,wrong-import-position
 
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
-import jax.numpy as jnp  # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from hatebm_jax import compiled  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -39,20 +36,7 @@ from hatebm_jax.infra import parallel  # pylint: disable=g-import-not-at-top,wro
 from hatebm_jax.infra import runtime  # pylint: disable=g-import-not-at-top,wrong-import-position
 from hatebm_jax.infra import targets  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-SIDE = 16384
-
-
-def seconds_per_cycle(device) -> tuple[float, float]:
-  """(seconds per estimated cycle, the model's matmul TFLOP/s) on one device:
-  a SIDE² bf16 matmul's `optimal_seconds` over its `estimated_cycles`."""
-  x = jax.ShapeDtypeStruct(
-      (SIDE, SIDE),
-      jnp.bfloat16,
-      sharding=jax.sharding.SingleDeviceSharding(device),
-  )
-  build = compiled.compile_program(lambda: jax.jit(jnp.matmul).lower(x, x))
-  cycles = sum(t.cycles or 0 for t in hlo.timed(build.module))
-  return build.seconds / cycles, 2 * SIDE**3 / build.seconds / 1e12
+TOP = 15
 
 
 def breakdown(module: hlo.Module) -> dict:
@@ -77,54 +61,81 @@ def breakdown(module: hlo.Module) -> dict:
   return dict(rows)
 
 
-def estimate(config, target, devices, with_report=True) -> dict:
-  """The breakdown of `config`'s step on `target`, and the aot report."""
+def estimate(config, target, devices) -> dict:
+  """The breakdown of `config`'s step on `target` by kind of operation."""
   mesh = jax.sharding.Mesh(np.array(devices), (parallel.DATA_AXIS,))
   build, _ = compiled.compile_step(config, mesh, 1)
-  per_cycle, model_peak = seconds_per_cycle(devices[0])
+  per_cycle, model_peak = compiled.seconds_per_cycle(devices[0])
   rows = breakdown(build.module)
   total = sum(r['cycles'] for r in rows.values())
-  report = compiled.report(
-      config, target, devices, sampling=False, search=False
+  flops = compiled.corrected(
+      {u: compiled.training_flops(config, u)[0] for u in (1, 2)},
+      (1, 2),
+      compiled.chain_length(compiled.training_flops(config, 2)[1], 2),
   )
+  top = sorted(
+      (t for t in hlo.timed(build.module) if t.cycles),
+      key=lambda t: -t.cycles * t.runs,
+  )[:TOP]
+  instructions = {
+      i.name: i for c in build.module.computations.values() for i in c
+  }
   return {
+      'top': [
+          {
+              'name': t.name,
+              'kind': t.kind,
+              'runs': t.runs,
+              'share': t.cycles * t.runs / total,
+              'convolutions': hlo.convolutions(
+                  build.module, instructions[t.name]
+              ),
+          }
+          for t in top
+      ],
+      'target': target.name,
+      'device_kind': devices[0].device_kind,
+      'num_devices': target.num_devices,
+      'per_device_batch': config.batch_size // target.num_devices,
       'kinds': rows,
       'cycles': total,
-      'cycle_estimate_s': total * per_cycle,
+      'estimated_iteration_s': total * per_cycle,
+      'model_tflop_per_iteration': flops / 1e12,
+      'estimated_bf16_utilization': flops
+      / (total * per_cycle * target.num_devices * target.peak_tflops * 1e12),
       'model_matmul_tflops': model_peak,
-      'report': report,
   }
 
 
-def print_estimate(name, result) -> None:
-  r = result['report']
+def print_estimate(name, config, r) -> None:
   print(
       f"# {name} on {r['target']}: {r['num_devices']} x {r['device_kind']}, batch "
-      f"{r['global_batch']} ({r['per_device_batch']} per device), K = {r['mcmc_steps']}, "
-      f"{r['compute_dtype']}"
+      f"{config.batch_size} ({r['per_device_batch']} per device), K = "
+      f'{config.mcmc_steps}, {config.compute_dtype}'
   )
   print(
       '| kind | instructions | share of the estimated cycles | no estimate: runs (MiB) |'
   )
   print('|---|---|---|---|')
-  total = result['cycles']
-  for kind, row in sorted(
-      result['kinds'].items(), key=lambda kv: -kv[1]['cycles']
-  ):
+  total = r['cycles']
+  for kind, row in sorted(r['kinds'].items(), key=lambda kv: -kv[1]['cycles']):
     print(
         f"| {kind} | {row['instructions']} | {100 * row['cycles'] / total:.1f}% | "
         f"{row['unestimated_runs']} ({row['unestimated_mib']:.1f}) |"
     )
-  cycle_s = result['cycle_estimate_s']
-  flops = r['model_tflop_per_iteration'] * 1e12
-  share = lambda s: flops / (
-      s * r['num_devices'] * r['peak_bf16_tflops_per_device'] * 1e12
-  )
+  print(f'\nThe {TOP} instructions with the most estimated cycles:\n')
+  print('| instruction | kind | runs | share | convolutions (dots) it runs |')
+  print('|---|---|---|---|---|')
+  for t in r['top']:
+    print(
+        f"| {t['name']} | {t['kind']} | {t['runs']} | {100 * t['share']:.1f}% | "
+        f"{'; '.join(t['convolutions'])} |"
+    )
   print(
-      f'cycle estimate {cycle_s:.4g} s per iteration ({100 * share(cycle_s):.0f}% of the bf16 '
-      f"peak; the model's matmul rate is {result['model_matmul_tflops']:.0f} TFLOP/s); "
-      f"optimal_seconds estimate {r['estimated_iteration_s']} s "
-      f"({100 * (r['estimated_bf16_utilization'] or 0):.0f}%)"
+      f"\nestimated {r['estimated_iteration_s']:.4g} s per iteration, "
+      f"{r['model_tflop_per_iteration']:.4g} TFLOP: "
+      f"{100 * r['estimated_bf16_utilization']:.0f}% of the bf16 peak (the model's "
+      f"matmul rate: {r['model_matmul_tflops']:.0f} TFLOP/s)"
   )
 
 
@@ -132,12 +143,12 @@ def peaks() -> dict:
   out = {}
   for name in ('v3-8', 'v4-8', 'v5litepod-1', 'v5p-8', 'v6e-1'):
     device = targets.parse(name).devices()[0]
-    per_cycle, rate = seconds_per_cycle(device)
-    out[name] = {'model_tflops': rate, 'clock_ghz': 1e-9 / per_cycle}
+    per_cycle, rate = compiled.seconds_per_cycle(device)
+    out[name] = {'model_tflops': rate, 'cycles_per_ns': 1e-9 / per_cycle}
     print(
         f'{name:<12} {device.device_kind:<12} model {rate:6.1f} TFLOP/s '
         f'(datasheet {targets.parse(name).peak_tflops}), '
-        f'{1e-9 / per_cycle:.3f} G estimated cycles per second'
+        f'{1e-9 / per_cycle:.3f} estimated cycles per ns'
     )
   return out
 
@@ -148,11 +159,6 @@ def main():
   parser.add_argument('--topology', default='v5p-32')
   parser.add_argument('--overrides', default='', help='key=value,key=value')
   parser.add_argument('--peaks', action='store_true')
-  parser.add_argument(
-      '--noreport',
-      action='store_true',
-      help="skip the aot report's optimal_seconds estimate (three more compiles)",
-  )
   args = parser.parse_args()
   with runtime.native_logs_hidden():
     if args.peaks:
@@ -169,8 +175,8 @@ def main():
       target = targets.parse(args.topology)
       devices = target.devices()
       config = compiled.check_config(config, target)
-      result = estimate(config, target, devices, not args.noreport)
-      print_estimate(f'{args.config} {args.overrides}'.strip(), result)
+      result = estimate(config, target, devices)
+      print_estimate(f'{args.config} {args.overrides}'.strip(), config, result)
       result.update(
           config=args.config, overrides=args.overrides, topology=args.topology
       )

@@ -12,9 +12,9 @@ nothing, and reads back:
 - model FLOPs of one iteration of the global batch: XLA's HLO cost analysis
   of the program lowered for one CPU device (the same arithmetic on any
   target);
-- on TPU, the compiler's own estimate of the step's time (`optimal_seconds`
-  of its cost model, a roofline: an estimate, not a measurement;
-  `estimate_seconds`);
+- on TPU, the compiler's own estimate of the step's time: the cycles it
+  estimates for every instruction, the loop's per trip (`estimate_seconds`:
+  an estimate, not a measurement);
 - the collectives of the compiled step (`infra.hlo`).
 
 XLA's cost analysis counts a while-loop body once, whatever its trip count.
@@ -23,13 +23,11 @@ for the joint chain, whose first and last half-steps sit outside the loop).
 FLOPs are therefore counted at two unrolls of the scan, u = 1 and u = 2,
 which differ by exactly one or two steps (`bodies_counted`); one step's
 count follows, and the count of all n steps is
-Q(u=1) + (n − bodies(u=1)) · step. The TPU's time estimate cannot use
-rolled loops at all (`estimate_seconds`): it comes from the chain unrolled
-at K = 1 and K = 2.
+Q(u=1) + (n − bodies(u=1)) · step. The time estimate reads the loop's trip
+count from the compiled program instead.
 """
 
 import dataclasses
-import math
 import re
 import time
 from typing import Any, Callable, Optional
@@ -342,8 +340,10 @@ def _need_bytes(build: Build) -> int:
 def check_config(
     config: ml_collections.ConfigDict, target: targets.Target
 ) -> ml_collections.ConfigDict:
-  """`config` validated for `target` (a joint config may leave
-  `gen_weights` empty: compiling reads no weights).
+  """`config` validated for `target`, its automatic choices made as
+  training on the target would make them (`stem_conv`; the chain's
+  unroll is `_unrolls`); a joint config may leave `gen_weights` empty:
+  compiling reads no weights.
 
   Raises:
     ValueError: for an invalid config, a config.num_devices other than the
@@ -354,6 +354,10 @@ def check_config(
     # are never read here.
     config = config.copy_and_resolve_references()
     config.gen_weights = 'not read: compiled from shapes only'
+  if config.stem_conv == 'auto':
+    # What training on the target would pick (`models.stem_conv`).
+    config = config.copy_and_resolve_references()
+    config.stem_conv = 'patches' if target.platform == 'tpu' else 'conv'
   config_base.validate(config)
   if config.num_devices not in (0, target.num_devices):
     raise ValueError(
@@ -413,13 +417,8 @@ def report(
       model_flops / 1e12 / program.mode.images_per_step
   )
   seconds = None
-  if target.platform == 'tpu' and not first.refused:
-    seconds = estimate_seconds(
-        config,
-        lambda c: compile_step(c, mesh, _unrolls(c)[0])[0],
-        target.peak_tflops,
-        first,
-    )
+  if target.platform == 'tpu':
+    seconds = estimate_seconds(first, devices[0])
   out.update(_estimate(config, target, seconds, model_flops))
   if out['fits'] is False and search:
     out['largest_fitting_batch'] = largest_batch(config, target, mesh, first)
@@ -457,6 +456,7 @@ def _header(config, target, devices, program, n) -> dict:
       else None,
       'langevin_loop_steps': n,
       'compute_dtype': config.compute_dtype,
+      'stem_conv': config.stem_conv,
   }
 
 
@@ -524,15 +524,12 @@ def sampling_report(
     if u != unrolls[0]:
       n = chain_length(traced, u)
 
-  def compile_at(c):
-    draw, args = _sampling_program(c, _unrolls(c)[0], device)
-    return compile_program(
-        lambda: draw.lower(*args),
-        f'the sampling program (batch {SAMPLE_BATCH}, K = {c.mcmc_steps}, '
-        f'chain unroll {_unrolls(c)[0]})',
-    )
-
-  first = compile_at(config)
+  draw, args = _sampling_program(config, unrolls[0], device)
+  first = compile_program(
+      lambda: draw.lower(*args),
+      f'the sampling program (batch {SAMPLE_BATCH}, K = {config.mcmc_steps}, '
+      f'chain unroll {unrolls[0]})',
+  )
   out = {
       'batch': SAMPLE_BATCH,
       'peak_gib': _gib(_need_bytes(first)),
@@ -541,8 +538,8 @@ def sampling_report(
       'estimated_batch_s': None,
       'estimated_samples_per_s': None,
   }
-  if target.platform == 'tpu' and not first.refused:
-    seconds = estimate_seconds(config, compile_at, target.peak_tflops, first)
+  if target.platform == 'tpu':
+    seconds = estimate_seconds(first, device)
     if seconds is not None:
       out['estimated_batch_s'] = _round(seconds)
       out['estimated_samples_per_s'] = _round(SAMPLE_BATCH / seconds)
@@ -559,55 +556,65 @@ def corrected(counts: dict, unrolls: tuple, n: int) -> float:
   return loop_corrected(counts[unrolls[0]], counts[unrolls[1]], n, bodies)
 
 
-def estimate_seconds(
-    config: ml_collections.ConfigDict,
-    compile_at: Callable[[ml_collections.ConfigDict], Build],
-    peak_tflops: float,
-    compiled_as_is: Optional[Build] = None,
-) -> Optional[float]:
-  """The TPU compiler's estimate of a program of `config` (seconds per
-  call), every Langevin step counted.
+_SECONDS_PER_CYCLE = {}  # device kind -> seconds per estimated cycle
+_CALIBRATION_SIDE = 16384
 
-  The estimate is the compiler's `optimal_seconds`, which has two blind
-  spots (measured on jax 0.10.2, libtpu 0.0.42, docs/accelerators.md):
-  it cannot cost a while loop (a 10-step float32 scan of matmuls over 4
-  v5e chips: −0.9995 s rolled, 2.1 ms unrolled), and it counts a few
-  instructions it cannot cost as −1 s each (the `ConcatBitcast` custom
-  calls of weights staged into on-chip memory). So the chain is fully
-  unrolled at K = 1 and K = 2, whose difference is one step (per step H's
-  forward pass and input gradient, and for a joint chain G's too):
-  T(K) = T(1) + (K − 1)·(T(2) − T(1)); and an estimate below the time
-  the program's own FLOPs take at the bf16 peak is refused as such a −1.
 
-  Args:
-    config: the config, its `mcmc_steps` the K to estimate.
-    compile_at: compiles the program for a config (e.g. `compile_step`
-      over the target's mesh).
-    peak_tflops: the device's dense bf16 peak (the lower bound's rate).
-    compiled_as_is: the program already compiled from `config`, reused
-      when the mode has no chain.
+def seconds_per_cycle(device: Any) -> tuple[float, float]:
+  """(seconds per estimated cycle, matmul TFLOP/s) of the TPU compiler's
+  model of `device`: a 16384² bf16 matmul, compute-bound, compiled for one
+  device; its `optimal_seconds` (the roofline at the model's peak) over
+  its `estimated_cycles`. Cached per device kind.
+
+  Raises:
+    ValueError: when the compiler gives no cycle estimate (not a TPU).
+  """
+  kind = device.device_kind
+  if kind not in _SECONDS_PER_CYCLE:
+    x = jax.ShapeDtypeStruct(
+        (_CALIBRATION_SIDE,) * 2,
+        jax.numpy.bfloat16,
+        sharding=jax.sharding.SingleDeviceSharding(device),
+    )
+    build = compile_program(lambda: jax.jit(jax.numpy.matmul).lower(x, x))
+    cycles = sum(t.cycles or 0 for t in hlo.timed(build.module))
+    if not cycles or build.seconds is None:
+      raise ValueError(f'{kind}: the compiler gives no cycle estimates.')
+    _SECONDS_PER_CYCLE[kind] = (
+        build.seconds / cycles,
+        2 * _CALIBRATION_SIDE**3 / build.seconds / 1e12,
+    )
+  return _SECONDS_PER_CYCLE[kind]
+
+
+def estimate_seconds(build: Build, device: Any) -> Optional[float]:
+  """The TPU compiler's estimate of one call of a compiled program, in
+  seconds: the `estimated_cycles` it annotates every executed instruction
+  with (the entry computation, and each loop body once per trip: the
+  Langevin chain counted K times), at `seconds_per_cycle`.
+
+  Not the compiler's `optimal_seconds`, which cannot be trusted here
+  (measured on jax 0.10.2, libtpu 0.0.42, docs/accelerators.md): it costs
+  a while loop as −1 s and leaves its body out (a 10-step float32 scan of
+  matmuls over 4 v5e chips: −0.9995 s rolled, 2.1 ms unrolled), counts
+  some instructions it cannot cost (the `ConcatBitcast` custom calls of
+  weights staged into on-chip memory) as −1 s each, and gives nothing
+  usable for `imagenet_scaled` on a v6e slice even with the chain
+  unrolled. Instructions without a cycle estimate (collectives, async
+  copies, a few small ones) add nothing.
 
   Returns:
-    Seconds, or None when the compiler gives no estimate (GPU, CPU), a
-    program does not fit, still holds a while loop, or its estimate is
-    below its FLOPs' time at the peak.
+    Seconds, or None when the program does not fit, the compiler gives no
+    cycle estimates (GPU, CPU), or a loop's trip count is unknown.
   """
-  if not modes.build(config).capabilities.chain:
-    builds = [compiled_as_is or compile_at(config)]
-  else:
-    builds = [compile_at(_with_unroll(config, 0, mcmc_steps=k)) for k in (1, 2)]
-  for b in builds:
-    if b.refused or b.seconds is None or hlo.loops(b.module):
-      return None
-    flops = b.compiled.cost_analysis().get('flops', 0.0)
-    if b.seconds < flops / (peak_tflops * 1e12):
-      return None
-  if len(builds) == 1:
-    return builds[0].seconds
-  first, second = (b.seconds for b in builds)
-  if second < first:
+  if build.refused or any(
+      loop.trip_count is None for loop in hlo.loops(build.module)
+  ):
     return None
-  return first + (config.mcmc_steps - 1) * (second - first)
+  cycles = sum(t.cycles * t.runs for t in hlo.timed(build.module) if t.cycles)
+  if not cycles:
+    return None
+  return cycles * seconds_per_cycle(device)[0]
 
 
 # ---------------------------------------------------------------------------
@@ -624,14 +631,23 @@ def largest_batch(
   training step fits on `target`, found by compiling; None when not even
   one image per device fits.
 
-  The memory of a step is close to affine in the per-device batch b: each
-  guess lies on the line through the largest b seen to fit (first b = 1)
-  and the smallest seen not to, strictly between them, so the search ends
-  and usually takes two or three compiles.
+  The memory of a step is close to affine in the per-device batch b, and
+  the peaks of compiled steps are exact, while a refusal only bounds (the
+  TPU compiler reports what it needed when it gave up, after trying to
+  rematerialise). So: b = 1 and b = 2 are compiled, then the line through
+  the two largest batches that fit predicts the largest one; where it
+  predicts the largest batch seen to fit, the next one is tried, and where
+  it predicts one seen not to, the bounds are bisected. With memory affine
+  in b that is four compiles: 1, 2, the prediction, one more.
   """
   devices = target.num_devices
   high = config.batch_size // devices  # does not fit
-  need = {high: _need_bytes(refused)}
+  peaks = {}  # per-device batch -> peak bytes of a step that fits
+  capacity = (
+      refused.available_bytes
+      if refused.available_bytes
+      else (target.usable_gib or 0) * GIB
+  )
 
   def fits(b):
     candidate = _with_unroll(
@@ -640,30 +656,33 @@ def largest_batch(
     try:
       config_base.validate(candidate)
     except ValueError:  # e.g. a batch beyond the replay bank
-      need[b] = math.inf
       return False
     build, _ = compile_step(candidate, mesh, _unrolls(candidate)[0])
-    need[b] = _need_bytes(build)
     verdict = _fits(build, target) is not False
     progress(
-        f'batch {b * devices} needs {need[b] / GIB:.3g} GiB per device: '
-        f'{"fits" if verdict else "does not fit"}'
+        f'batch {b * devices} needs {_need_bytes(build) / GIB:.3g} GiB per '
+        f'device: {"fits" if verdict else "does not fit"}'
     )
+    if verdict:
+      peaks[b] = _need_bytes(build)
     return verdict
 
   if high <= 1 or not fits(1):
     return None
   low = 1
-  capacity = (target.usable_gib or 0) * GIB
   while high - low > 1:
-    # The affine memory through the nearest batches seen on either side.
-    slope = (need[high] - need[low]) / (high - low)
-    guess = (
-        low + int((capacity - need[low]) / slope)
-        if 0 < slope < math.inf
-        else (low + high) // 2
-    )
-    guess = min(max(guess, low + 1), high - 1)
+    if len(peaks) < 2:
+      guess = 2 if low == 1 else (low + high) // 2
+    else:
+      (b1, p1), (b2, p2) = sorted(peaks.items())[-2:]
+      slope = (p2 - p1) / (b2 - b1)
+      predicted = b2 + int((capacity - p2) / slope) if slope > 0 else high
+      if predicted <= low:  # the line says low is the largest: check low + 1
+        guess = low + 1
+      elif predicted >= high:
+        guess = (low + high) // 2
+      else:
+        guess = predicted
     if fits(guess):
       low = guess
     else:

@@ -300,6 +300,43 @@ _FREE = {
 }
 
 
+def convolutions(module: Module, instruction: Instruction) -> list[str]:
+  """The convolutions and dots an instruction runs, as short text:
+  'f32[4,64,64,128] <- f32[4,64,64,128] x f32[3,3,128,128], window 3x3'
+  (result <- operands), with '(highest)' where the operands' precision is
+  set above the default."""
+  found = []
+  bodies = [instruction.text]
+  shapes = {}
+  if instruction.opcode == 'fusion':
+    for called in module.called(instruction):
+      for i in module.computations[called]:
+        shapes[i.name] = i.shape
+        if i.opcode in ('convolution', 'dot'):
+          bodies.append(i.text)
+    bodies = bodies[1:]
+  elif instruction.opcode not in ('convolution', 'dot'):
+    return []
+  for text in bodies:
+    match = _INSTRUCTION.match(text)
+    operands = re.findall(r'%([\w.\-]+)', match.group(4).split(')', 1)[0])
+    window = re.search(r'window=\{size=([\dx]+)', text)
+    precision = re.search(r'operand_precision=\{(\w+)', text)
+    found.append(
+        f'{_ARRAY.search(match.group(2)).group(0)} <- '
+        + ' x '.join(
+            _ARRAY.search(shapes.get(o, '?[]')).group(0) for o in operands[:2]
+        )
+        + (f', window {window.group(1)}' if window else '')
+        + (
+            f' ({precision.group(1)})'
+            if precision and precision.group(1) != 'default'
+            else ''
+        )
+    )
+  return found
+
+
 @dataclasses.dataclass(frozen=True)
 class Timed:
   """One executed instruction and the TPU compiler's estimate of it.
