@@ -38,6 +38,9 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 from hatebm_jax.infra import xla_flags  # pylint: disable=g-import-not-at-top
 
 xla_flags.apply()  # before JAX starts
+from hatebm_jax.infra import runtime  # pylint: disable=g-import-not-at-top
+
+runtime.load_libraries_quietly()  # before anything else imports them
 
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
@@ -50,7 +53,6 @@ from hatebm_jax.evaluation import inception
 from hatebm_jax.evaluation import metrics as metrics_lib
 from hatebm_jax.evaluation import ood
 from hatebm_jax.infra import remote
-from hatebm_jax.infra import runtime
 from hatebm_jax.serving import draw
 from hatebm_jax.serving import run as run_lib
 from hatebm_jax.serving import storage
@@ -303,6 +305,7 @@ _OUT = flags.DEFINE_string(
 def main(argv):
   runtime.no_arguments(argv)
   runtime.setup()
+  runtime.start_jax()
   result = evaluate(
       cli.WORKDIR.value,
       _METRICS.value,

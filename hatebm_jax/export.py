@@ -39,9 +39,10 @@ def main(argv):
   # Checked before JAX and TensorFlow load: an unreachable gs:// path fails
   # in a second.
   remote.check_reachable(_WORKDIR.value, _OUTPUT.value)
+  runtime.setup()
+  runtime.start_jax()
   from hatebm_jax.serving import run as run_lib  # pylint: disable=g-import-not-at-top
 
-  runtime.setup()
   info = run_lib.export(_WORKDIR.value, _OUTPUT.value, _STEP.value)
   logging.info(
       'Exported step %d of %s (%s, %s parameters, %.2f MB) to %s',

@@ -71,19 +71,17 @@ def main(argv):
   runtime.no_arguments(argv)
   # JAX and TensorFlow load after the flags are parsed, so that a mistyped
   # flag or config fails in a second, not after their imports.
-  import jax  # pylint: disable=g-import-not-at-top
-
+  runtime.setup()
   from hatebm_jax import train  # pylint: disable=g-import-not-at-top
   from hatebm_jax.infra import parallel  # pylint: disable=g-import-not-at-top
 
-  runtime.setup()
   parallel.initialize_distributed(
       FLAGS.coordinator_address,
       FLAGS.num_processes,
       FLAGS.process_id,
       detect=FLAGS.distributed,
   )
-  logging.info('JAX devices: %s', jax.devices())
+  logging.info('JAX devices: %s', runtime.start_jax())
   train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
 
 

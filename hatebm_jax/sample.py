@@ -28,6 +28,9 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 from hatebm_jax.infra import xla_flags  # pylint: disable=g-import-not-at-top
 
 xla_flags.apply()  # before JAX starts
+from hatebm_jax.infra import runtime  # pylint: disable=g-import-not-at-top
+
+runtime.load_libraries_quietly()  # before anything else imports them
 
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
@@ -40,7 +43,6 @@ import numpy as np
 from hatebm_jax import cli
 from hatebm_jax import visualize
 from hatebm_jax.infra import remote
-from hatebm_jax.infra import runtime
 from hatebm_jax.serving import draw
 from hatebm_jax.serving import run as run_lib
 from hatebm_jax.serving import storage
@@ -206,6 +208,7 @@ def _save_path(path, mode, state, z, key, num_steps, init_scale_res):
 def main(argv):
   runtime.no_arguments(argv)
   runtime.setup()
+  runtime.start_jax()
   sample_checkpoint(
       cli.WORKDIR.value,
       cli.NUM_SAMPLES.value,

@@ -341,3 +341,39 @@ def test_truncated_checkpoint_is_one_line_for_export(tiny_run, tmp_path):
   assert 'is not valid for value of size 1000)' in last
   assert 'The newest intact checkpoint is step 2 (checked)' in last
   assert not (tmp_path / 'model.hatebm').exists()
+
+
+_WRITES_TO_FD_2 = r"""
+import os
+from hatebm_jax.infra import runtime
+with runtime._start_up_noise_dropped():
+  for line in (
+      'WARNING: All log messages before absl::InitializeLog() is called are '
+      'written to STDERR',
+      'I0000 00:00:1.0 123 cudart_stub.cc:31] Could not find cuda drivers on '
+      'your machine, GPU will not be used.',
+      'W0000 00:00:1.0 123 port.cc:153] oneDNN custom operations are on.',
+      'E1207 plugin error kept',
+  ):
+    os.write(2, (line + '\n').encode())
+os.write(2, b'after\n')
+"""
+
+
+@pytest.mark.parametrize('traceback, kept', [('0', 2), ('1', 5)])
+def test_only_the_cuda_stubs_start_up_notices_are_dropped(traceback, kept):
+  """What TensorFlow and JAX's CUDA plugin write to file descriptor 2 as
+  they load without an NVIDIA driver is dropped; any other line written
+  then, and everything after, is kept in order; HATEBM_TRACEBACK=1 keeps all."""
+  result = subprocess.run(
+      [sys.executable, '-c', _WRITES_TO_FD_2],
+      cwd=ROOT,
+      env=dict(os.environ, HATEBM_TRACEBACK=traceback),
+      capture_output=True,
+      text=True,
+      timeout=120,
+      check=True,
+  )
+  lines = result.stderr.splitlines()
+  assert len(lines) == kept, lines
+  assert lines[-2:] == ['E1207 plugin error kept', 'after']

@@ -54,7 +54,18 @@ def test_dependencies_cover_the_pinned_environment():
   assert _names(extras['test']) == _file_names('requirements-test.txt')
   assert extras['tpu'] == [f'jax[tpu]=={pins["jax"]}']
   assert extras['cuda12'] == [f'jax[cuda12]=={pins["jax"]}']
-  assert set(extras) == {'tpu', 'cuda12', 'fid', 'gcs', 'test'}
+  # The compilers of hatebm_jax.aot, at the pinned JAX: libtpu through
+  # jax[tpu], the CUDA plugin without NVIDIA's runtime libraries (only their
+  # PTX assembler, nvcc's), so that it installs on a CPU-only machine.
+  assert sorted(extras['aot']) == sorted(
+      [
+          f'jax[tpu]=={pins["jax"]}',
+          f'jax-cuda12-plugin=={pins["jax"]}',
+          f'jax-cuda12-pjrt=={pins["jax"]}',
+          'nvidia-cuda-nvcc-cu12==12.9.86',
+      ]
+  )
+  assert set(extras) == {'tpu', 'cuda12', 'aot', 'fid', 'gcs', 'test'}
 
 
 @pytest.mark.slow

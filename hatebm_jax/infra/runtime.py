@@ -8,8 +8,10 @@ as one line.
 
 import contextlib
 import functools
+import importlib
 import logging as std_logging
 import os
+import pkgutil
 import sys
 import tempfile
 from typing import Callable, Iterator
@@ -67,7 +69,7 @@ def _quiet_follow_ons(unraisable) -> None:
 def setup() -> None:
   """Filters library INFO logs and the follow-on noise of failed
   TensorStore reads and writes; hides GPUs from TensorFlow if it is
-  there."""
+  there, without its start-up notices (`_START_UP_NOISE`)."""
   for handler in std_logging.getLogger().handlers:
     handler.addFilter(_QuietLibraries())
   sys.unraisablehook = _quiet_follow_ons
@@ -79,12 +81,84 @@ def setup() -> None:
         message='coroutine .* was never awaited',
         category=RuntimeWarning,
     )
-  try:
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  load_libraries_quietly()
 
+
+def load_libraries_quietly(tensorflow: bool = True) -> None:
+  """Imports JAX, its installed PJRT plugins (`jax_plugins.*`) and, with
+  `tensorflow`, TensorFlow (keeping it off GPUs), without their start-up
+  noise (`_START_UP_NOISE`): a command calls it before anything else imports
+  them (`parse_flags` does for JAX, which configs import). It starts no JAX
+  backend (`start_jax` does), so `jax.distributed.initialize` may still
+  follow."""
+  with _start_up_noise_dropped():
+    importlib.import_module('jax')
+    try:
+      import jax_plugins  # pylint: disable=g-import-not-at-top
+    except ImportError:
+      jax_plugins = None
+    for plugin in pkgutil.iter_modules(getattr(jax_plugins, '__path__', [])):
+      try:
+        importlib.import_module(f'jax_plugins.{plugin.name}')
+      except ImportError:
+        pass  # JAX reports a broken plugin itself when it starts.
+    if not tensorflow:
+      return
+    try:
+      import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    except ImportError:
+      return
     tf.config.set_visible_devices([], 'GPU')
-  except ImportError:
-    pass
+
+
+def start_jax() -> list[object]:
+  """Starts JAX's backends and returns `jax.devices()`, without the
+  start-up noise of NVIDIA's CUDA stub (`_START_UP_NOISE`); every other line
+  is kept, e.g. JAX's 'falling back to CPU' or a plugin's failure. Call it
+  after `jax.distributed.initialize` (which must come before any backend
+  starts) and before other JAX work."""
+  import jax  # pylint: disable=g-import-not-at-top
+
+  with _start_up_noise_dropped():
+    return jax.devices()
+
+
+# Lines that TensorFlow and JAX's CUDA plugin write to file descriptor 2 as
+# they load when NVIDIA's pip libraries are installed (the [aot] extra, a GPU
+# host) but no NVIDIA driver is: a notice per library that no GPU will be
+# used (before absl's logging is set up, past TF_CPP_MIN_LOG_LEVEL), and
+# TensorFlow's notice of oneDNN. A machine without a GPU knows.
+_START_UP_NOISE = (
+    'WARNING: All log messages before absl::InitializeLog() is called',
+    'cudart_stub.cc:',
+    'oneDNN custom operations are on',
+)
+
+
+@contextlib.contextmanager
+def _start_up_noise_dropped() -> Iterator[None]:
+  """Holds back file descriptor 2 inside the block, then writes back every
+  line but `_START_UP_NOISE` (everything with HATEBM_TRACEBACK=1)."""
+  sys.stderr.flush()
+  saved = os.dup(2)
+  with tempfile.TemporaryFile() as held:
+    os.dup2(held.fileno(), 2)
+    try:
+      yield
+    finally:
+      sys.stderr.flush()
+      os.dup2(saved, 2)
+      os.close(saved)
+      held.seek(0)
+      lines = held.read().splitlines(keepends=True)
+      if not _traceback_wanted():
+        lines = [
+            line
+            for line in lines
+            if not any(n.encode() in line for n in _START_UP_NOISE)
+        ]
+      sys.stderr.buffer.write(b''.join(lines))
+      sys.stderr.flush()
 
 
 @contextlib.contextmanager
@@ -168,6 +242,8 @@ def parse_flags(argv: list[str]) -> list[str]:
   two lines, ml_collections raises), a `--config=` file that does not
   exist, is not a Python file, or fails to load (its own exception)."""
   from absl import flags  # pylint: disable=g-import-not-at-top
+
+  load_libraries_quietly(tensorflow=False)
 
   def fail(message):
     sys.exit(f'FATAL Flags parsing error: {" ".join(str(message).split())}')
