@@ -243,7 +243,10 @@ def parse_flags(argv: list[str]) -> list[str]:
   exist, is not a Python file, or fails to load (its own exception)."""
   from absl import flags  # pylint: disable=g-import-not-at-top
 
-  load_libraries_quietly(tensorflow=False)
+  if any(a == '--config' or a.startswith('--config=') for a in argv[1:]):
+    # Loading a config imports JAX (through the project's modules); a
+    # command without one (export) parses its flags before JAX loads.
+    load_libraries_quietly(tensorflow=False)
 
   def fail(message):
     sys.exit(f'FATAL Flags parsing error: {" ".join(str(message).split())}')
