@@ -90,6 +90,12 @@ flags.DEFINE_string('json', None, 'Also write the report to this file.')
 flags.DEFINE_boolean(
     'sampling', True, 'Also compile the sampling program of hatebm_jax.sample.'
 )
+flags.DEFINE_boolean(
+    'search',
+    True,
+    'When the step does not fit, find the largest batch that does, by '
+    'compiling (several compiles).',
+)
 flags.mark_flags_as_required(['config'])
 
 
@@ -104,9 +110,26 @@ def _target() -> targets.Target:
   return targets.parse(FLAGS.topology, count)
 
 
+def _check_json_path(path: str) -> None:
+  """Refuses a --json path that cannot be written, before compiling.
+
+  Raises:
+    ValueError: naming the path and why.
+  """
+  folder = os.path.dirname(os.path.abspath(path))
+  if os.path.isdir(path):
+    raise ValueError(f'--json={path} is a directory: give a file name.')
+  if not os.path.isdir(folder):
+    raise ValueError(
+        f'--json={path}: the folder {folder} does not exist; create it first.'
+    )
+  if not os.access(folder, os.W_OK):
+    raise ValueError(f'--json={path}: the folder {folder} is not writable.')
+
+
 def _line(label: str, value, unit: str = '') -> str:
   if value is None:
-    value = 'n/a'
+    value, unit = 'n/a', ''
   elif isinstance(value, float):
     value = f'{value:,.0f}' if abs(value) >= 1000 else f'{value:.4g}'
   return f'  {label:<34} {value}{unit}'
@@ -134,7 +157,7 @@ def describe(report: dict) -> str:
           'estimated share of bf16 peak',
           None
           if r['estimated_bf16_utilization'] is None
-          else f"{100 * r['estimated_bf16_utilization']:.0f}%",
+          else f"{100 * r['estimated_bf16_utilization']:.2g}%",
       ),
       _line(
           f"estimated hours for {r['num_training_steps']:,} steps",
@@ -202,6 +225,8 @@ def _refusal(report: dict) -> str:
 
 def main(argv):
   runtime.no_arguments(argv)
+  if FLAGS.json:
+    _check_json_path(FLAGS.json)
   target = _target()
   devices = target.devices()
   runtime.setup()
@@ -216,7 +241,11 @@ def main(argv):
       flush=True,
   )
   report = compiled.report(
-      FLAGS.config, target, devices, sampling=FLAGS.sampling
+      FLAGS.config,
+      target,
+      devices,
+      sampling=FLAGS.sampling,
+      search=FLAGS.search,
   )
   print(describe(report))
   if FLAGS.json:

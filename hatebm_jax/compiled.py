@@ -421,6 +421,10 @@ def report(
     seconds = estimate_seconds(first, devices[0])
   out.update(_estimate(config, target, seconds, model_flops))
   if out['fits'] is False and search:
+    progress(
+        f'batch {config.batch_size} does not fit: searching for the largest '
+        'batch that does, one compile per try (--nosearch skips this)'
+    )
     out['largest_fitting_batch'] = largest_batch(config, target, mesh, first)
   if first.refused:
     out['collectives'] = None

@@ -100,6 +100,14 @@ def test_unknown_targets_are_refused_by_name(name, message):
     targets.parse(name)
 
 
+@pytest.mark.parametrize(
+    'typed, name',
+    [('V3-8', 'v3-8'), ('8xh100', '8xH100'), ('2X8xa100', '2x8xA100')],
+)
+def test_target_names_are_read_without_regard_to_case(typed, name):
+  assert targets.parse(typed).name == name
+
+
 def test_a_missing_compiler_names_the_extra(monkeypatch):
   import importlib.util  # pylint: disable=g-import-not-at-top
 
@@ -380,6 +388,19 @@ def test_aot_refuses_a_batch_that_does_not_fit_naming_the_largest_that_does():
     config.batch_size = batch
     build, _ = compiled.compile_step(config, mesh, 1)
     assert (build.memory['peak'] <= usable) == fits, batch
+
+
+def test_aot_refuses_a_json_path_before_compiling(tmp_path):
+  """A --json file that cannot be written is refused in one line before
+  the compile (which takes minutes for a large config), not after it."""
+  for path, message in (
+      (tmp_path / 'missing' / 'r.json', 'does not exist; create it first'),
+      (tmp_path, 'is a directory'),
+  ):
+    proc = _aot(*TINY_AOT, f'--json={path}')
+    assert proc.returncode == 1
+    assert message in proc.stderr.strip().splitlines()[-1]
+    assert 'Compiling' not in proc.stdout
 
 
 def test_aot_names_bad_flags():

@@ -76,6 +76,12 @@ def _tree(path):
             'the --config file failed to load: NameError: name '
             "'undefined_name' is not defined",
         ),
+        (
+            'plain.py',
+            'VALUE = 1\n',
+            'the --config file has no get_config() function: give an '
+            'experiment config, e.g. --config=configs/fashion_mnist_synth.py.',
+        ),
     ],
 )
 def test_config_files_that_are_not_configs(tmp_path, name, content, message):
@@ -136,6 +142,15 @@ def test_config_argument_error_is_one_line(tmp_path):
   )
   assert last.endswith(
       'TypeError: get_config() takes 0 positional arguments but 1 was given'
+  )
+
+
+def test_a_missing_config_is_one_line(tmp_path):
+  last, _ = _fails_in_one_line(['hatebm_jax.main', f'--workdir={tmp_path}'])
+  assert last == (
+      'FATAL Flags parsing error: --config is required: an experiment config '
+      'file, e.g. --config=configs/fashion_mnist_synth.py (all of them are in '
+      'configs/).'
   )
 
 

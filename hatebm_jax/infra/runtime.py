@@ -272,6 +272,12 @@ def parse_flags(argv: list[str]) -> list[str]:
       raise
     if isinstance(e, flags.Error):
       text = str(e)
+      if 'Flag --config must have a value' in text:
+        fail(
+            '--config is required: an experiment config file, e.g. '
+            '--config=configs/fashion_mnist_synth.py (all of them are in '
+            'configs/).'
+        )
       if 'Traceback (most recent call last)' in text:  # a config's own error
         text = text.split('Traceback (most recent call last)')[0] + (
             text.strip().splitlines()[-1]
@@ -280,6 +286,13 @@ def parse_flags(argv: list[str]) -> list[str]:
     message = e  # ml_collections wraps a KeyError in an AttributeError
     while isinstance(message, (AttributeError, KeyError)) and message.args:
       message = message.args[0]
+    if isinstance(e, AttributeError) and "attribute 'get_config'" in str(
+        message
+    ):
+      fail(
+          'the --config file has no get_config() function: give an '
+          'experiment config, e.g. --config=configs/fashion_mnist_synth.py.'
+      )
     if isinstance(e, (AttributeError, KeyError)):
       key, _, rest = ' '.join(str(message).split()).partition(' ')
       fail(f'--config.{key.strip(chr(39))}: the config has no such key. {rest}')

@@ -219,13 +219,17 @@ def parse(name: str, num_devices: int = 1) -> Target:
     if num_devices < 1:
       raise ValueError(f'--num_devices={num_devices} must be >= 1.')
     return Target('cpu', 'cpu', num_devices, 1, 0, None, None, None)
-  tpu = re.fullmatch(r'(v\d+[a-z]*)-(\d+)', text)
+  tpu = re.fullmatch(r'(v\d+[a-z]*)-(\d+)', text.lower())
   if tpu:
-    return _tpu(text, tpu.group(1), int(tpu.group(2)))
-  gpu = re.fullmatch(r'(?:(\d+)x)?(\d+)x([A-Za-z]\d+)', text)
+    return _tpu(text.lower(), tpu.group(1), int(tpu.group(2)))
+  gpu = re.fullmatch(r'(?:(\d+)x)?(\d+)x([A-Za-z]\d+)', text, re.IGNORECASE)
   if gpu:
-    hosts = int(gpu.group(1) or 1)
-    return _gpu(text, hosts, int(gpu.group(2)), gpu.group(3).upper())
+    hosts, per_host = int(gpu.group(1) or 1), int(gpu.group(2))
+    model = gpu.group(3).upper()
+    name = (
+        f'{hosts}x{per_host}x{model}' if gpu.group(1) else f'{per_host}x{model}'
+    )
+    return _gpu(name, hosts, per_host, model)
   raise ValueError(
       f'--topology={name!r} is not a target: give a Cloud TPU accelerator '
       f'type, a GPU host (GPUs x model) or cpu, e.g. {EXAMPLES}.'
@@ -246,7 +250,8 @@ def _tpu(name: str, generation: str, count: int) -> Target:
     raise ValueError(
         f'--topology={name}: Cloud TPU offers no {generation} slice of '
         f'{count} {"TensorCores" if spec.counts_cores else "chips"}; '
-        f'sizes: {", ".join(f"{generation}-{n}" for n in _sizes(spec))}, ...'
+        'offered sizes include '
+        f'{", ".join(f"{generation}-{n}" for n in _sizes(spec))}.'
     )
   if chips <= _SINGLE_HOST_CHIPS and not spec.counts_cores:
     per_host = (shape + (1,))[:3]  # the whole slice on one host
