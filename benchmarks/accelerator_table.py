@@ -90,17 +90,21 @@ def run(config, target, sampling, timeout):
     return json.load(f)
 
 
-def row(config, target, r):
+def row(config, target, r, sampling):
   """One line of the table from a report (None: it failed to compile; a
-  number: not compiled within that many seconds)."""
-  if r is None:
-    return f'| `{config}` | {target} | failed to compile | | | | | | | |'
-  if r == 0:
-    return f'| `{config}` | {target} | not compiled yet | | | | | | | |'
-  if isinstance(r, (int, float)):
+  number: not compiled within that many seconds, 0: not compiled yet)."""
+  columns = len(header(sampling))
+  if r is None or isinstance(r, (int, float)):
+    if r is None:
+      why = 'failed to compile'
+    elif r == 0:
+      why = 'not compiled yet'
+    else:
+      why = f'not compiled within {r:.0f} s here'
     return (
-        f'| `{config}` | {target} | not compiled within {r:.0f} s here '
-        '| | | | | | | |'
+        '| '
+        + ' | '.join([f'`{config}`', target, why] + [''] * (columns - 3))
+        + ' |'
     )
   paper = ' (paper)' if PAPER.get(config) == r['target'] else ''
   est, util = r['estimated_iteration_s'], r['estimated_bf16_utilization']
@@ -108,15 +112,39 @@ def row(config, target, r):
   fits = {True: 'yes', False: 'no', None: ''}[r['fits']]
   largest = r.get('largest_fitting_batch')
   largest = f', fits up to {largest}' if largest else ''
-  samples = (r.get('sampling') or {}).get('estimated_samples_per_s')
   na = lambda v, fmt: 'n/a' if v is None else fmt.format(v)
-  return (
-      f"| `{config}` | {r['target']}{paper} | {r['global_batch']} ({r['per_device_batch']}) "
-      f"| {r['peak_gib']:.2f} of {r['usable_memory_gib']:.3g} GiB: {fits}{largest} "
-      f"| {r['model_tflop_per_iteration']:.4g} | {na(est, '{:.4g}')} "
-      f"| {na(util and 100 * util, '{:.0f}%')} | {na(hours, '{:.4g} h')} "
-      f"| {na(samples, '{:.4g}')} | {r['compile_s']:.0f} |"
-  )
+  cells = [
+      f'`{config}`',
+      f"{r['target']}{paper}",
+      f"{r['global_batch']} ({r['per_device_batch']})",
+      f"{r['peak_gib']:.2f} of {r['usable_memory_gib']:.3g} GiB: {fits}{largest}",
+      f"{r['model_tflop_per_iteration']:.4g}",
+      na(est, '{:.4g}'),
+      na(util and 100 * util, '{:.0f}%'),
+      na(hours, '{:.4g} h'),
+  ]
+  if sampling:
+    samples = (r.get('sampling') or {}).get('estimated_samples_per_s')
+    cells.append(na(samples, '{:.4g}'))
+  cells.append(f"{r['compile_s']:.0f}")
+  return '| ' + ' | '.join(cells) + ' |'
+
+
+def header(sampling):
+  """The table's column names."""
+  names = [
+      'config',
+      'target',
+      'batch (per device)',
+      'peak of usable memory per device: fits',
+      'model TFLOP / iteration',
+      'est. s / iteration',
+      'est. share of bf16 peak',
+      'est. training time',
+  ]
+  if sampling:
+    names.append('est. samples / s (one device)')
+  return names + ['compile s']
 
 
 def main():
@@ -140,12 +168,9 @@ def main():
       ' the reports kept, compile nothing)',
   )
   args = parser.parse_args()
-  print(
-      '| config | target | batch (per device) | peak of usable memory per device: fits | '
-      'model TFLOP / iteration | est. s / iteration | est. share of bf16 peak | '
-      'est. training time | est. samples / s (one device) | compile s |'
-  )
-  print('|---|---|---|---|---|---|---|---|---|---|')
+  names = header(args.sampling)
+  print('| ' + ' | '.join(names) + ' |')
+  print('|' + '---|' * len(names))
   for config in args.configs.split(','):
     for target in (
         args.targets.split(',') if args.targets else targets_of(config)
@@ -155,6 +180,7 @@ def main():
               config,
               target,
               run(config, target, args.sampling, args.timeout),
+              args.sampling,
           ),
           flush=True,
       )

@@ -26,7 +26,9 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 from hatebm_jax.infra import xla_flags  # pylint: disable=g-import-not-at-top
 
 xla_flags.apply()
+from hatebm_jax.infra import runtime  # pylint: disable=g-import-not-at-top
 
+runtime.load_libraries_quietly()  # without the CUDA stub's start-up notices
 import jax  # pylint: disable=g-import-not-at-top
 import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
