@@ -37,6 +37,7 @@ import ml_collections
 import numpy as np
 
 from hatebm_jax import config_base
+from hatebm_jax import models
 from hatebm_jax import modes
 from hatebm_jax import train
 from hatebm_jax.infra import hlo
@@ -355,9 +356,9 @@ def check_config(
     config = config.copy_and_resolve_references()
     config.gen_weights = 'not read: compiled from shapes only'
   if config.stem_conv == 'auto':
-    # What training on the target would pick (`models.stem_conv`).
+    # What training on the target would pick.
     config = config.copy_and_resolve_references()
-    config.stem_conv = 'patches' if target.platform == 'tpu' else 'conv'
+    config.stem_conv = models.stem_conv(config, target.platform)
   config_base.validate(config)
   if config.num_devices not in (0, target.num_devices):
     raise ValueError(

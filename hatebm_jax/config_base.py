@@ -98,8 +98,9 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.langevin_unroll = -1  # scan unroll: -1 auto (CPU full, else 1), 0 full
   # The hat network's first convolution (on the image's 1 or 3 channels):
   # 'conv', or 'patches', the same sums as one matrix product over the
-  # gathered 3x3 neighbourhoods (3-5x faster on TPUs by the compiler's
-  # estimate, docs/performance.md); 'auto': patches on TPU, conv elsewhere.
+  # gathered 3x3 neighbourhoods (faster on TPUs for 128-px images by the
+  # compiler's estimate, slower for 32-px ones: docs/performance.md); 'auto':
+  # patches on TPU from 128 px (models.PATCHES_FROM_SIZE), conv otherwise.
   c.stem_conv = 'auto'
   # Arithmetic of the hat network, generator and encoder: 'float32', or
   # 'bfloat16' on GPU/TPU (parameters, Adam states, the Langevin state y and

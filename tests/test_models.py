@@ -195,10 +195,21 @@ def test_patch_stem_is_the_same_convolution(channels):
     np.testing.assert_allclose(b, a, rtol=0, atol=1e-5 * scale)
 
 
-def test_stem_conv_is_chosen_by_backend():
+def test_stem_conv_is_chosen_by_backend_and_image_size():
+  """'auto': patches only on a TPU and from 128 px, where the TPU compiler
+  estimates them faster; an explicit choice is kept."""
   config = models.config_base.get_base_config()
   config.stem_conv = 'auto'
-  assert models.stem_conv(config) == 'conv'  # this CPU; 'patches' on TPU
+  assert models.stem_conv(config) == 'conv'  # this CPU
+  for size, platform, stem in (
+      (128, 'tpu', 'patches'),
+      (64, 'tpu', 'conv'),
+      (32, 'tpu', 'conv'),
+      (128, 'gpu', 'conv'),
+      (128, 'cpu', 'conv'),
+  ):
+    config.image_dims = [size, size, 3]
+    assert models.stem_conv(config, platform) == stem, (size, platform)
   config.stem_conv = 'patches'
   assert models.stem_conv(config) == 'patches'
   with pytest.raises(ValueError, match=r"stem_conv='im2col': choose one of"):

@@ -8,7 +8,7 @@ go through `jax.jit`, optax and Orbax unchanged.
 """
 
 import dataclasses
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
@@ -99,13 +99,33 @@ def functionalize(
   )
 
 
-def stem_conv(config: ml_collections.ConfigDict) -> str:
-  """How the hat network computes its first convolution: `config.stem_conv`,
-  with 'auto' read as 'patches' when JAX computes on a TPU and 'conv'
-  elsewhere (`layers.PatchConv`; docs/performance.md)."""
+# The smallest image side at which 'auto' computes the hat network's first
+# convolution as a product over gathered patches on a TPU. By the TPU
+# compiler's estimates (docs/performance.md): faster at 128 px
+# (imagenet_scaled on a v3-32, 0.513 -> 0.481 s), slower at 32 px
+# (cifar10_synth: 4% on a v3-8, 10% on a v5litepod-8); 64 px is unmeasured
+# and keeps the convolution.
+PATCHES_FROM_SIZE = 128
+
+
+def stem_conv(
+    config: ml_collections.ConfigDict, platform: Optional[str] = None
+) -> str:
+  """How the hat network computes its first convolution: `config.stem_conv`
+  ('conv' or 'patches'), with 'auto' read as 'patches' for images of
+  `PATCHES_FROM_SIZE` px or more on a TPU and 'conv' otherwise
+  (`layers.PatchConv`; docs/performance.md).
+
+  Args:
+    config: reads `stem_conv` and `image_dims` ([S, S, C]).
+    platform: 'tpu', 'gpu' or 'cpu'; default: where JAX computes now
+      (`jax.default_backend()`). `hatebm_jax.aot` passes its target's.
+  """
   if config.stem_conv != 'auto':
     return config.stem_conv
-  return 'patches' if jax.default_backend() == 'tpu' else 'conv'
+  platform = platform or jax.default_backend()
+  large = config.image_dims[0] >= PATCHES_FROM_SIZE
+  return 'patches' if platform == 'tpu' and large else 'conv'
 
 
 def create_hat_network(config: ml_collections.ConfigDict) -> FunctionalNet:
