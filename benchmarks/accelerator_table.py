@@ -120,14 +120,23 @@ def row(config, target, r, sampling):
       f"{r['peak_gib']:.2f} of {r['usable_memory_gib']:.3g} GiB: {fits}{largest}",
       f"{r['model_tflop_per_iteration']:.4g}",
       na(est, '{:.4g}'),
-      na(util and 100 * util, '{:.0f}%'),
-      na(hours, '{:.4g} h'),
+      na(util and 100 * util, '{:.2g}%'),
+      'n/a' if hours is None else duration(hours),
   ]
   if sampling:
     samples = (r.get('sampling') or {}).get('estimated_samples_per_s')
     cells.append(na(samples, '{:.4g}'))
   cells.append(f"{r['compile_s']:.0f}")
   return '| ' + ' | '.join(cells) + ' |'
+
+
+def duration(hours):
+  """Hours as hours, minutes or seconds, 4 significant digits."""
+  if hours >= 1:
+    return f'{hours:.4g} h'
+  if hours * 60 >= 1:
+    return f'{hours * 60:.3g} min'
+  return f'{hours * 3600:.3g} s'
 
 
 def header(sampling):
