@@ -103,8 +103,9 @@ def functionalize(
 # convolution as a product over gathered patches on a TPU. By the TPU
 # compiler's estimates (docs/performance.md): faster at 128 px
 # (imagenet_scaled on a v3-32, 0.513 -> 0.481 s), slower at 32 px
-# (cifar10_synth: 4% on a v3-8, 10% on a v5litepod-8); 64 px is unmeasured
-# and keeps the convolution.
+# (cifar10_synth: 4% on a v3-8, 10% on a v5litepod-8), mixed at 64 px
+# (v6e-8: celeba_synth 1.5% slower, celeba_refine 7% faster), which keeps
+# the convolution.
 PATCHES_FROM_SIZE = 128
 
 
