@@ -136,29 +136,44 @@ _START_UP_NOISE = (
 
 
 @contextlib.contextmanager
-def _start_up_noise_dropped() -> Iterator[None]:
-  """Holds back file descriptor 2 inside the block, then writes back every
-  line but `_START_UP_NOISE` (everything with HATEBM_TRACEBACK=1)."""
+def _fd2_held() -> Iterator[list[bytes]]:
+  """Holds back what is written to file descriptor 2 inside the block. The
+  caller appends to the yielded list, before the block ends, the function
+  that picks which of the held bytes are written back (all by default)."""
   sys.stderr.flush()
   saved = os.dup(2)
+  keep = []
   with tempfile.TemporaryFile() as held:
     os.dup2(held.fileno(), 2)
     try:
-      yield
+      yield keep
     finally:
       sys.stderr.flush()
       os.dup2(saved, 2)
       os.close(saved)
       held.seek(0)
-      lines = held.read().splitlines(keepends=True)
-      if not _traceback_wanted():
-        lines = [
-            line
-            for line in lines
-            if not any(n.encode() in line for n in _START_UP_NOISE)
-        ]
-      sys.stderr.buffer.write(b''.join(lines))
+      text = held.read()
+      if keep and not _traceback_wanted():
+        text = keep[-1](text)
+      sys.stderr.buffer.write(text)
       sys.stderr.flush()
+
+
+def _without_start_up_noise(text: bytes) -> bytes:
+  return b''.join(
+      line
+      for line in text.splitlines(keepends=True)
+      if not any(n.encode() in line for n in _START_UP_NOISE)
+  )
+
+
+@contextlib.contextmanager
+def _start_up_noise_dropped() -> Iterator[None]:
+  """Holds back file descriptor 2 inside the block, then writes back every
+  line but `_START_UP_NOISE` (everything with HATEBM_TRACEBACK=1)."""
+  with _fd2_held() as keep:
+    keep.append(_without_start_up_noise)
+    yield
 
 
 @contextlib.contextmanager
@@ -170,25 +185,14 @@ def native_logs_hidden() -> Iterator[None]:
   logging goes there too and is held back with them. Shown anyway when the
   block ends with an exception other than SystemExit (a command's error
   line, or a clean exit, needs nothing more), or with HATEBM_TRACEBACK=1."""
-  sys.stderr.flush()
-  saved = os.dup(2)
-  with tempfile.TemporaryFile() as held:
-    os.dup2(held.fileno(), 2)
-    show = True
+  with _fd2_held() as keep:
     try:
       yield
-      show = False
     except SystemExit:
-      show = False
+      keep.append(lambda text: b'')
       raise
-    finally:
-      sys.stderr.flush()
-      os.dup2(saved, 2)
-      os.close(saved)
-      if show or _traceback_wanted():
-        held.seek(0)
-        sys.stderr.buffer.write(held.read())
-        sys.stderr.flush()
+    else:
+      keep.append(lambda text: b'')
 
 
 # Errors a user can act on: invalid values (ValueError), missing, unreadable
