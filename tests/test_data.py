@@ -87,7 +87,7 @@ def test_celeba_crop_is_the_centre_square():
   tf = pytest.importorskip('tensorflow')
   image = np.zeros((218, 178, 3), np.uint8)
   image[20:198] = 255  # the centre square is white, the rest black
-  out = data._tfds_preprocess('celeb_a', 64, False)({'image': image})
+  out = data.tfds_prep.tfds_preprocess('celeb_a', 64, False)({'image': image})
   # A white square resized with antialiasing: the filter weights sum to 1
   # in float32, so the output is 1 up to their rounding.
   np.testing.assert_allclose(out.numpy(), 1.0, atol=1e-5)
@@ -98,7 +98,9 @@ def test_imagenet_training_crop_keeps_scale():
   """Short side resized to exactly 128, then a random 128 crop."""
   image = np.zeros((256, 384, 3), np.uint8)
   image[:, :192] = 255  # left half white
-  out = data._tfds_preprocess('imagenet2012', 128, True)({'image': image})
+  out = data.tfds_prep.tfds_preprocess('imagenet2012', 128, True)(
+      {'image': image}
+  )
   assert out.shape == (128, 128, 3)
   # Resized to 128x192 with the white/black edge at column 96: a 128-wide
   # crop holds both, edge anywhere in 32..96.
@@ -119,7 +121,7 @@ def test_imagenet_crop_is_seeded_by_position():
   resized = tf.image.resize(
       data.to_float(image), (128, 192), 'bilinear', antialias=True
   ).numpy()
-  crop = data._tfds_preprocess('imagenet2012', 128, True, seed=3)
+  crop = data.tfds_prep.tfds_preprocess('imagenet2012', 128, True, seed=3)
   crops = [crop({'image': image}, p).numpy() for p in range(8)]
   for p, out in enumerate(crops):
     np.testing.assert_array_equal(crop({'image': image}, p).numpy(), out)
@@ -127,7 +129,7 @@ def test_imagenet_crop_is_seeded_by_position():
         np.allclose(out, resized[:, o : o + 128], atol=1e-5) for o in range(65)
     )
   assert len({out.tobytes() for out in crops}) > 1
-  other = data._tfds_preprocess('imagenet2012', 128, True, seed=4)
+  other = data.tfds_prep.tfds_preprocess('imagenet2012', 128, True, seed=4)
   assert any(
       not np.array_equal(other({'image': image}, p).numpy(), out)
       for p, out in enumerate(crops)
@@ -190,7 +192,7 @@ def _check_batches(name, batches):
   assert max(b.max() for b in batches) <= 1.0 + 1e-5
 
 
-@pytest.mark.parametrize('buffer', [data.SHUFFLE_BUFFER, 16])
+@pytest.mark.parametrize('buffer', [data.tf_data.SHUFFLE_BUFFER, 16])
 @pytest.mark.parametrize(
     'name,steps,starts',
     [
@@ -206,7 +208,7 @@ def test_tfds_resume_equals_straight(
   """Opened at step t, the stream yields bit for bit the batches t, t+1, ...
   of a stream opened at 0, with the official shuffle buffer (a full shuffle
   of this small split) and a small one (order set by the file order)."""
-  monkeypatch.setattr(data, 'SHUFFLE_BUFFER', buffer)
+  monkeypatch.setattr(data.tf_data, 'SHUFFLE_BUFFER', buffer)
   start = time.time()
   straight = _tfds_stream(name, tfds_dir, 0, steps)
   for t0 in starts:
@@ -220,14 +222,14 @@ def test_tfds_resume_equals_straight(
   )
 
 
-@pytest.mark.parametrize('buffer', [data.SHUFFLE_BUFFER, 16])
+@pytest.mark.parametrize('buffer', [data.tf_data.SHUFFLE_BUFFER, 16])
 def test_tfds_stream_is_a_seeded_shuffle(tfds_dir, monkeypatch, buffer):
   """Each epoch is a permutation of the split, different per epoch and per
   seed, the same for the same seed; even splits partition the split."""
   import tfds_fixture  # pylint: disable=g-import-not-at-top
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
 
-  monkeypatch.setattr(data, 'SHUFFLE_BUFFER', buffer)
+  monkeypatch.setattr(data.tf_data, 'SHUFFLE_BUFFER', buffer)
   n, steps = TFDS_EXAMPLES, TWO_EPOCHS
   stream = _tfds_stream('cifar10', tfds_dir, 0, steps)
   index = _two_shuffled_epochs(stream)
@@ -443,7 +445,7 @@ def test_training_on_grain_saves_the_iterator_and_resumes_bitwise(
         image_dims=(32, 32, 3),
         data_dir=array_record_dir,
         data_threads=2,
-        fcd_freq=0,
+        eval_freq=0,
         **overrides,
     )
 
