@@ -34,6 +34,7 @@ import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
 
 from hatebm_jax import config_base  # pylint: disable=g-import-not-at-top
+from hatebm_jax import validation
 
 GIB = 2**30
 
@@ -66,7 +67,7 @@ def load_config(name: str, **overrides):
 
   Raises:
     FileNotFoundError: no such config file.
-    ValueError: an invalid value (`config_base.validate`).
+    ValueError: an invalid value (`validation.validate`).
   """
   config = config_base.load_config_file(
       os.path.join(ROOT, 'configs', 'x'), name
@@ -74,7 +75,7 @@ def load_config(name: str, **overrides):
   with config.unlocked():
     for key, value in overrides.items():
       config[key] = value
-  config_base.validate(config)
+  validation.validate(config)
   return config
 
 

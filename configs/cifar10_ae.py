@@ -26,5 +26,6 @@ def get_config():
   c.inf_lr_info = ((1e-4, 0),)
   c.num_training_steps = 49_900
   c.plot_freq = 5 * 499
+  c.eval_freq = 5 * 499  # the test loss (and FID, KID with weights)
   c.checkpoint_freq = 5 * 499
   return c

@@ -27,5 +27,7 @@ def get_config():
   c.batch_size = 64
   c.num_training_steps = 2000
   c.plot_freq = 500
+  c.eval_freq = 500  # the test loss
+  c.eval_metrics = 'test_loss'
   c.checkpoint_freq = 500
   return c

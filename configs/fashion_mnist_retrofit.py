@@ -37,5 +37,6 @@ def get_config():
   c.data_epsilon = 3e-2
   c.plot_freq = 250
   c.checkpoint_freq = 250
-  c.fcd_freq = 500
+  c.eval_freq = 500
+  c.eval_num_samples = 2000
   return c

@@ -31,5 +31,6 @@ def get_config():
   c.info_freq = 50
   c.plot_freq = 900
   c.checkpoint_freq = 900
-  c.fcd_freq = 900
+  c.eval_freq = 900
+  c.eval_num_samples = 2000
   return c

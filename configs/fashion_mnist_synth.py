@@ -42,5 +42,6 @@ def get_config():
   c.info_freq = 100
   c.plot_freq = 1100
   c.checkpoint_freq = 1100
-  c.fcd_freq = 2200  # FCD of 2,000 samples to Fashion-MNIST test, ~15 s each
+  c.eval_freq = 2200  # FCD of 2,000 samples to Fashion-MNIST test, ~15 s each
+  c.eval_num_samples = 2000
   return c

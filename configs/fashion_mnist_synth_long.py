@@ -32,5 +32,6 @@ def get_config():
   # or checkpoint_freq keeps this count), and one written on preemption.
   c.max_to_keep = c.num_training_steps // c.checkpoint_freq + 1
   c.plot_freq = 2000
-  c.fcd_freq = 2000
+  c.eval_freq = 2000
+  c.eval_num_samples = 2000
   return c

@@ -36,10 +36,10 @@ import jax
 import ml_collections
 import numpy as np
 
-from hatebm_jax import config_base
 from hatebm_jax import models
 from hatebm_jax import modes
 from hatebm_jax import train
+from hatebm_jax import validation
 from hatebm_jax.infra import hlo
 from hatebm_jax.infra import parallel
 from hatebm_jax.infra import targets
@@ -359,7 +359,7 @@ def check_config(
     # What training on the target would pick.
     config = config.copy_and_resolve_references()
     config.stem_conv = models.stem_conv(config, target.platform)
-  config_base.validate(config)
+  validation.validate(config)
   if config.num_devices not in (0, target.num_devices):
     raise ValueError(
         f'config.num_devices={config.num_devices} differs from the '
@@ -659,7 +659,7 @@ def largest_batch(
         config, config.langevin_unroll, batch_size=b * devices
     )
     try:
-      config_base.validate(candidate)
+      validation.validate(candidate)
     except ValueError:  # e.g. a batch beyond the replay bank
       return False
     build, _ = compile_step(candidate, mesh, _unrolls(candidate)[0])

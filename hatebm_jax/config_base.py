@@ -12,7 +12,6 @@ settings (`LangevinConfig`, `DDLSConfig`, the networks' builders) call
 wherever it is caught.
 """
 
-import difflib
 import importlib.util
 import json
 import math
@@ -21,9 +20,6 @@ import os
 from typing import Any, Callable
 
 import ml_collections
-
-from hatebm_jax import data
-from hatebm_jax import optim
 
 
 def get_base_config() -> ml_collections.ConfigDict:
@@ -67,7 +63,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.gen_loss_factor_coop = 1000.0
   c.persistent_size = 10_000  # replay bank, rounded down to a batch multiple
   # Moving averages of the weights (synthesis; optim.ema_update): decay in
-  # [0, 1), 0 keeps none. Where one is kept, sampling, plots, FCD and export
+  # [0, 1), 0 keeps none. Where one is kept, sampling, plots, evaluation and export
   # use it when sample_weights = 'ema'; 'raw' uses the trained weights, as
   # the official release does (docs/official_release.md §4.4).
   c.hat_ema_decay = 0.0
@@ -151,10 +147,17 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.checkpoint_freq = 1000  # Orbax checkpoint of the whole state
   c.max_to_keep = 3
   c.num_plot = 64  # images per grid
-  # Fréchet Classifier Distance to Fashion-MNIST test, logged to TensorBoard
-  # every fcd_freq steps and at the end (0 = never; Fashion-MNIST runs only).
-  c.fcd_freq = 0
-  c.fcd_num_samples = 2000
+  # Evaluation during training (hatebm_jax/evaluators), every eval_freq
+  # steps and at the end (0 = never), on eval_num_samples of the mode's own
+  # samples against 10,000 test images. eval_metrics: comma-separated names
+  # of hatebm_jax.evaluators.EVALUATORS, '' for none, or 'auto': the test
+  # loss where the mode has one, FCD and KID for Fashion-MNIST, FID and KID
+  # for the other data sets when inception_weights (the path of pytorch-fid's
+  # pt_inception-2015-12-05-6726825d.pth, or its converted .npz) is given.
+  c.eval_metrics = 'auto'
+  c.eval_freq = 5000
+  c.eval_num_samples = 5000
+  c.inception_weights = ''
   # Profiler trace (clu periodic_actions.Profile, jax.profiler) of this many
   # training steps from 10 steps after the run (re)starts (earlier when the
   # run is shorter), written to <workdir>/plugins/profile for TensorBoard;
@@ -163,7 +166,6 @@ def get_base_config() -> ml_collections.ConfigDict:
   return c
 
 
-MODES = ('synthesis', 'joint', 'sngan', 'autoencoder')
 COMPUTE_DTYPES = ('float32', 'bfloat16')
 STEM_CONVS = ('auto', 'conv', 'patches')
 ON_DIVERGENCE = ('stop', 'rollback')
@@ -204,13 +206,21 @@ def state_mismatches(
   ]
 
 
+# Keys renamed since runs were first saved: old name -> new name.
+RENAMED = {'fcd_freq': 'eval_freq', 'fcd_num_samples': 'eval_num_samples'}
+
+
 def from_saved(saved: Any) -> ml_collections.ConfigDict:
   """A config stored with a run (a dict from JSON, or a ConfigDict), with
-  keys added since filled in from the defaults and JSON lists turned back
-  into tuples; not validated, and `saved` is not modified."""
+  renamed keys (`RENAMED`) under their new names, keys added since filled in
+  from the defaults and JSON lists turned back into tuples; not validated,
+  and `saved` is not modified."""
   saved = dict(
       saved.to_dict() if isinstance(saved, ml_collections.ConfigDict) else saved
   )
+  for old, new in RENAMED.items():
+    if old in saved:
+      saved.setdefault(new, saved.pop(old))
   for key in ('image_dims', 'state_dims'):
     if key in saved:
       saved[key] = tuple(saved[key])
@@ -245,82 +255,125 @@ def _unit_interval(value: Any) -> bool:
   )
 
 
+def _dims(value: Any) -> bool:
+  return isinstance(value, (tuple, list)) and all(_integer(d, 1) for d in value)
+
+
+def _in(choices: tuple[str, ...]) -> Callable[[Any], bool]:
+  return lambda v: v in choices
+
+
 POSITIVE_INT = (lambda v: _integer(v, 1), 'must be an integer >= 1')
+NON_NEGATIVE_INT = (lambda v: _integer(v, 0), 'must be an integer >= 0')
 POSITIVE = (_positive, 'must be finite and > 0')
 NON_NEGATIVE = (_non_negative, 'must be finite and >= 0')
-GEN_TYPES = ('gen_sngan', 'gen_decoder')
+UNIT = (_unit_interval, 'must be in [0, 1)')
+EMA = (_unit_interval, 'must be in [0, 1) (0 keeps no average)')
 WEIGHTS = ('ema', 'raw')  # sample_weights: the averages (where kept) or raw
 DATA_LOADERS = ('auto', 'grain', 'tf_data')
-# Rules on one value: key -> (predicate, what is allowed). `validate`
-# applies them (some only in the modes that read the key); `check` lets a
-# settings dataclass apply the same rule with the same message.
+# Rules on one value, by topic: key -> (predicate, what is allowed).
+# `validate` applies every one of them; `check` lets a settings dataclass
+# apply the same rule with the same message. Rules across keys belong to
+# their owners: the data (`data.check_config`), the networks
+# (`models.check_config`), each mode (`Mode.check_config`) and the
+# evaluators (`evaluators.check_config`).
 RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
-    'mode': (lambda v: v in MODES, f'choose one of {MODES}'),
-    'ebm_type': (
-        lambda v: v == 'ebm_sngan',
-        "the only hat network is 'ebm_sngan'",
+    # Run.
+    'seed': NON_NEGATIVE_INT,
+    'num_training_steps': POSITIVE_INT,
+    'batch_size': POSITIVE_INT,
+    'num_devices': (
+        lambda v: _integer(v, 0),
+        'must be an integer >= 0 (0 = all devices)',
     ),
-    'gen_type': (
-        lambda v: v in GEN_TYPES,
-        "choose 'gen_sngan' or " "'gen_decoder'",
+    # Data.
+    'image_dims': (_dims, 'must be a tuple of integers >= 1'),
+    'data_loader': (
+        _in(DATA_LOADERS),
+        "choose 'auto' (grain for ArrayRecord data, else tf.data), 'grain' "
+        "or 'tf_data'",
     ),
-    'inf_type': (
-        lambda v: v == 'inf_encoder',
-        "the only encoder is 'inf_encoder'",
-    ),
-    'seed': (lambda v: _integer(v, 0), 'must be an integer >= 0'),
-    'mcmc_steps': POSITIVE_INT,
-    'n_dis': POSITIVE_INT,
-    'ddls_steps': POSITIVE_INT,
+    'data_threads': POSITIVE_INT,
+    'data_epsilon': NON_NEGATIVE,
+    # Networks.
+    'state_dims': (_dims, 'must be a tuple of integers >= 1'),
+    'ebm_ngf': POSITIVE_INT,
+    'gen_ngf': POSITIVE_INT,
+    'inf_ngf': POSITIVE_INT,
     'disc_ndf': POSITIVE_INT,
-    'inf_ngf': (lambda v: _integer(v, 1), 'must be a positive integer'),
-    'mcmc_temp': POSITIVE,
-    'epsilon': POSITIVE,
-    'epsilon_latent': POSITIVE,
-    'ddls_epsilon': POSITIVE,
-    'gan_lr': POSITIVE,
     'gen_factor': POSITIVE,
-    'max_langevin_norm_res': POSITIVE,
+    'stem_conv': (_in(STEM_CONVS), f'choose one of {STEM_CONVS}'),
+    'compute_dtype': (
+        _in(COMPUTE_DTYPES),
+        "choose 'float32' or 'bfloat16' (float16 overflows: the hat-network "
+        'gradients carry the factor 1/T = 1/mcmc_temp, beyond its range '
+        "65504; 'bfloat16' has float32's range)",
+    ),
+    # Optimisation.
     'max_grad_norm': POSITIVE,
     'gen_loss_factor_coop': POSITIVE,
     'loss_factor': POSITIVE,
-    'tau_res': NON_NEGATIVE,
     'energy_l2': NON_NEGATIVE,
-    'data_epsilon': NON_NEGATIVE,
+    'hat_ema_decay': EMA,
+    'gen_ema_decay': EMA,
+    'gan_lr': POSITIVE,
+    'gan_beta1': UNIT,
+    'gan_beta2': UNIT,
+    'n_dis': POSITIVE_INT,
+    # Langevin sampling.
+    'mcmc_steps': POSITIVE_INT,
+    'mcmc_temp': POSITIVE,
+    'epsilon': POSITIVE,
+    'epsilon_latent': POSITIVE,
+    'tau_res': NON_NEGATIVE,
     'init_scale_res': NON_NEGATIVE,
     'init_scale_latent': NON_NEGATIVE,
-    'update_latents': (bool, 'a joint run moves z: set it True'),
+    'max_langevin_norm_res': POSITIVE,
+    'langevin_unroll': (
+        lambda v: _integer(v, -1),
+        '-1 (auto), 0 (fully unrolled) or a positive int',
+    ),
     'noise_init_fraction': (
         lambda v: _unit_interval(v) or v == 1,
         'must be in [0, 1]',
     ),
-    'hat_ema_decay': (_unit_interval, 'must be in [0, 1) (0 keeps no average)'),
-    'gen_ema_decay': (_unit_interval, 'must be in [0, 1) (0 keeps no average)'),
-    'data_loader': (
-        lambda v: v in DATA_LOADERS,
-        "choose 'auto' (grain for ArrayRecord data, else tf.data), 'grain' "
-        "or 'tf_data'",
-    ),
+    'ddls_steps': POSITIVE_INT,
+    'ddls_epsilon': POSITIVE,
     'sample_weights': (
-        lambda v: v in WEIGHTS,
+        _in(WEIGHTS),
         "choose 'ema' (the weight averages, where kept) or 'raw'",
     ),
+    # Divergence guard.
+    'divergence_max_energy': (
+        lambda v: isinstance(v, numbers.Real) and v > 0,
+        'must be > 0 (inf: check finiteness only)',
+    ),
+    'on_divergence': (_in(ON_DIVERGENCE), f'choose one of {ON_DIVERGENCE}'),
+    'max_rollbacks': NON_NEGATIVE_INT,
+    'rollback_lr_factor': (
+        lambda v: isinstance(v, numbers.Real) and 0 < v <= 1,
+        'must be in (0, 1] (1 keeps the learning rates)',
+    ),
+    # Outputs.
+    'info_freq': POSITIVE_INT,
+    'plot_freq': POSITIVE_INT,
+    'checkpoint_freq': POSITIVE_INT,
+    'max_to_keep': POSITIVE_INT,
+    'num_plot': (
+        lambda v: _integer(v, 1) and v <= MAX_PLOT,
+        f'must be an integer in [1, {MAX_PLOT}] (images in one grid)',
+    ),
+    'eval_freq': (
+        lambda v: _integer(v, 0),
+        'must be an integer >= 0 (0 = no evaluation during training)',
+    ),
+    'eval_num_samples': (lambda v: _integer(v, 2), 'must be an integer >= 2'),
+    'profile_steps': (
+        lambda v: _integer(v, 0),
+        'must be an integer >= 0 (0: no profile)',
+    ),
 }
-for _key in (
-    'num_training_steps',
-    'batch_size',
-    'info_freq',
-    'plot_freq',
-    'checkpoint_freq',
-    'max_to_keep',
-    'num_plot',
-    'data_threads',
-):
-  RULES[_key] = POSITIVE_INT
-RULES['profile_steps'] = (
-    lambda v: _integer(v, 0),
-    'must be an integer >= 0 (0: no profile)',
-)
+LR_SCHEDULES = ('ebm_lr_info', 'gen_lr_info', 'inf_lr_info')
 
 
 def invalid(key: str, value: Any, allowed: str) -> ValueError:
@@ -338,29 +391,6 @@ def check(key: str, value: Any) -> None:
   ok, allowed = RULES[key]
   if not ok(value):
     raise invalid(key, value, allowed)
-
-
-def check_generator(gen_type: str, state_dims: tuple, image_size: int) -> None:
-  """The latent shape and image size a generator type takes.
-
-  Raises:
-    ValueError: for a `gen_type` outside GEN_TYPES, or `state_dims` (or
-      the image size) it cannot take.
-  """
-  check('gen_type', gen_type)
-  if gen_type == 'gen_sngan':
-    if not (len(state_dims) == 1 and state_dims[0] >= 1):
-      raise invalid(
-          'state_dims',
-          tuple(state_dims),
-          "'gen_sngan' takes a latent vector [nz], nz >= 1",
-      )
-  elif tuple(state_dims) != (16, 16, 1) or image_size != 32:
-    raise invalid(
-        'state_dims',
-        tuple(state_dims),
-        "'gen_decoder' takes " 'latents (16, 16, 1) and makes 32x32 images',
-    )
 
 
 def check_bank(persistent_size: int, batch_size: int) -> None:
@@ -389,238 +419,3 @@ def load_config_file(next_to: str, name: str) -> ml_collections.ConfigDict:
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module.get_config()
-
-
-def validate(config: ml_collections.ConfigDict) -> None:
-  """Rejects impossible settings before any compute.
-
-  Raises:
-    ValueError: naming the key, its value and what is allowed.
-  """
-
-  def need(ok, key, allowed):
-    if not ok:
-      raise invalid(key, config[key], allowed)
-
-  # Config files and the command line give locked configs (a typo in a
-  # --config.<key> flag fails there); this catches configs built in Python.
-  known = get_base_config()
-  for key in config:
-    if key not in known:
-      close = difflib.get_close_matches(key, list(known), n=1)
-      raise ValueError(
-          f'config.{key} is not a known key'
-          + (f' (did you mean {close[0]}?)' if close else '')
-          + '; the keys are those of hatebm_jax/config_base.py.'
-      )
-
-  for key in ('mode', 'ebm_type', 'seed'):
-    check(key, config[key])
-  for key in ('image_dims', 'state_dims'):
-    need(
-        all(
-            isinstance(d, int) and not isinstance(d, bool) and d >= 1
-            for d in config[key]
-        ),
-        key,
-        'must be a tuple of integers >= 1',
-    )
-  need(
-      config.data_type in data.IMAGE_DIMS,
-      'data_type',
-      f'choose one of {sorted(data.IMAGE_DIMS)}',
-  )
-  need(
-      len(config.image_dims) == 3
-      and config.image_dims[0] in (32, 64, 128)
-      and config.image_dims[0] == config.image_dims[1],
-      'image_dims',
-      'networks exist for [S, S, C] with S in 32, 64, 128',
-  )
-  need(
-      tuple(config.image_dims) == data.IMAGE_DIMS[config.data_type],
-      'image_dims',
-      f'{config.data_type} is trained at '
-      f'{data.IMAGE_DIMS[config.data_type]}',
-  )
-  for key in (
-      'num_training_steps',
-      'batch_size',
-      'mcmc_steps',
-      'info_freq',
-      'plot_freq',
-      'checkpoint_freq',
-      'max_to_keep',
-      'num_plot',
-      'data_loader',
-      'data_threads',
-      'profile_steps',
-  ):
-    check(key, config[key])
-  need(
-      config.num_plot <= MAX_PLOT,
-      'num_plot',
-      f'a grid shows at most {MAX_PLOT} images',
-  )
-  for key in (
-      'mcmc_temp',
-      'epsilon',
-      'gen_factor',
-      'max_langevin_norm_res',
-      'max_grad_norm',
-      'gen_loss_factor_coop',
-      'data_epsilon',
-      'tau_res',
-      'init_scale_res',
-      'init_scale_latent',
-  ):
-    check(key, config[key])
-  size = config.image_dims[0]
-  for key in ('ebm_ngf', 'gen_ngf'):
-    need(
-        isinstance(config[key], int)
-        and config[key] >= 1
-        and (size == 32 or config[key] % 16 == 0),
-        key,
-        'must be a positive integer'
-        + ('' if size == 32 else f', a multiple of 16 at {size}px'),
-    )
-  check_generator(config.gen_type, config.state_dims, size)
-  if config.mode in ('synthesis', 'sngan'):
-    need(
-        config.gen_type == 'gen_sngan',
-        'gen_type',
-        f"mode {config.mode!r} trains a 'gen_sngan' generator",
-    )
-  if config.mode == 'autoencoder':
-    need(
-        config.gen_type == 'gen_decoder',
-        'gen_type',
-        "mode 'autoencoder' trains the decoder 'gen_decoder'",
-    )
-    for key in ('inf_type', 'inf_ngf', 'loss_factor'):
-      check(key, config[key])
-    try:
-      optim.lr_schedule(config.inf_lr_info)
-    except (TypeError, ValueError) as e:
-      raise ValueError(
-          f'config.inf_lr_info={config.inf_lr_info!r} is ' f'invalid: {e}'
-      ) from e
-  if config.mode == 'joint':
-    check('update_latents', config.update_latents)
-    need(
-        bool(config.gen_weights),
-        'gen_weights',
-        'a joint run needs the workdir of a trained sngan or autoencoder '
-        'run (its generator / decoder is refined)',
-    )
-  if config.update_latents:
-    check('epsilon_latent', config.epsilon_latent)
-  if config.mode == 'sngan':
-    need(
-        size == 32 or config.disc_ndf % 16 == 0,
-        'disc_ndf',
-        f'must be a multiple of 16 at {size}px',
-    )
-    for key in ('n_dis', 'disc_ndf', 'ddls_steps', 'gan_lr', 'ddls_epsilon'):
-      check(key, config[key])
-    for key in ('gan_beta1', 'gan_beta2'):
-      need(0 <= config[key] < 1, key, 'must be in [0, 1)')
-  for key in ('ebm_lr_info', 'gen_lr_info'):
-    try:
-      optim.lr_schedule(config[key])
-    except (TypeError, ValueError) as e:
-      raise ValueError(f'config.{key}={config[key]!r} is invalid: {e}') from e
-  if config.mode == 'synthesis':
-    check_bank(config.persistent_size, config.batch_size)
-  for key in ('hat_ema_decay', 'gen_ema_decay'):
-    check(key, config[key])
-    need(
-        config[key] == 0 or config.mode == 'synthesis',
-        key,
-        "weight averages are kept in 'synthesis' runs only; set it to 0",
-    )
-  check('noise_init_fraction', config.noise_init_fraction)
-  need(
-      config.noise_init_fraction == 0 or config.mode == 'synthesis',
-      'noise_init_fraction',
-      "chains from noise are a 'synthesis' training option; set it to 0",
-  )
-  check('energy_l2', config.energy_l2)
-  need(
-      config.energy_l2 == 0 or config.mode in ('synthesis', 'joint'),
-      'energy_l2',
-      "the energy penalty is part of a Hat EBM's hat update ('synthesis' or "
-      "'joint'); set it to 0",
-  )
-  check('sample_weights', config.sample_weights)
-  need(
-      isinstance(config.fcd_freq, int) and config.fcd_freq >= 0,
-      'fcd_freq',
-      'must be an integer >= 0 (0 = no FCD during training)',
-  )
-  need(
-      config.fcd_freq == 0 or config.data_type == 'fashion_mnist',
-      'fcd_freq',
-      'FCD uses a Fashion-MNIST classifier: set it to 0 for '
-      f'data_type={config.data_type!r}',
-  )
-  need(
-      isinstance(config.fcd_num_samples, int) and config.fcd_num_samples >= 2,
-      'fcd_num_samples',
-      'must be an integer >= 2',
-  )
-  need(
-      isinstance(config.num_devices, int) and config.num_devices >= 0,
-      'num_devices',
-      'must be an integer >= 0 (0 = all devices)',
-  )
-  need(
-      isinstance(config.langevin_unroll, int) and config.langevin_unroll >= -1,
-      'langevin_unroll',
-      '-1 (auto), 0 (fully unrolled) or a positive int',
-  )
-  need(
-      config.stem_conv in STEM_CONVS,
-      'stem_conv',
-      f'choose one of {STEM_CONVS}',
-  )
-  need(
-      config.compute_dtype != 'float16',
-      'compute_dtype',
-      'float16 overflows: the hat-network gradients carry the factor 1/T '
-      f'(1/mcmc_temp = {1 / config.mcmc_temp:.3g}) beyond its range '
-      "(65504); use 'bfloat16', which has float32's range",
-  )
-  need(
-      config.compute_dtype in COMPUTE_DTYPES,
-      'compute_dtype',
-      f'choose one of {COMPUTE_DTYPES}',
-  )
-  need(
-      config.mode != 'sngan' or config.compute_dtype == 'float32',
-      'compute_dtype',
-      "the 'sngan' mode trains in float32 (batch and "
-      'spectral-norm statistics); bfloat16 is for the Hat EBM modes and '
-      'the autoencoder',
-  )
-  need(
-      config.divergence_max_energy > 0,
-      'divergence_max_energy',
-      'must be > 0 (inf: check finiteness only)',
-  )
-  need(
-      config.on_divergence in ON_DIVERGENCE,
-      'on_divergence',
-      f'choose one of {ON_DIVERGENCE}',
-  )
-  need(
-      isinstance(config.max_rollbacks, int) and config.max_rollbacks >= 0,
-      'max_rollbacks',
-      'must be an integer >= 0',
-  )
-  need(
-      0 < config.rollback_lr_factor <= 1,
-      'rollback_lr_factor',
-      'must be in (0, 1] (1 keeps the learning rates)',
-  )

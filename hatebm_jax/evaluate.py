@@ -8,15 +8,21 @@ r"""One entry point for every evaluation number of a run.
       --num_samples=49920 --reference_split=train --mcmc_steps=125 \
       --mcmc_temp=1e-3 --init_scale_res=0.01 --clip=false
 
-Metrics:
-  fcd  Fréchet Classifier Distance on the 128 features of the Fashion-MNIST
-       LeNet (`hatebm_jax.evaluation.classifier`); Fashion-MNIST runs only. Not FID.
-  kid  KID (Bińkowski et al. 2018) on the same LeNet features.
-  fid  FID on pytorch-fid's Inception-v3 pool_3 (`hatebm_jax.evaluation.inception`,
-       weights from --inception_weights); also reports KID on those features
-       as kid_inception.
-  ood  AUROC of H(x) separating the test split (in-distribution) from each
-       OOD set (`hatebm_jax.evaluation.ood`).
+Metrics (`hatebm_jax.evaluators`, the same objects training runs every
+`eval_freq` steps):
+  fid        FID on pytorch-fid's Inception-v3 pool_3 features (weights from
+             --inception_weights).
+  fcd        Fréchet Classifier Distance on the 128 features of the
+             Fashion-MNIST LeNet; Fashion-MNIST runs only. Not FID.
+  kid        KID (Bińkowski et al. 2018) on the data set's feature network:
+             the LeNet for Fashion-MNIST, Inception for the others.
+  ood        AUROC of H(x) separating the test split (in-distribution) from
+             each OOD set.
+  test_loss  the mode's loss on the test split (autoencoder runs).
+
+A value logged during training is reproduced with --seed=12345
+--num_samples=<eval_num_samples> --batch_size=min(500, eval_num_samples)
+--num_reference=10000 on the checkpoint of that step.
 
 Sources of samples (each gets the sample metrics): `ebm` = X = G(z) + y after
 the Langevin chain, `generator` = G(z) alone, `initial` = G(z) of the run's
@@ -31,8 +37,7 @@ the current folder for a URL or a model shipped in the package).
 import dataclasses
 import json
 import os
-import time
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 from hatebm_jax.infra import xla_flags  # pylint: disable=g-import-not-at-top
@@ -48,19 +53,16 @@ from absl import logging
 from etils import epath
 
 from hatebm_jax import cli
-from hatebm_jax.evaluation import classifier
+from hatebm_jax import evaluators
 from hatebm_jax.evaluation import inception
-from hatebm_jax.evaluation import metrics as metrics_lib
-from hatebm_jax.evaluation import ood
 from hatebm_jax.infra import remote
-from hatebm_jax.serving import draw
 from hatebm_jax.serving import run as run_lib
 from hatebm_jax.serving import storage
 
-METRICS = ('fcd', 'kid', 'fid', 'ood')
 
-
-def _parse_list(value: str, allowed: Sequence[str], what: str) -> list[str]:
+def _parse_list(
+    value: str, allowed: Sequence[str], what: str = 'sources'
+) -> list[str]:
   items = [v.strip() for v in value.split(',') if v.strip()]
   bad = [v for v in items if v not in allowed]
   if bad or not items:
@@ -71,108 +73,15 @@ def _parse_list(value: str, allowed: Sequence[str], what: str) -> list[str]:
   return items
 
 
-def evaluate(
-    workdir: str,
-    metrics: str = 'fcd,kid,ood',
-    sources: Optional[str] = None,
-    num_samples: int = 10_000,
-    batch_size: int = 500,
-    seed: int = 0,
-    step: Optional[int] = None,
-    reference_split: str = 'test',
-    num_reference: int = 10_000,
-    inception_weights: Optional[str] = None,
-    ood_sets: Optional[str] = None,
-    num_ood: int = 10_000,
-    data_dir: Optional[str] = None,
-    output: Optional[str] = None,
-    **overrides,
-) -> dict:
-  """Computes the requested metrics of a checkpoint and writes them as JSON.
-
-  Args:
-    workdir: training run folder (local or gs://), or an exported model
-      (`.hatebm`: local, gs:// or https://).
-    metrics: comma-separated subset of 'fcd', 'kid', 'fid', 'ood'.
-    sources: comma-separated subset of the run's sources ('ebm',
-      'generator', 'initial' for synthesis; 'ebm', 'generator' for joint;
-      'generator', 'ddls', 'initial' for sngan; 'generator', 'initial' for
-      autoencoder); None for the model's own samples (the first).
-    num_samples: samples per source (10,000 for the README numbers; the
-      official FID uses 49,920, docs/official_release.md §6.1).
-    batch_size: chains / images per jitted call.
-    seed: seed of latents and chain noise.
-    step: checkpoint step; None for the latest.
-    reference_split: data split the samples are compared with ('test' for
-      FCD on Fashion-MNIST; the official FID uses 'train',
-      docs/official_release.md §6.2).
-    num_reference: reference images (fewer if the split is smaller).
-    inception_weights: path of pytorch-fid's weights (needed for 'fid').
-    ood_sets: comma-separated OOD sets; None for the data set's defaults
-      (`ood.DEFAULT_OOD_SETS`).
-    num_ood: images per OOD set and of the in-distribution test split.
-    data_dir: data folder / TFDS data_dir; None for the run's.
-    output: JSON path; None for <workdir>/eval/step_<step>/metrics.json
-      (`serving.storage.eval_folder`: beside an exported model, or in the
-      current folder for a URL or a model shipped in the package).
-    **overrides: sampler settings (see `serving.run.load_run`).
-
-  Returns:
-    The dict written to the JSON file.
-
-  Raises:
-    ValueError: for unknown metrics or sources, FCD/KID on a data set other
-      than Fashion-MNIST, or bad counts; all before any sampling.
-    FileNotFoundError: for missing checkpoints, data or Inception weights.
-  """
-  remote.check_reachable(workdir, data_dir, output)
-  metric_list = _parse_list(metrics, METRICS, 'metrics')
-  for name, value in [
-      ('num_samples', num_samples),
-      ('batch_size', batch_size),
-      ('num_reference', num_reference),
-      ('num_ood', num_ood),
-  ]:
-    if value < 2:
-      raise ValueError(f'{name}={value} must be >= 2.')
-  run = run_lib.load_run(workdir, step, **overrides)
-  config, capabilities = run.config, run.mode.capabilities
-  source_list = (
-      _parse_list(sources, capabilities.sources, 'sources')
-      if sources
-      else [capabilities.sources[0]]
-  )
-  if 'ood' in metric_list and not capabilities.energy:
-    raise ValueError(
-        f'ood scores images by the hat network H(x); a '
-        f'{config.mode!r} run has none (use a synthesis or joint '
-        'run).'
-    )
-  data_dir = data_dir or config.data_dir or None
-  if {'fcd', 'kid'} & set(metric_list) and config.data_type != 'fashion_mnist':
-    raise ValueError(
-        f'fcd/kid use a classifier trained on Fashion-MNIST; this run is '
-        f'{config.data_type!r}: use --metrics=fid,ood with '
-        '--inception_weights.'
-    )
-  nets = {}
-  if {'fcd', 'kid'} & set(metric_list):
-    nets['classifier'] = classifier.FeatureNetwork.load()
-  if 'fid' in metric_list:
-    nets['inception'] = inception.InceptionFeatures.load(inception_weights)
-  if 'ood' in metric_list:
-    ood_list = (
-        _parse_list(ood_sets, ood.ALL_SETS, 'ood_sets')
-        if ood_sets
-        else list(ood.DEFAULT_OOD_SETS.get(config.data_type, ood.CONTROLS))
-    )
-
+def _describe(workdir, run, settings, overrides) -> dict:
+  """The run and the settings its numbers depend on."""
+  config = run.config
   sampler = run.mode.chain_settings
-  result = {
+  return {
       'workdir': str(workdir),
       'step': run.step,
-      'seed': seed,
-      'num_samples': num_samples,
+      'seed': settings.seed,
+      'num_samples': settings.num_samples,
       'data_type': config.data_type,
       'sampler': dataclasses.asdict(sampler) if sampler else None,
       'init_scale_res': config.init_scale_res,
@@ -183,74 +92,78 @@ def evaluate(
           if config.gen_ema_decay or config.hat_ema_decay
           else 'raw'
       ),
-      'overrides': {k: v for k, v in overrides.items() if v is not None},
-      'reference': {'split': reference_split},
-      'feature_nets': {
-          k: {'name': n.name, 'preprocessing': n.preprocessing}
-          for k, n in nets.items()
+      'overrides': overrides,
+      'reference': {
+          'split': settings.reference_split,
+          'num': settings.num_reference,
       },
-      'samples': {},
   }
-  if 'classifier' in nets:
-    result['feature_nets']['classifier']['test_accuracy'] = nets[
-        'classifier'
-    ].test_accuracy
-  references = {}
-  for key, net in nets.items():
-    references[key] = metrics_lib.reference_features(
-        net,
-        config.data_type,
-        data_dir,
-        reference_split,
-        config.image_dims[0],
-        num_reference,
-        batch_size,
-        progress=True,
-    )
-    result['reference'][f'num_{key}'] = references[key][0].num_samples
-  for source in source_list:
-    if not nets:
-      break
-    t0 = time.time()
-    images = draw.draw_images(
-        run,
-        num_samples,
-        batch_size,
-        seed,
-        source,
-        progress=f'drawing {num_samples:,} samples ({source})',
-    )
-    numbers = {'sampling_seconds': round(time.time() - t0, 1)}
-    if 'classifier' in nets:
-      d = metrics_lib.distance_metrics(
-          nets['classifier'],
-          images,
-          references['classifier'],
-          batch_size,
-          progress=f'classifier features of the {source} samples',
-      )
-      if 'fcd' in metric_list:
-        numbers['fcd'] = d['frechet']
-      if 'kid' in metric_list:
-        numbers['kid'], numbers['kid_std'] = d['kid'], d['kid_std']
-    if 'inception' in nets:
-      d = metrics_lib.distance_metrics(
-          nets['inception'],
-          images,
-          references['inception'],
-          min(batch_size, 100),
-          progress=f'Inception features of the {source} samples',
-      )
-      numbers['fid'] = d['frechet']
-      numbers['kid_inception'] = d['kid']
-      numbers['kid_inception_std'] = d['kid_std']
-    result['samples'][source] = numbers
-    logging.info('%s: %s', source, numbers)
-  if 'ood' in metric_list:
-    result['ood'] = metrics_lib.ood_metrics(
-        run, data_dir, ood_list, num_ood, batch_size, seed
-    )
-    logging.info('OOD AUROC: %s', result['ood']['auroc'])
+
+
+def _nest(values: dict[str, float]) -> dict:
+  """{'auroc/mnist': v} -> {'auroc': {'mnist': v}}."""
+  nested = {}
+  for key, value in values.items():
+    *parents, leaf = key.split('/')
+    node = nested
+    for parent in parents:
+      node = node.setdefault(parent, {})
+    node[leaf] = value
+  return nested
+
+
+def evaluate(
+    workdir: str,
+    *,
+    metrics: str = 'fcd,kid,ood',
+    sources: Optional[str] = None,
+    step: Optional[int] = None,
+    output: Optional[str] = None,
+    overrides: Optional[dict[str, Any]] = None,
+    **settings,
+) -> dict:
+  """Computes the metrics of a checkpoint and writes them as JSON.
+
+  Args:
+    workdir: a run's folder (local, gs://) or an exported `.hatebm` model.
+    metrics: comma-separated names of `evaluators.EVALUATORS`.
+    sources: comma-separated `Capabilities.sources` of the run's mode (e.g.
+      'ebm,generator,initial'); None for the model's own samples.
+    step: checkpoint step; None for the latest.
+    output: JSON path; None for <workdir>/eval/step_<step>/metrics.json
+    overrides: sampler settings (`serving.run.load_run`), None: the run's.
+    **settings: fields of `evaluators.Settings` (num_samples, batch_size,
+      seed, reference_split, num_reference, inception_weights, ood_sets,
+      num_ood, data_dir).
+
+  Returns:
+    The dict written: settings, {source: values}, per-run metrics by name.
+
+  Raises:
+    ValueError: for bad metrics, sources or settings; before any sampling.
+    FileNotFoundError: for missing checkpoints, data or Inception weights.
+  """
+  overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+  remote.check_reachable(workdir, settings.get('data_dir'), output)
+  names, settings = evaluators.parse(metrics), evaluators.Settings(**settings)
+  run = run_lib.load_run(workdir, step, **overrides)
+  caps = run.mode.capabilities
+  chosen = _parse_list(sources, caps.sources) if sources else caps.sources[:1]
+  built = evaluators.build(
+      names, config=run.config, capabilities=caps, settings=settings
+  )
+  samples = evaluators.Samples(run=run, settings=settings)
+  per_source, per_run = evaluators.run_all(
+      built, samples=samples, sources=chosen
+  )
+  result = _describe(workdir, run, settings, overrides)
+  result['feature_nets'] = {e.name: e.info() for e in built if e.per_source}
+  result['samples'] = {
+      s: {'sampling_seconds': samples.seconds[s], **values}
+      for s, values in per_source.items()
+      if values
+  }
+  result.update({e.name: {**e.info(), **_nest(v)} for e, v in per_run})
   path = epath.Path(
       output or storage.eval_folder(workdir, run.step) / 'metrics.json'
   )
@@ -262,7 +175,9 @@ def evaluate(
 
 
 _METRICS = flags.DEFINE_string(
-    'metrics', 'fcd,kid,ood', f'Comma-separated subset of {METRICS}.'
+    'metrics',
+    'fcd,kid,ood',
+    f'Comma-separated subset of {list(evaluators.EVALUATORS)}.',
 )
 _SOURCES = flags.DEFINE_string(
     'sources',
@@ -308,20 +223,20 @@ def main(argv):
   runtime.start_jax()
   result = evaluate(
       cli.WORKDIR.value,
-      _METRICS.value,
-      _SOURCES.value,
-      cli.NUM_SAMPLES.value,
-      cli.BATCH_SIZE.value,
-      cli.SEED.value,
-      cli.STEP.value,
-      _REF_SPLIT.value,
-      _NUM_REF.value,
-      _INCEPTION.value,
-      _OOD_SETS.value,
-      _NUM_OOD.value,
-      _DATA_DIR.value,
-      _OUT.value,
-      **cli.sampler_overrides(),
+      metrics=_METRICS.value,
+      sources=_SOURCES.value,
+      step=cli.STEP.value,
+      output=_OUT.value,
+      overrides=cli.sampler_overrides(),
+      num_samples=cli.NUM_SAMPLES.value,
+      batch_size=cli.BATCH_SIZE.value,
+      seed=cli.SEED.value,
+      reference_split=_REF_SPLIT.value,
+      num_reference=_NUM_REF.value,
+      inception_weights=_INCEPTION.value,
+      ood_sets=tuple(_OOD_SETS.value.split(',')) if _OOD_SETS.value else None,
+      num_ood=_NUM_OOD.value,
+      data_dir=_DATA_DIR.value,
   )
   print(
       json.dumps(
@@ -329,6 +244,7 @@ def main(argv):
               'step': result['step'],
               'samples': result['samples'],
               'ood': result.get('ood', {}).get('auroc'),
+              'test_loss': result.get('test_loss', {}).get('test_loss'),
           },
           indent=1,
       )

@@ -99,7 +99,7 @@ def sample_checkpoint(
 
   Raises:
     ValueError: for N or batch < 1, or invalid sampler settings (checked
-      by `config_base.validate`, before any compute).
+      by `validation.validate`, before any compute).
     FileNotFoundError: when the workdir holds no checkpoint.
   """
   if num_samples < 1 or batch_size < 1:

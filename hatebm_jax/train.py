@@ -12,8 +12,9 @@ calls. It reads top to bottom in sections:
    log or save step; nothing was saved), and a diverged segment is
    followed by a new one from the last good checkpoint when the rollback
    policy allows, else by an error;
-4. outputs at their steps (`Outputs`): scalars, sample grids, test loss,
-   FCD;
+4. outputs at their steps (`Outputs`): scalars, sample grids, and the
+   evaluators of `config.eval_metrics` (`hatebm_jax.evaluators`: FCD, KID,
+   FID, test loss);
 5. saving: every `checkpoint_freq` steps, at the end and when stopping.
 
 Rerunning on the same workdir resumes from the newest checkpoint, bit for
@@ -41,9 +42,10 @@ import numpy as np
 
 from hatebm_jax import config_base
 from hatebm_jax import data
+from hatebm_jax import evaluators
 from hatebm_jax import modes
+from hatebm_jax import validation
 from hatebm_jax import visualize
-from hatebm_jax.evaluation import metrics as metrics_lib
 from hatebm_jax.infra import checkpoint
 from hatebm_jax.infra import divergence
 from hatebm_jax.infra import parallel
@@ -51,6 +53,7 @@ from hatebm_jax.infra import remote
 from hatebm_jax.infra import rollback
 from hatebm_jax.models import layers
 from hatebm_jax.modes import base
+from hatebm_jax.serving import run as run_lib
 
 PLOT_SEED = 12345  # fixed latents and noise, so grids are comparable
 
@@ -223,7 +226,7 @@ class StopRequest:
 
 
 # ---------------------------------------------------------------------------
-# Outputs: scalars, grids, test loss and FCD at their steps.
+# Outputs: scalars, grids and evaluations at their steps.
 
 
 class Outputs:
@@ -257,21 +260,17 @@ class Outputs:
         jax.random.fold_in(self._plot_key, 0),
         (config.num_plot,) + tuple(mode.latent_shape),
     )
-    self._fcd = (
-        metrics_lib.TrainingFCD(config, mode)
-        if self.is_lead and config.fcd_freq
-        else None
-    )
-    self._test_images = None
-    if self.is_lead and mode.capabilities.test_loss:
-      self._test_images = data.to_float(
-          data.eval_images(
-              config.data_type,
-              config.data_dir or None,
-              'test',
-              config.image_dims[0],
-              10_000,
-          )
+    self._evaluators, self._eval_settings = [], None
+    names, note = evaluators.for_training(config, mode.capabilities)
+    if self.is_lead:
+      if note:
+        logging.warning(note)
+      self._eval_settings = evaluators.Settings.for_training(config)
+      self._evaluators = evaluators.build(
+          names,
+          config=config,
+          capabilities=mode.capabilities,
+          settings=self._eval_settings,
       )
     self._hooks = []
     self._workdir = workdir
@@ -346,15 +345,16 @@ class Outputs:
       hook(step)
 
   def periodic(self, step: int, state: Any) -> None:
-    """Grids and test loss every `plot_freq` steps, FCD every `fcd_freq`
-    steps, and both at the last step; with the weights sampling uses
+    """Grids every `plot_freq` steps, the evaluators of `eval_metrics`
+    (`hatebm_jax.evaluators.for_training`) every `eval_freq` steps, and
+    both at the last step; with the weights sampling uses
     (`config.sample_weights`)."""
     config, last = self.config, step == self.config.num_training_steps
     if not self.is_lead:
       return
     plot = step % config.plot_freq == 0 or last
-    fcd = self._fcd and (step % config.fcd_freq == 0 or last)
-    if not (plot or fcd):
+    evaluate = self._evaluators and (step % config.eval_freq == 0 or last)
+    if not (plot or evaluate):
       return
     view = base.for_sampling(
         parallel.local_view(state, base.sharded_fields(state)),
@@ -362,19 +362,37 @@ class Outputs:
     )
     if plot:
       self._plot(view, step)
-      if self._test_images is not None:
-        test_loss = self.mode.test_loss(view, self._test_images)
-        self.writer.write_scalars(step, {'test_loss': test_loss})
-        logging.info('Step %d: test loss %.4f.', step, test_loss)
-    if fcd:
-      scores = self._fcd(view)
-      self.writer.write_scalars(step, scores)
+    if evaluate:
+      self._evaluate(view, step)
+
+  def _evaluate(self, state: Any, step: int) -> None:
+    """Runs the training evaluators on the mode's own samples: each per-run
+    metric gets its scalars and a log line, the sample metrics one of each
+    together."""
+    run = run_lib.Run(
+        config=self.config, mode=self.mode, state=state, step=step
+    )
+    samples = evaluators.Samples(run=run, settings=self._eval_settings)
+    source = self.mode.capabilities.sources[0]
+    scalars, parts, references = {}, [], []
+    for evaluator in self._evaluators:
+      values = evaluator(samples=samples, source=source)
+      if evaluator.per_source:
+        scalars.update(evaluator.scalars(values))
+        parts.append(evaluator.summary(values))
+        if evaluator.reference:
+          references.append(evaluator.reference.description)
+      else:
+        self.writer.write_scalars(step, evaluator.scalars(values))
+        logging.info('Step %d: %s.', step, evaluator.summary(values))
+    if parts:
+      self.writer.write_scalars(step, scalars)
       logging.info(
-          'Step %d: FCD %.3f, KID %.4f (%d samples vs Fashion-MNIST ' 'test).',
+          'Step %d: %s (%d samples%s).',
           step,
-          scores['fcd'],
-          scores['kid'],
-          config.fcd_num_samples,
+          ', '.join(parts),
+          self._eval_settings.num_samples,
+          f' vs {references[0]}' if references else '',
       )
 
   def _plot(self, state: Any, step: int) -> None:
@@ -683,7 +701,8 @@ def train_and_evaluate(
   # --- Set-up: checks before any compute or any file is written: the
   # config, the mesh, the workdir, its checkpoints, the data and a joint
   # run's pretrained generator.
-  config_base.validate(config)
+  validation.validate(config)
+  evaluators.check_config(config, modes.lookup(config.mode).capabilities)
   mesh = parallel.make_mesh(config.num_devices)
   parallel.check_divisible('batch_size', config.batch_size, mesh)
   remote.check_reachable(workdir, config.data_dir, config.gen_weights)

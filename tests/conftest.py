@@ -94,6 +94,7 @@ TINY = dict(
     info_freq=2,
     plot_freq=2,
     checkpoint_freq=2,
+    eval_freq=0,  # evaluation during training: tests/test_evaluators.py
 )
 
 
@@ -170,7 +171,7 @@ STAGE = dict(
     plot_freq=2,
     checkpoint_freq=2,
     num_plot=4,
-    fcd_freq=0,
+    eval_freq=0,
 )
 
 

@@ -33,9 +33,9 @@ from hatebm_jax.serving import draw
 from hatebm_jax import train
 from conftest import DATA_DIR, load_config, norm_error, tiny_config
 
-SMALL = dict(data_dir=DATA_DIR, batch_size=8, fcd_freq=0)
+SMALL = dict(data_dir=DATA_DIR, batch_size=8, eval_freq=0)
 CONFIGS = {
-    'synthesis': lambda: tiny_config(fcd_freq=0),
+    'synthesis': lambda: tiny_config(eval_freq=0),
     'joint': lambda: _stage(
         'fashion_mnist_refine',
         ebm_ngf=8,
@@ -219,7 +219,7 @@ def quick_start():
   batch 8, K = 10, bank of 1,024) trained 3 steps from a fresh start on 1
   and on 8 devices, and 64 samples drawn from each: how far they differ."""
   config = load_config('fashion_mnist_synth')
-  config.data_dir, config.fcd_freq = DATA_DIR, 0
+  config.data_dir, config.eval_freq = DATA_DIR, 0
   runner = Runner(config)
   states, metrics, images = {}, {}, {}
   for n in (1, 8):

@@ -2,13 +2,13 @@
 every mode keeps the written contract (`hatebm_jax.modes.base`)."""
 
 import ast
+import glob
 import os
 import re
 
 import pytest
 
 from conftest import ROOT
-from hatebm_jax import config_base
 from hatebm_jax import modes
 from hatebm_jax.modes import base
 
@@ -25,8 +25,10 @@ LAYERS = [
     ),
     ('hatebm_jax.compiled',),
     ('hatebm_jax.train',),
+    ('hatebm_jax.evaluators',),
     ('hatebm_jax.evaluation',),
     ('hatebm_jax.serving',),
+    ('hatebm_jax.validation',),
     ('hatebm_jax.modes',),
     ('hatebm_jax.hat_ebm', 'hatebm_jax.models'),
     (
@@ -127,8 +129,19 @@ def test_nothing_probes_a_mode_for_methods():
   assert not hits, hits
 
 
-def test_the_registry_covers_every_mode_name_of_the_config():
-  assert tuple(modes.MODES) == config_base.MODES
+def fashion_mnist_configs():
+  """{mode: name of its Fashion-MNIST config in configs/} (the first)."""
+  from conftest import CONFIG_DIR, load_config  # pylint: disable=g-import-not-at-top
+
+  found = {}
+  for path in sorted(glob.glob(os.path.join(CONFIG_DIR, 'fashion_mnist_*.py'))):
+    name = os.path.basename(path)[:-3]
+    found.setdefault(load_config(name).mode, name)
+  return found
+
+
+def test_every_mode_has_a_cpu_config():
+  assert set(fashion_mnist_configs()) == set(modes.MODES)
 
 
 @pytest.mark.parametrize('name', sorted(modes.MODES))
@@ -155,14 +168,7 @@ def test_modes_keep_the_contract(name):
 def test_every_state_field_has_a_role(name):
   from conftest import load_config  # pylint: disable=g-import-not-at-top
 
-  config = load_config(
-      {
-          'synthesis': 'fashion_mnist_synth',
-          'joint': 'fashion_mnist_refine',
-          'sngan': 'fashion_mnist_sngan',
-          'autoencoder': 'fashion_mnist_ae',
-      }[name]
-  )
+  config = load_config(fashion_mnist_configs()[name])
   mode = modes.build(config)
   abstract = mode.abstract_state(config.seed)
   import dataclasses  # pylint: disable=g-import-not-at-top

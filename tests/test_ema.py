@@ -11,6 +11,7 @@ from conftest import tiny_config
 from hatebm_jax import config_base
 from hatebm_jax import optim
 from hatebm_jax import train
+from hatebm_jax import validation
 from hatebm_jax.infra import checkpoint
 from hatebm_jax.modes import base
 from hatebm_jax.modes import synthesis
@@ -97,15 +98,15 @@ def test_for_sampling_swaps_in_the_averages():
 @pytest.mark.parametrize(
     'key, message',
     [
-        ('gen_ema_decay', "weight averages are kept in 'synthesis' runs only"),
-        ('noise_init_fraction', "chains from noise are a 'synthesis'"),
+        ('gen_ema_decay', "only 'synthesis' runs read it; set it to 0.0"),
+        ('noise_init_fraction', "only 'synthesis' runs read it; set it to 0.0"),
     ],
 )
 def test_synthesis_only_options(key, message):
   c = config_base.get_base_config()
   c.mode, c.gen_type, c[key] = 'sngan', 'gen_sngan', 0.5
   with pytest.raises(ValueError, match=message):
-    config_base.validate(c)
+    validation.validate(c)
 
 
 def test_runs_and_exports_sample_with_the_chosen_weights(tmp_path):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from hatebm_jax import evaluate
-from hatebm_jax.evaluation import metrics
+from hatebm_jax.evaluators import common
 from hatebm_jax.serving import draw
 from hatebm_jax.serving import run as run_lib
 from hatebm_jax import train
@@ -35,21 +35,23 @@ def test_every_metric_with_its_settings(run_dir, tmp_path):
   out = tmp_path / 'metrics.json'
   result = evaluate.evaluate(
       str(run_dir),
-      'fcd,kid,ood',
-      'ebm,generator,initial',
+      metrics='fcd,kid,ood',
+      sources='ebm,generator,initial',
       output=str(out),
-      ood_sets='mnist,uniform_noise,constant',
-      mcmc_steps=3,
+      ood_sets=('mnist', 'uniform_noise', 'constant'),
+      overrides={'mcmc_steps': 3},
       **SMALL,
   )
   assert json.loads(out.read_text()) == json.loads(json.dumps(result))
   assert result['step'] == 2 and result['num_samples'] == 200
   assert result['sampler']['num_steps'] == 3
   assert result['overrides'] == {'mcmc_steps': 3}
-  assert result['reference'] == {'split': 'test', 'num_classifier': 500}
-  net = result['feature_nets']['classifier']
+  assert result['reference'] == {'split': 'test', 'num': 500}
+  net = result['feature_nets']['fcd']
   assert net['name'].startswith('fashion-mnist-lenet-v1:')
   assert net['test_accuracy'] == pytest.approx(0.904)
+  assert net['num_reference'] == 500
+  assert result['feature_nets']['kid']['name'] == net['name']
   for source in ('ebm', 'generator', 'initial'):
     numbers = result['samples'][source]
     assert numbers['fcd'] > 0 and np.isfinite(numbers['kid'])
@@ -80,15 +82,15 @@ def test_generator_source_is_g_of_z(run_dir):
 
 
 def test_reference_cache_is_keyed_by_the_images(run_dir, tmp_path):
-  net = evaluate.classifier.FeatureNetwork.load()
-  a_stats, a_feats = metrics.reference_features(
+  net = common.lenet()
+  a_stats, a_feats = common.reference_features(
       net, 'fashion_mnist', DATA_DIR, 'test', 32, 100
   )
-  b_stats, _ = metrics.reference_features(
+  b_stats, _ = common.reference_features(
       net, 'fashion_mnist', DATA_DIR, 'test', 32, 200
   )
   assert (a_stats.num_samples, b_stats.num_samples) == (100, 200)
-  again_stats, again_feats = metrics.reference_features(
+  again_stats, again_feats = common.reference_features(
       net, 'fashion_mnist', DATA_DIR, 'test', 32, 100
   )
   np.testing.assert_array_equal(again_feats, a_feats)
@@ -97,17 +99,25 @@ def test_reference_cache_is_keyed_by_the_images(run_dir, tmp_path):
 
 def test_bad_requests_fail_before_sampling(run_dir, tmp_path):
   with pytest.raises(ValueError, match=r"metrics='fcd,is'.*\['is'\]"):
-    evaluate.evaluate(str(run_dir), 'fcd,is')
+    evaluate.evaluate(str(run_dir), metrics='fcd,is')
   with pytest.raises(ValueError, match="sources='gan'"):
-    evaluate.evaluate(str(run_dir), 'fcd', 'gan')
+    evaluate.evaluate(str(run_dir), metrics='fcd', sources='gan')
   with pytest.raises(ValueError, match='num_samples=1 must be >= 2'):
-    evaluate.evaluate(str(run_dir), 'fcd', num_samples=1)
+    evaluate.evaluate(str(run_dir), metrics='fcd', num_samples=1)
   with pytest.raises(ValueError, match="ood_sets='mnist,lsun'"):
-    evaluate.evaluate(str(run_dir), 'ood', ood_sets='mnist,lsun', **SMALL)
+    evaluate.evaluate(
+        str(run_dir), metrics='ood', ood_sets=('mnist', 'lsun'), **SMALL
+    )
   with pytest.raises(FileNotFoundError, match='pt_inception-2015-12-05'):
-    evaluate.evaluate(str(run_dir), 'fid', **SMALL)
+    evaluate.evaluate(str(run_dir), metrics='fid', **SMALL)
+  with pytest.raises(ValueError, match="a 'synthesis' run has no test loss"):
+    evaluate.evaluate(str(run_dir), metrics='test_loss', **SMALL)
+  with pytest.raises(TypeError, match='positional'):
+    evaluate.evaluate(str(run_dir), 'fcd')  # pylint: disable=too-many-function-args
+  with pytest.raises(TypeError, match='num_refrence'):
+    evaluate.evaluate(str(run_dir), metrics='fcd', num_refrence=5)
   with pytest.raises(FileNotFoundError, match='No checkpoint'):
-    evaluate.evaluate(str(tmp_path), 'fcd')
+    evaluate.evaluate(str(tmp_path), metrics='fcd')
 
 
 def test_command_line(run_dir, tmp_path):
@@ -147,14 +157,21 @@ def test_checkpoints_saved_before_a_key_existed_still_load(
 
   def without_new_keys(self, step=None):
     saved = original(self, step)
-    del saved['fcd_freq'], saved['fcd_num_samples']
+    del saved['eval_metrics'], saved['inception_weights']
+    saved['fcd_freq'] = saved.pop('eval_freq')  # the key's former name
+    del saved['eval_num_samples']
+    saved['fcd_num_samples'] = 1234
     return saved
 
   monkeypatch.setattr(
       run_lib.checkpoint.Checkpointer, 'restore_config', without_new_keys
   )
   run = run_lib.load_run(str(run_dir))
-  assert run.config.fcd_freq == 0 and run.config.fcd_num_samples == 2000
+  assert run.config.eval_freq == 0 and run.config.eval_num_samples == 1234
+  assert (
+      run.config.eval_metrics == 'auto' and run.config.inception_weights == ''
+  )
+  assert 'fcd_freq' not in run.config
 
 
 def test_reference_cache_survives_a_run_writing_the_same_entry(
@@ -163,18 +180,18 @@ def test_reference_cache_survives_a_run_writing_the_same_entry(
   # Two runs starting at once both miss the cache: here the other one
   # finishes the same entry while this one computes its features.
   monkeypatch.setenv('HATEBM_CACHE_DIR', str(tmp_path))
-  net = evaluate.classifier.FeatureNetwork.load()
+  net = common.lenet()
   args = ('fashion_mnist', DATA_DIR, 'test', 32, 100)
 
   class RacedNet:
     name, preprocessing = net.name, net.preprocessing
 
     def features(self, images, batch_size, progress=''):
-      metrics.reference_features(net, *args)
+      common.reference_features(net, *args)
       return net.features(images, batch_size, progress)
 
-  raced_stats, _ = metrics.reference_features(RacedNet(), *args)
-  stats, _ = metrics.reference_features(net, *args)
+  raced_stats, _ = common.reference_features(RacedNet(), *args)
+  stats, _ = common.reference_features(net, *args)
   np.testing.assert_array_equal(raced_stats.cov, stats.cov)
   entries = sorted(p.name for p in (tmp_path / 'reference').iterdir())
   assert len(entries) == 1 and entries[0].endswith('.npz'), entries
@@ -187,10 +204,10 @@ def test_evaluation_reports_progress_at_every_tenth(run_dir, caplog, tmp_path):
   caplog.set_level('INFO')
   evaluate.evaluate(
       str(run_dir),
-      'fcd,ood',
-      'ebm',
+      metrics='fcd,ood',
+      sources='ebm',
       output=str(tmp_path / 'm.json'),
-      ood_sets='uniform_noise',
+      ood_sets=('uniform_noise',),
       **{**SMALL, 'num_samples': 1000},
   )
   messages = [r.getMessage() for r in caplog.records]

@@ -240,7 +240,7 @@ def test_full_disk_during_the_final_save_is_one_line(tmp_path):
           *TINY_FLAGS,
           '--config.persistent_size=2048',
           '--config.num_training_steps=3',
-          '--config.fcd_freq=0',
+          '--config.eval_freq=0',
       ],
       preexec_fn=cap_file_size,
   )

@@ -142,7 +142,7 @@ def test_evaluate_writes_its_json_to_gcs(runs):
   _, remote = runs
   result = evaluate.evaluate(
       remote,
-      'fcd',
+      metrics='fcd',
       num_samples=100,
       batch_size=50,
       num_reference=500,

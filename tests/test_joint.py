@@ -6,10 +6,10 @@ import jax
 import numpy as np
 import pytest
 
-from hatebm_jax import config_base
 from hatebm_jax.modes import joint
 from hatebm_jax.serving import run as run_lib
 from hatebm_jax import train
+from hatebm_jax import validation
 from conftest import DATA_DIR, stage_config
 
 pytestmark = pytest.mark.slow
@@ -95,15 +95,15 @@ def test_joint_config_checks():
   c = stage_config('fashion_mnist_refine')
   c.gen_weights = ''
   with pytest.raises(ValueError, match="config.gen_weights=''"):
-    config_base.validate(c)
+    validation.validate(c)
   c.gen_weights = '/x'
   c.update_latents = False
   with pytest.raises(ValueError, match='update_latents=False'):
-    config_base.validate(c)
+    validation.validate(c)
   ae = stage_config('fashion_mnist_ae')
   ae.state_dims = (128,)
   with pytest.raises(ValueError, match='gen_decoder'):
-    config_base.validate(ae)
+    validation.validate(ae)
 
 
 def test_joint_resume_bitwise(generator_runs, tmp_path):
@@ -144,14 +144,14 @@ def test_evaluation_of_generator_runs(
 
   result = evaluate.evaluate(
       str(generator_runs / source_run),
-      'fcd,kid',
-      sources,
+      metrics='fcd,kid',
+      sources=sources,
       output=str(tmp_path / 'm.json'),
       num_samples=100,
       batch_size=50,
       num_reference=500,
       data_dir=DATA_DIR,
-      **({'ddls_steps': 2} if source_run == 'sngan' else {}),
+      overrides={'ddls_steps': 2} if source_run == 'sngan' else None,
   )
   assert set(result['samples']) == set(sources.split(','))
   for numbers in result['samples'].values():

@@ -8,6 +8,7 @@ import optax
 import pytest
 
 from hatebm_jax import config_base
+from hatebm_jax import validation
 from hatebm_jax.hat_ebm import loss
 
 
@@ -97,5 +98,8 @@ def test_a_negative_far_from_the_data_settles_at_one_over_2_alpha():
 def test_penalty_is_for_hat_ebm_modes_only():
   c = config_base.get_base_config()
   c.mode, c.gen_type, c.energy_l2 = 'sngan', 'gen_sngan', 0.1
-  with pytest.raises(ValueError, match='energy_l2=0.1 is invalid: the energy'):
-    config_base.validate(c)
+  with pytest.raises(
+      ValueError,
+      match="energy_l2=0.1 is invalid: only 'synthesis' and 'joint' runs read",
+  ):
+    validation.validate(c)

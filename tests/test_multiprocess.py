@@ -40,7 +40,7 @@ def _main_command(workdir, *extra):
       info_freq=1,
       plot_freq=100,
       checkpoint_freq=3,
-      fcd_freq=0,
+      eval_freq=0,
   )
   return (
       [

@@ -242,30 +242,6 @@ def test_checkpoint_without_metadata_is_unreadable_not_a_mismatch(
     train.train_and_evaluate(tiny_config(num_training_steps=6), str(tmp_path))
 
 
-def test_fcd_is_logged_during_training(tmp_path):
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-
-  train.train_and_evaluate(
-      tiny_config(fcd_freq=2, fcd_num_samples=150), str(tmp_path)
-  )
-  logged = {}
-  for events in tmp_path.glob('events.out.tfevents.*'):
-    for event in tf.compat.v1.train.summary_iterator(str(events)):
-      for value in event.summary.value:
-        if value.tag in ('fcd', 'kid'):
-          logged[(value.tag, event.step)] = float(tf.make_ndarray(value.tensor))
-  assert sorted(logged) == [('fcd', 2), ('fcd', 4), ('kid', 2), ('kid', 4)]
-  assert all(np.isfinite(v) for v in logged.values())
-  assert logged[('fcd', 2)] > 0
-
-
-def test_fcd_only_for_fashion_mnist():
-  config = tiny_config(fcd_freq=2)
-  config.data_type, config.image_dims = 'cifar10', (32, 32, 3)
-  with pytest.raises(ValueError, match='fcd_freq=2.*Fashion-MNIST classifier'):
-    train.train_and_evaluate(config, '/nonexistent/never/created')
-
-
 def test_profile_steps_writes_a_trace(tmp_path):
   """profile_steps=2 on a 6-step run: a profiler trace for TensorBoard (of
   steps 4-5: 10 steps in would be past the end)."""

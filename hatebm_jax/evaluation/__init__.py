@@ -1,2 +1,4 @@
-"""Evaluation: Fréchet distances (FCD, FID), KID, the feature networks
-(Fashion-MNIST LeNet, Inception-v3) and OOD detection by H(x)."""
+"""What the metrics are computed from: the feature networks (Fashion-MNIST
+LeNet, Inception-v3), Fréchet distances, KID, and the OOD sets and AUROC.
+The metrics themselves, as run in training and by `evaluate`, are the
+evaluators of `hatebm_jax.evaluators`."""

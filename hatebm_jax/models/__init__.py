@@ -8,7 +8,7 @@ go through `jax.jit`, optax and Orbax unchanged.
 """
 
 import dataclasses
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -16,10 +16,10 @@ from flax import nnx
 import ml_collections
 
 from hatebm_jax import config_base
-from hatebm_jax.models.autoencoder import Decoder
-from hatebm_jax.models.autoencoder import Encoder
-from hatebm_jax.models.generator import SNGANGenerator
-from hatebm_jax.models.hat import HatNetwork
+from hatebm_jax.models import autoencoder
+from hatebm_jax.models import generator
+from hatebm_jax.models import hat
+from hatebm_jax.models import spec
 
 Params = Any  # nested dict of arrays
 
@@ -99,102 +99,94 @@ def functionalize(
   )
 
 
-# The smallest image side at which 'auto' computes the hat network's first
-# convolution as a product over gathered patches on a TPU. By the TPU
-# compiler's estimates (docs/performance.md): faster at 128 px
-# (imagenet_scaled on a v3-32, 0.513 -> 0.481 s), slower at 32 px
-# (cifar10_synth: 4% on a v3-8, 10% on a v5litepod-8), mixed at 64 px
-# (v6e-8: celeba_synth 1.5% slower, celeba_refine 7% faster), which keeps
-# the convolution.
-PATCHES_FROM_SIZE = 128
+# Every network type a config can name, by name (`spec.Network`: its role,
+# builder, image sizes and latent shape). A new network is a module of this
+# package with its entry, and one line here.
+NETWORKS: dict[str, spec.Network] = {
+    'ebm_sngan': hat.NETWORK,
+    'gen_sngan': generator.NETWORK,
+    'gen_decoder': autoencoder.DECODER,
+    'inf_encoder': autoencoder.ENCODER,
+}
+PATCHES_FROM_SIZE = hat.PATCHES_FROM_SIZE
+stem_conv = hat.stem_conv
 
 
-def stem_conv(
-    config: ml_collections.ConfigDict, platform: Optional[str] = None
-) -> str:
-  """How the hat network computes its first convolution: `config.stem_conv`
-  ('conv' or 'patches'), with 'auto' read as 'patches' for images of
-  `PATCHES_FROM_SIZE` px or more on a TPU and 'conv' otherwise
-  (`layers.PatchConv`; docs/performance.md).
+def network(role: str, config: ml_collections.ConfigDict) -> spec.Network:
+  """The registry entry the config names for `role` ('hat': `ebm_type`,
+  'generator': `gen_type`, 'encoder': `inf_type`).
 
-  Args:
-    config: reads `stem_conv` and `image_dims` ([S, S, C]).
-    platform: 'tpu', 'gpu' or 'cpu'; default: where JAX computes now
-      (`jax.default_backend()`). `hatebm_jax.aot` passes its target's.
+  Raises:
+    ValueError: for a name outside `NETWORKS` or of another role.
   """
-  if config.stem_conv != 'auto':
-    return config.stem_conv
-  platform = platform or jax.default_backend()
-  large = config.image_dims[0] >= PATCHES_FROM_SIZE
-  return 'patches' if platform == 'tpu' and large else 'conv'
+  key = spec.ROLE_KEYS[role]
+  entry = NETWORKS.get(config[key])
+  if entry is None or entry.role != role:
+    names = tuple(n for n, e in NETWORKS.items() if e.role == role)
+    raise config_base.invalid(key, config[key], f'choose one of {names}')
+  return entry
+
+
+def check_config(config: ml_collections.ConfigDict, roles: tuple[str, ...]):
+  """The network rules of a config whose mode builds the networks of
+  `roles`: each is a registered type of its role that takes the image size
+  and the latent shape, plus its own rules (`spec.Network.check`).
+
+  Raises:
+    ValueError: naming the key, its value and what is allowed.
+  """
+  size = config.image_dims[0]
+  latent = tuple(config.state_dims)
+  for role in roles:
+    key, entry = spec.ROLE_KEYS[role], network(role, config)
+    if size not in entry.image_sizes:
+      raise config_base.invalid(
+          'image_dims',
+          tuple(config.image_dims),
+          f'{config[key]!r} takes images of side {entry.image_sizes}',
+      )
+    if role != 'hat' and entry.latent_shape not in (None, latent):
+      raise config_base.invalid(
+          'state_dims',
+          latent,
+          f'{config[key]!r} takes latents {entry.latent_shape}',
+      )
+    if role != 'hat' and entry.latent_shape is None and len(latent) != 1:
+      raise config_base.invalid(
+          'state_dims', latent, f'{config[key]!r} takes a latent vector [nz]'
+      )
+    if entry.check:
+      entry.check(config)
+
+
+def create(role: str, config: ml_collections.ConfigDict) -> FunctionalNet:
+  """The network the config names for `role`, as a `FunctionalNet` in the
+  config's `compute_dtype`.
+
+  Raises:
+    ValueError: see `check_config`.
+  """
+  check_config(config, (role,))
+  entry = network(role, config)
+  return functionalize(
+      lambda rngs: entry.build(config, rngs),
+      entry.describe(config),
+      compute_dtype(config),
+  )
 
 
 def create_hat_network(config: ml_collections.ConfigDict) -> FunctionalNet:
-  """The hat network H named by `config.ebm_type` ('ebm_sngan').
-
-  Reads `image_dims` ([S, S, C]), `ebm_ngf` and `stem_conv`. Raises
-  ValueError for an unknown type or unsupported size (see
-  `hat.hat_architecture`).
-  """
-  config_base.check('ebm_type', config.ebm_type)
-  size, _, channels = config.image_dims
-  stem = stem_conv(config)
-  return functionalize(
-      lambda rngs: HatNetwork(size, channels, config.ebm_ngf, rngs, stem),
-      f'hat network {size}x{size}x{channels}, ngf {config.ebm_ngf}',
-      compute_dtype(config),
-  )
+  """The hat network H of `config.ebm_type` (images [B, S, S, C] ->
+  energies [B])."""
+  return create('hat', config)
 
 
 def create_generator(config: ml_collections.ConfigDict) -> FunctionalNet:
-  """The generator G named by `config.gen_type`.
-
-  'gen_sngan' (SN-GAN ResNet generator, latent [nz]) reads `image_dims`,
-  `gen_ngf`, `state_dims` ([nz]) and `gen_factor`; 'gen_decoder' (the
-  autoencoder's decoder, latent [16, 16, 1], 32x32 images) reads
-  `image_dims`, `gen_ngf` and `gen_factor`.
-
-  Raises:
-    ValueError: for an unknown type, an unsupported size or a latent shape
-      the generator cannot take.
-  """
-  size, _, channels = config.image_dims
-  config_base.check_generator(config.gen_type, config.state_dims, size)
-  if config.gen_type == 'gen_decoder':
-    return functionalize(
-        lambda rngs: Decoder(channels, config.gen_ngf, config.gen_factor, rngs),
-        f'decoder 16x16x1 -> 32x32x{channels}, ngf {config.gen_ngf}',
-        compute_dtype(config),
-    )
-  return functionalize(
-      lambda rngs: SNGANGenerator(
-          size,
-          channels,
-          config.gen_ngf,
-          config.state_dims[0],
-          config.gen_factor,
-          rngs,
-      ),
-      f'SN-GAN generator {size}x{size}x{channels}, ngf {config.gen_ngf}',
-      compute_dtype(config),
-  )
+  """The generator G of `config.gen_type` (latents [B, *state_dims] ->
+  images [B, S, S, C])."""
+  return create('generator', config)
 
 
 def create_encoder(config: ml_collections.ConfigDict) -> FunctionalNet:
-  """The autoencoder's encoder named by `config.inf_type` ('inf_encoder').
-
-  Reads `image_dims` (32x32 only) and `inf_ngf`.
-  """
-  config_base.check('inf_type', config.inf_type)
-  size, _, channels = config.image_dims
-  if size != 32:
-    raise config_base.invalid(
-        'image_dims',
-        tuple(config.image_dims),
-        "'inf_encoder' takes 32x32 images",
-    )
-  return functionalize(
-      lambda rngs: Encoder(channels, config.inf_ngf, rngs),
-      f'encoder 32x32x{channels} -> 16x16x1, ngf ' f'{config.inf_ngf}',
-      compute_dtype(config),
-  )
+  """The autoencoder's encoder of `config.inf_type` (images -> latents)."""
+  return create('encoder', config)

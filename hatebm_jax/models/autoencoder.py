@@ -12,6 +12,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from hatebm_jax.models import layers
+from hatebm_jax.models import spec
 from hatebm_jax.models.generator import GenBlock
 from hatebm_jax.models.hat import DiscBlock
 from hatebm_jax.models.hat import StemBlock
@@ -97,3 +98,29 @@ class Decoder(nnx.Module):
     return self.gen_factor * jnp.tanh(
         self.conv_out(jax.nn.relu(self.bn_out(h)))
     )
+
+
+# The registry entries of `gen_decoder` and `inf_encoder`
+# (`hatebm_jax.models.NETWORKS`).
+DECODER = spec.Network(
+    role='generator',
+    build=lambda config, rngs: Decoder(
+        config.image_dims[2], config.gen_ngf, config.gen_factor, rngs
+    ),
+    describe=lambda c: (
+        f'decoder 16x16x1 -> 32x32x{c.image_dims[2]}, ngf {c.gen_ngf}'
+    ),
+    image_sizes=(32,),
+    latent_shape=LATENT_SHAPE,
+)
+ENCODER = spec.Network(
+    role='encoder',
+    build=lambda config, rngs: Encoder(
+        config.image_dims[2], config.inf_ngf, rngs
+    ),
+    describe=lambda c: (
+        f'encoder 32x32x{c.image_dims[2]} -> 16x16x1, ngf {c.inf_ngf}'
+    ),
+    image_sizes=(32,),
+    latent_shape=LATENT_SHAPE,
+)

@@ -9,8 +9,10 @@ output gen_factor * tanh (docs/official_release.md §1.4).
 import jax
 import jax.numpy as jnp
 from flax import nnx
+import ml_collections
 
 from hatebm_jax.models import layers
+from hatebm_jax.models import spec
 
 
 class GenBlock(nnx.Module):
@@ -147,3 +149,34 @@ class SNGANGenerator(nnx.Module):
       h = getattr(self, f'block{i + 1}')(h)
     h = self.conv_out(jax.nn.relu(self.bn_out(h)))
     return self.gen_factor * jnp.tanh(h)
+
+
+def _check_width(config: ml_collections.ConfigDict) -> None:
+  try:
+    generator_architecture(config.image_dims[0], config.gen_ngf)
+  except ValueError as e:
+    raise ValueError(
+        f'config.gen_ngf={config.gen_ngf!r} is invalid: {e}'
+    ) from e
+
+
+# The registry entry of `gen_sngan` (`hatebm_jax.models.NETWORKS`): any
+# latent vector [nz].
+NETWORK = spec.Network(
+    role='generator',
+    build=lambda config, rngs: SNGANGenerator(
+        config.image_dims[0],
+        config.image_dims[2],
+        config.gen_ngf,
+        config.state_dims[0],
+        config.gen_factor,
+        rngs,
+    ),
+    describe=lambda c: (
+        f'SN-GAN generator {c.image_dims[0]}x{c.image_dims[1]}x'
+        f'{c.image_dims[2]}, ngf {c.gen_ngf}'
+    ),
+    image_sizes=(32, 64, 128),
+    latent_shape=None,
+    check=_check_width,
+)

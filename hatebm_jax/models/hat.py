@@ -6,11 +6,15 @@ layer (docs/official_release.md §0.2, §1.2, §1.3). Lower
 energy means more probable.
 """
 
+from typing import Optional
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
+import ml_collections
 
 from hatebm_jax.models import layers
+from hatebm_jax.models import spec
 
 
 class StemBlock(nnx.Module):
@@ -194,3 +198,61 @@ class HatNetwork(nnx.Module):
       h = getattr(self, f'block{i + 1}')(h)
     h = jnp.mean(jax.nn.relu(h).astype(jnp.float32), axis=(1, 2))
     return self.head(h)[:, 0]
+
+
+# The smallest image side at which 'auto' computes the hat network's first
+# convolution as a product over gathered patches on a TPU. By the TPU
+# compiler's estimates (docs/performance.md): faster at 128 px
+# (imagenet_scaled on a v3-32, 0.513 -> 0.481 s), slower at 32 px
+# (cifar10_synth: 4% on a v3-8, 10% on a v5litepod-8), mixed at 64 px
+# (v6e-8: celeba_synth 1.5% slower, celeba_refine 7% faster), which keeps
+# the convolution.
+PATCHES_FROM_SIZE = 128
+
+
+def stem_conv(
+    config: ml_collections.ConfigDict, platform: Optional[str] = None
+) -> str:
+  """How the hat network computes its first convolution: `config.stem_conv`
+  ('conv' or 'patches'), with 'auto' read as 'patches' for images of
+  `PATCHES_FROM_SIZE` px or more on a TPU and 'conv' otherwise
+  (`layers.PatchConv`; docs/performance.md).
+
+  Args:
+    config: reads `stem_conv` and `image_dims` ([S, S, C]).
+    platform: 'tpu', 'gpu' or 'cpu'; default: where JAX computes now
+      (`jax.default_backend()`). `hatebm_jax.aot` passes its target's.
+  """
+  if config.stem_conv != 'auto':
+    return config.stem_conv
+  platform = platform or jax.default_backend()
+  large = config.image_dims[0] >= PATCHES_FROM_SIZE
+  return 'patches' if platform == 'tpu' and large else 'conv'
+
+
+def _check_width(config: ml_collections.ConfigDict) -> None:
+  try:
+    hat_architecture(config.image_dims[0], config.ebm_ngf)
+  except ValueError as e:
+    raise ValueError(
+        f'config.ebm_ngf={config.ebm_ngf!r} is invalid: {e}'
+    ) from e
+
+
+# The registry entry of `ebm_sngan` (`hatebm_jax.models.NETWORKS`).
+NETWORK = spec.Network(
+    role='hat',
+    build=lambda config, rngs: HatNetwork(
+        config.image_dims[0],
+        config.image_dims[2],
+        config.ebm_ngf,
+        rngs,
+        stem_conv(config),
+    ),
+    describe=lambda c: (
+        f'hat network {c.image_dims[0]}x{c.image_dims[1]}x{c.image_dims[2]}, '
+        f'ngf {c.ebm_ngf}'
+    ),
+    image_sizes=(32, 64, 128),
+    check=_check_width,
+)

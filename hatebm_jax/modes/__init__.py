@@ -14,18 +14,42 @@ The contract every mode keeps, and the roles of its state's fields, are in
 
 import ml_collections
 
+from hatebm_jax import config_base
 from hatebm_jax.modes import autoencoder
 from hatebm_jax.modes import base
 from hatebm_jax.modes import joint
 from hatebm_jax.modes import sngan
 from hatebm_jax.modes import synthesis
 
-MODES = {
+# Every mode a config can name. A new mode is a module of this package with
+# a `base.Mode` subclass, and one line here.
+MODES: dict[str, type[base.Mode]] = {
     'synthesis': synthesis.SynthesisMode,
     'joint': joint.JointMode,
     'sngan': sngan.SNGANMode,
     'autoencoder': autoencoder.AutoencoderMode,
 }
+
+
+def lookup(name: str) -> type[base.Mode]:
+  """The mode class registered as `name`.
+
+  Raises:
+    ValueError: `config.mode=<name> is invalid: choose one of (...)`.
+  """
+  if name not in MODES:
+    raise config_base.invalid('mode', name, f'choose one of {tuple(MODES)}')
+  return MODES[name]
+
+
+def options() -> dict[str, tuple[str, ...]]:
+  """Config keys only some modes read -> the modes that read them
+  (`base.Mode.options`)."""
+  owners = {}
+  for name, cls in MODES.items():
+    for key in cls.options:
+      owners.setdefault(key, []).append(name)
+  return {k: tuple(v) for k, v in owners.items()}
 
 
 def build(config: ml_collections.ConfigDict) -> base.Mode:
@@ -34,9 +58,4 @@ def build(config: ml_collections.ConfigDict) -> base.Mode:
   Raises:
     ValueError: for a mode name outside `MODES`.
   """
-  if config.mode not in MODES:
-    raise ValueError(
-        f'config.mode={config.mode!r} is invalid: choose one of '
-        f'{tuple(MODES)}.'
-    )
-  return MODES[config.mode].from_config(config)
+  return lookup(config.mode).from_config(config)

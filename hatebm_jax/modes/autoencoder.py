@@ -19,6 +19,7 @@ import ml_collections
 import numpy as np
 import optax
 
+from hatebm_jax import config_base
 from hatebm_jax import models
 from hatebm_jax import optim
 from hatebm_jax.infra import parallel
@@ -52,6 +53,22 @@ class AutoencoderMode(base.Mode):
   capabilities = base.Capabilities(
       sources=('generator', 'initial'), test_loss=True, generator_source=True
   )
+  networks = ('generator', 'encoder')
+  options = ('loss_factor',)
+
+  @classmethod
+  def check_config(cls, config: ml_collections.ConfigDict) -> None:
+    """The decoder is a generator of the encoder's latent shape."""
+    gen = models.network('generator', config)
+    enc = models.network('encoder', config)
+    if gen.latent_shape != enc.latent_shape:
+      raise config_base.invalid(
+          'gen_type',
+          config.gen_type,
+          f"mode 'autoencoder' trains a decoder of the encoder's latents "
+          f"{enc.latent_shape} ('gen_decoder')",
+      )
+
   enc: models.FunctionalNet
   gen: models.FunctionalNet
   enc_opt: optax.GradientTransformation

@@ -182,9 +182,25 @@ class Mode(abc.ABC):
   """
 
   capabilities: ClassVar[Capabilities]
+  # The roles of the registered networks it builds (`models.NETWORKS`):
+  # 'hat', 'generator', 'encoder'.
+  networks: ClassVar[tuple[str, ...]] = ()
+  # Config keys only some modes read: the ones this mode reads. A config of
+  # another mode must leave them at their defaults (`validation.validate`).
+  options: ClassVar[tuple[str, ...]] = ()
   batch_size: int
   latent_shape: tuple[int, ...]
   image_shape: tuple[int, ...]
+
+  @classmethod
+  def check_config(cls, config: ml_collections.ConfigDict) -> None:
+    """The mode's own rules across config keys (`validation.validate`
+    calls it after the one-value rules, the data and network checks).
+
+    Raises:
+      ValueError: `config_base.invalid(key, value, what is allowed)`.
+    """
+    del config
 
   @classmethod
   @abc.abstractmethod
@@ -288,6 +304,8 @@ class HatEBMMode(Mode):
 
   hat: Any
   sampler: Any
+  networks = ('hat', 'generator')
+  options = ('energy_l2',)
 
   @property
   def chain_settings(self) -> Any:

@@ -75,6 +75,15 @@ GENERATOR_KEYS = (
 )
 
 
+def _check_update_latents(config: ml_collections.ConfigDict) -> None:
+  if config.update_latents is not True:
+    raise config_base.invalid(
+        'update_latents',
+        config.update_latents,
+        'a joint run moves z: set it True',
+    )
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class JointMode(base.HatEBMMode):
   """Networks, optimiser and settings of a joint run (all static)."""
@@ -82,6 +91,21 @@ class JointMode(base.HatEBMMode):
   capabilities = base.Capabilities(
       sources=('ebm', 'generator'), energy=True, chain=True
   )
+  options = base.HatEBMMode.options + ('gen_weights',)
+
+  @classmethod
+  def check_config(cls, config: ml_collections.ConfigDict) -> None:
+    """Langevin moves z too (`update_latents`); `gen_weights` names the
+    run whose generator is refined."""
+    _check_update_latents(config)
+    if not config.gen_weights:
+      raise config_base.invalid(
+          'gen_weights',
+          config.gen_weights,
+          'a joint run needs the workdir of a trained sngan or autoencoder '
+          'run (its generator / decoder is refined)',
+      )
+
   hat: models.FunctionalNet
   gen: models.FunctionalNet
   hat_opt: optax.GradientTransformation
@@ -99,9 +123,9 @@ class JointMode(base.HatEBMMode):
     """Builds the mode; `update_latents` must be on (joint sampler).
 
     Raises:
-      ValueError: `config_base.check('update_latents', ...)`.
+      ValueError: for `update_latents` False.
     """
-    config_base.check('update_latents', config.update_latents)
+    _check_update_latents(config)
     return cls(
         hat=models.create_hat_network(config),
         gen=models.create_generator(config),

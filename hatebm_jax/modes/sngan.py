@@ -104,6 +104,32 @@ class SNGANMode(base.Mode):
   capabilities = base.Capabilities(
       sources=('generator', 'ddls', 'initial'), generator_source=True
   )
+  networks = ('generator',)
+  options = ('disc_ndf', 'gan_lr', 'gan_beta1', 'gan_beta2', 'n_dis')
+
+  @classmethod
+  def check_config(cls, config: ml_collections.ConfigDict) -> None:
+    """A generator of latent vectors; a discriminator width the image size
+    takes; float32 arithmetic."""
+    if models.network('generator', config).latent_shape is not None:
+      raise config_base.invalid(
+          'gen_type',
+          config.gen_type,
+          "mode 'sngan' trains a generator of latent vectors ('gen_sngan')",
+      )
+    size = config.image_dims[0]
+    if not (size == 32 or config.disc_ndf % 16 == 0):
+      raise config_base.invalid(
+          'disc_ndf', config.disc_ndf, f'must be a multiple of 16 at {size}px'
+      )
+    if config.compute_dtype != 'float32':
+      raise config_base.invalid(
+          'compute_dtype',
+          config.compute_dtype,
+          "the 'sngan' mode trains in float32 (batch and spectral-norm "
+          'statistics); bfloat16 is for the Hat EBM modes and the autoencoder',
+      )
+
   gen: models.FunctionalNet
   gen_train: nnx.GraphDef
   disc: models.FunctionalNet

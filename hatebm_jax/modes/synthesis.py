@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from hatebm_jax import config_base
 from hatebm_jax import models
 from hatebm_jax import optim
 from hatebm_jax.hat_ebm import langevin
@@ -81,6 +82,25 @@ class SynthesisMode(base.HatEBMMode):
   capabilities = base.Capabilities(
       sources=('ebm', 'generator', 'initial'), energy=True, chain=True
   )
+  options = base.HatEBMMode.options + (
+      'hat_ema_decay',
+      'gen_ema_decay',
+      'noise_init_fraction',
+  )
+
+  @classmethod
+  def check_config(cls, config: ml_collections.ConfigDict) -> None:
+    """The generator takes latent vectors ('gen_sngan'); the replay bank
+    holds at least one batch."""
+    if models.network('generator', config).latent_shape is not None:
+      raise config_base.invalid(
+          'gen_type',
+          config.gen_type,
+          "mode 'synthesis' trains a generator of latent vectors "
+          "('gen_sngan')",
+      )
+    config_base.check_bank(config.persistent_size, config.batch_size)
+
   hat: models.FunctionalNet
   gen: models.FunctionalNet
   hat_opt: optax.GradientTransformation

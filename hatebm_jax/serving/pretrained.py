@@ -74,7 +74,7 @@ class Pretrained:
 
     Raises:
       ValueError: a name that is not a sampler setting, a value of the
-        wrong type or an invalid value (`config_base.validate`); another
+        wrong type or an invalid value (`validation.validate`); another
         `sample_weights` (the weights are chosen when loading).
     """
     if all(v is None for v in settings.values()):

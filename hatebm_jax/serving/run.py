@@ -62,7 +62,7 @@ def load_run(source: str, step: Optional[int] = None, **overrides) -> Run:
     FileNotFoundError: when the workdir holds no checkpoint, or none of
       `step` (the message lists the steps it holds); nothing at an
       exported model's path.
-    ValueError: for invalid overrides (`config_base.validate`), before any
+    ValueError: for invalid overrides (`validation.validate`), before any
       compute; a damaged exported model.
   """
   remote.check_reachable(source)

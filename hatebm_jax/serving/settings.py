@@ -13,6 +13,7 @@ import numpy as np
 
 from hatebm_jax import config_base
 from hatebm_jax import modes
+from hatebm_jax import validation
 from hatebm_jax.modes import base
 
 SAMPLER_SETTINGS = (
@@ -48,7 +49,7 @@ def override(config: Any, **overrides) -> ml_collections.ConfigDict:
 
   Raises:
     ValueError: for a name outside `SAMPLER_SETTINGS`, a value of the wrong
-      type or an invalid value (`config_base.validate`), before any
+      type or an invalid value (`validation.validate`), before any
       compute.
   """
   unknown = sorted(set(overrides) - set(SAMPLER_SETTINGS))
@@ -71,7 +72,7 @@ def override(config: Any, **overrides) -> ml_collections.ConfigDict:
           f'{key}={value!r}: expected {type(config[key]).__name__}'
           f', not {type(value).__name__}.'
       ) from e
-  config_base.validate(config)
+  validation.validate(config)
   return config
 
 
