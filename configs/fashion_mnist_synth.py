@@ -7,7 +7,7 @@ Narrow grayscale networks with the official block structure, a short chain,
 a small replay bank and batch 8: 8,800 iterations, the compute of 2,200 at
 batch 32 (docs/quality.md: four times the updates for the same FLOPs took
 the FCD of X from 47.8 to 27.8). About 11 minutes on a fast 2-core CPU, 22 on
-a slow one (README).
+a slow one (README, docs/training.md).
 """
 
 from hatebm_jax import config_base

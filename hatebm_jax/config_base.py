@@ -1,15 +1,16 @@
-"""Shared defaults of every experiment config, and their validation.
+"""Shared defaults of every experiment config, and the rules on one value.
 
 Experiment files in the top-level `configs/` folder start from
 `get_base_config()` and override what differs. Keys keep the names of the
-official release (docs/official_release.md §9.1). The defaults here are
-the official CIFAR-10 synthesis settings.
+official release (docs/official_release.md §9.1; docs/glossary.md maps
+each to the code's word). The defaults here are the official CIFAR-10
+synthesis settings.
 
-Every rule on a config value is written here once, with its message:
-`validate` checks a whole config, and the dataclasses that hold runtime
-settings (`LangevinConfig`, `DDLSConfig`, the networks' builders) call
-`check` on their values, so an impossible value gets the same message
-wherever it is caught.
+Every rule on one config value is written here once, in `RULES`, with its
+message; the dataclasses that hold runtime settings (`LangevinConfig`,
+`DDLSConfig`) call `check` on their values, so an impossible value gets the
+same message wherever it is caught. Rules across keys live with their
+owners, and `hatebm_jax.validation.validate` runs them all.
 """
 
 import importlib.util

@@ -6,10 +6,11 @@ import os
 import jax
 import pytest
 
+from hatebm_jax import config_base
 from hatebm_jax import modes
 from hatebm_jax import validation
 from hatebm_jax.models import layers
-from conftest import CONFIG_DIR, load_config, tiny_config
+from conftest import CONFIG_DIR, ROOT, load_config, tiny_config
 
 CONFIGS = sorted(
     os.path.basename(p)[:-3]
@@ -380,3 +381,10 @@ def test_unknown_key_of_a_config_built_in_python():
       r'\(did you mean mcmc_steps\?\)',
   ):
     validation.validate(config)
+
+
+def test_the_glossary_names_every_key():
+  """docs/glossary.md maps each config key to the code's word."""
+  text = open(os.path.join(ROOT, 'docs', 'glossary.md')).read()
+  missing = [k for k in config_base.get_base_config() if f'`{k}`' not in text]
+  assert not missing, missing

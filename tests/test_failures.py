@@ -1,4 +1,4 @@
-"""Issue 20: every user-facing failure of the commands is one clear line.
+"""Every user-facing failure of the commands is one clear line.
 
 Each case runs the real entry point in a subprocess and checks its exit
 status, that stderr ends in one line naming what is wrong (no Python

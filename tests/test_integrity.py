@@ -1,4 +1,4 @@
-"""Issue 20: a damaged checkpoint is never restored, sampled or trained on.
+"""A damaged checkpoint is never restored, sampled or trained on.
 
 Every checkpoint carries the CRC-32 of each state leaf and of its config
 (`infra.integrity`); restoring checks them, with the dtypes, shapes and

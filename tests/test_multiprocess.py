@@ -1,4 +1,4 @@
-"""Issue 5: a 2-process job (jax.distributed on localhost, CPU collectives)
+"""A 2-process job (jax.distributed on localhost, CPU collectives)
 through the real entry point, its checkpoint continued by 1 process, and
 SIGTERM to one of its processes."""
 

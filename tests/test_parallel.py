@@ -1,4 +1,4 @@
-"""Issue 5: one program over a device mesh, device-count-independent
+"""One program over a device mesh, device-count-independent
 randomness, a bank that stays on its devices, and checkpoints that move
 between device counts, for every training mode.
 

@@ -125,7 +125,7 @@ def not_prepared(name: str, data_dir: Optional[str]) -> FileNotFoundError:
   where = data_dir or '~/tensorflow_datasets'
   return FileNotFoundError(
       f'TFDS data set {name!r} is not prepared in data_dir={where!r}. '
-      'Prepare it once (see README, "Data sets"), e.g. `tfds build '
+      'Prepare it once (docs/training.md, "Data sets"), e.g. `tfds build '
       f'{name} --data_dir={where} --file_format=array_record` on a machine '
       'with internet access (ImageNet and CelebA need their archives placed '
       'in the manual download folder first), then pass --config.data_dir.'

@@ -41,8 +41,8 @@ def per_example_normal(
 
   Row i is `jax.random.normal(jax.random.fold_in(key, offset + i),
   shape[1:])`, whatever the batch size, the device count or the sharding
-  (the issue-5 rule: fold with the global example index, never with the
-  device index).
+  (the rule that makes runs device-count independent: fold with the global
+  example index, never with the device index).
 
   Args:
     key: a PRNG key.

@@ -10,6 +10,11 @@ The contract every mode keeps, and the roles of its state's fields, are in
 * `sngan`: the SN-GAN whose generator refinement starts from, and DDLS;
 * `autoencoder`: the deterministic autoencoder whose decoder retrofit
   starts from.
+
+A new mode is a module here with a `base.Mode` subclass (its state, step,
+`capabilities`, `networks`, `options` and `check_config`) and one line in
+`MODES`: validation, training, checkpoints, sampling and evaluation read
+the registry.
 """
 
 import ml_collections

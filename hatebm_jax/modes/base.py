@@ -160,7 +160,8 @@ class Capabilities:
       images (OOD AUROC, `Pretrained.energy`).
     chain: `draw('ebm')` is a Langevin chain on the hat network that
       `chain_segment` continues step by step (Figure-3 paths).
-    test_loss: `test_loss(state, images)` is logged at plot steps.
+    test_loss: `test_loss(state, images)` scores the test split (the
+      `test_loss` evaluator, `hatebm_jax.evaluators`).
     generator_source: a joint run can take this mode's generator
       (`generator_networks`), e.g. an SN-GAN to refine or an autoencoder's
       decoder to retrofit.
