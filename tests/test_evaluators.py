@@ -100,6 +100,14 @@ def test_auto_metrics_by_data_set_and_mode():
             'fcd uses a classifier trained on Fashion-MNIST',
         ),
         (dict(eval_metrics='fid'), 'need Inception weights.*pt_inception'),
+        (
+            dict(
+                data_type='cifar10',
+                image_dims=(32, 32, 3),
+                inception_weights='/no/such/weights.pth',
+            ),
+            "inception_weights='/no/such/weights.pth' is invalid: no such file",
+        ),
         (dict(eval_freq=-1), 'eval_freq=-1 is invalid'),
         (dict(eval_num_samples=1), 'eval_num_samples=1 is invalid'),
     ],

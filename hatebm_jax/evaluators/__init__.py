@@ -14,6 +14,7 @@ here with an `Evaluator` subclass, and one line in `EVALUATORS`.
 from typing import Optional, Sequence
 
 from absl import logging
+from etils import epath
 import ml_collections
 
 from hatebm_jax import config_base
@@ -70,30 +71,41 @@ def check(
 def check_config(
     config: ml_collections.ConfigDict, capabilities: base.Capabilities
 ) -> None:
-  """The evaluation keys' rules (`validation.validate`): `eval_metrics` is
-  'auto', '' or registered names that can evaluate this mode's runs, and the
-  metrics on Inception features have `inception_weights`.
+  """The evaluation keys' rules, checked by training before any compute:
+  `eval_metrics` is 'auto', '' or registered names that can evaluate this
+  mode's runs, and the metrics on Inception features have
+  `inception_weights`, a file that exists.
 
   Raises:
     ValueError: naming the key, its value and what is allowed.
   """
-  if config.eval_metrics in ('auto', ''):
-    return
-  try:
-    names = parse(config.eval_metrics, 'config.eval_metrics')
-    check(names, config=config, capabilities=capabilities)
-  except ValueError as e:
-    raise config_base.invalid('eval_metrics', config.eval_metrics, str(e))
-  inception_based = {'fid'} | (
+  if config.eval_metrics not in ('auto', ''):
+    try:
+      names = parse(config.eval_metrics, 'config.eval_metrics')
+      check(names, config=config, capabilities=capabilities)
+    except ValueError as e:
+      raise config_base.invalid('eval_metrics', config.eval_metrics, str(e))
+  names, _ = for_training(config, capabilities)
+  on_inception = {'fid'} | (
       {'kid'} if config.data_type != 'fashion_mnist' else set()
   )
-  if inception_based & set(names) and not config.inception_weights:
+  needed = sorted(on_inception & set(names))
+  get = (
+      f"pytorch-fid's {inception.WEIGHTS_FILE}, downloaded once from "
+      f'{inception.WEIGHTS_URL}'
+  )
+  if needed and not config.inception_weights:
     raise config_base.invalid(
         'eval_metrics',
         config.eval_metrics,
-        f'{sorted(inception_based & set(names))} need Inception weights: '
-        f"set inception_weights to the path of pytorch-fid's "
-        f'{inception.WEIGHTS_FILE} ({inception.WEIGHTS_URL})',
+        f'{needed} need Inception weights: set inception_weights to the path '
+        f'of {get}',
+    )
+  if needed and not epath.Path(config.inception_weights).exists():
+    raise config_base.invalid(
+        'inception_weights',
+        config.inception_weights,
+        f'no such file; give the path of {get} (or its converted .npz)',
     )
 
 
