@@ -229,7 +229,7 @@ def main(argv):
     _check_json_path(FLAGS.json)
   target = _target()
   devices = target.devices()
-  runtime.setup()
+  runtime.setup(tensorflow=False)  # compiling needs no TensorFlow
   # The training code (and TensorFlow, which it imports for data and
   # summaries) loads here, so that a bad flag is reported in seconds.
   from hatebm_jax import compiled  # pylint: disable=g-import-not-at-top

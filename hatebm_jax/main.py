@@ -69,8 +69,12 @@ flags.mark_flags_as_required(['config', 'workdir'])
 
 def main(argv):
   runtime.no_arguments(argv)
-  # JAX and TensorFlow load after the flags are parsed, so that a mistyped
-  # flag or config fails in a second, not after their imports.
+  # TensorFlow loads after the flags are parsed and the config is checked,
+  # so that a mistyped flag fails in a second and an impossible config value
+  # in a few, not after its imports (seconds more).
+  from hatebm_jax import validation  # pylint: disable=g-import-not-at-top
+
+  validation.validate(FLAGS.config)
   runtime.setup()
   from hatebm_jax import train  # pylint: disable=g-import-not-at-top
   from hatebm_jax.infra import parallel  # pylint: disable=g-import-not-at-top

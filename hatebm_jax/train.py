@@ -32,8 +32,6 @@ import time
 from typing import Any, Callable, Iterator, Optional
 
 from absl import logging
-from clu import metric_writers
-from clu import periodic_actions
 from etils import epath
 import jax
 from jax.experimental import multihost_utils
@@ -243,6 +241,10 @@ class Outputs:
     self.config, self.mode = config, mode
     self.is_lead = parallel.is_lead()
     self.samples_dir = workdir / 'samples'
+    # clu's writers and actions import TensorFlow (seconds): only here, so
+    # that compiling a step (`hatebm_jax.compiled`) does not.
+    from clu import metric_writers  # pylint: disable=g-import-not-at-top
+
     self.writer = metric_writers.create_default_writer(
         str(workdir), just_logging=not self.is_lead, asynchronous=True
     )
@@ -284,6 +286,8 @@ class Outputs:
     on, into <workdir>/plugins/profile for TensorBoard's Profile tab); for a
     run that begins at step 0, a grid of its first training batch (once).
     Returns the batches."""
+    from clu import periodic_actions  # pylint: disable=g-import-not-at-top
+
     self._hooks = [
         periodic_actions.ReportProgress(
             num_train_steps=self.config.num_training_steps,

@@ -4,8 +4,6 @@ runs, and they give the same numbers for the same checkpoint."""
 import logging
 import os
 
-from flax import nnx
-import jax
 import numpy as np
 import pytest
 
@@ -123,16 +121,21 @@ def test_bad_evaluation_settings_fail_before_compute(overrides, match):
 
 
 def random_inception_weights(path):
-  """An .npz of the FID Inception with random weights (seeded): the real
-  network's every operation, so FID runs end to end without the real file."""
-  module = inception.FIDInceptionV3(nnx.Rngs(0))
-  state = nnx.to_pure_dict(nnx.split(module)[1])
-  flat = jax.tree_util.tree_flatten_with_path(state)[0]
-  arrays = {
-      '/'.join(str(k.key) for k in keys): np.asarray(leaf)
-      for keys, leaf in flat
-  }
-  np.savez(path, **arrays)
+  """An .npz of the FID Inception with random weights (seeded numpy draws of
+  every parameter's shape: He-scaled kernels, batch-norm scales and variances near 1):
+  the real network's every operation, so FID runs end to end without the
+  real file."""
+  rng = np.random.default_rng(0)
+  arrays = {}
+  for key, shape in sorted(inception._expected_shapes().items()):
+    if key.endswith(('var', 'scale')):
+      arrays[key] = rng.uniform(0.5, 1.5, shape)
+    elif key.endswith('kernel'):
+      fan_in = int(np.prod(shape[:-1]))
+      arrays[key] = rng.normal(0.0, np.sqrt(2.0 / fan_in), shape)
+    else:
+      arrays[key] = rng.normal(0.0, 0.1, shape)
+  np.savez(path, **{k: v.astype(np.float32) for k, v in arrays.items()})
   return str(path)
 
 
