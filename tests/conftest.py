@@ -259,3 +259,24 @@ def pytest_collection_modifyitems(config, items):
   del config
   rank = {name: i for i, name in enumerate(SLOWEST_FIRST)}
   items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
+
+def random_inception_weights(path):
+  """An .npz of the FID Inception with random weights (seeded numpy draws of
+  every parameter's shape: He-scaled kernels, batch-norm scales and variances near 1):
+  the real network's every operation, so FID runs end to end without the
+  real file."""
+  from hatebm_jax.evaluation import inception  # pylint: disable=g-import-not-at-top
+
+  rng = np.random.default_rng(0)
+  arrays = {}
+  for key, shape in sorted(inception._expected_shapes().items()):
+    if key.endswith(('var', 'scale')):
+      arrays[key] = rng.uniform(0.5, 1.5, shape)
+    elif key.endswith('kernel'):
+      fan_in = int(np.prod(shape[:-1]))
+      arrays[key] = rng.normal(0.0, np.sqrt(2.0 / fan_in), shape)
+    else:
+      arrays[key] = rng.normal(0.0, 0.1, shape)
+  np.savez(path, **{k: v.astype(np.float32) for k, v in arrays.items()})
+  return str(path)

@@ -5,6 +5,7 @@ from flax import nnx
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from conftest import AE, assert_stage_resumes_bitwise
 from hatebm_jax.models import autoencoder
@@ -20,5 +21,6 @@ def test_encoder_latents_lie_on_the_sphere():
   )  # √m, m = 256
 
 
+@pytest.mark.slow
 def test_autoencoder_stage_resumes_bitwise(tmp_path):
   assert_stage_resumes_bitwise(tmp_path, 'fashion_mnist_ae', AE)

@@ -425,6 +425,7 @@ def test_auto_loader_follows_the_prepared_format(array_record_dir, tfds_dir):
   assert data.data_loader(tiny_config()) == 'array'
 
 
+@pytest.mark.slow
 def test_training_on_grain_saves_the_iterator_and_resumes_bitwise(
     array_record_dir, tmp_path
 ):

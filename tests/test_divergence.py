@@ -112,6 +112,7 @@ def test_exploding_energy_is_a_divergence(tmp_path):
     train.train_and_evaluate(config, str(tmp_path))
 
 
+@pytest.mark.slow
 def test_rollback_restores_lowers_lr_and_finishes(
     tmp_path, monkeypatch, caplog
 ):

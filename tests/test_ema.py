@@ -46,6 +46,7 @@ def _train(config, steps):
   return history
 
 
+@pytest.mark.slow
 def test_averages_follow_the_weights_and_never_feed_back():
   steps = 4
   raw = _train(tiny_config(), steps)
@@ -109,6 +110,7 @@ def test_synthesis_only_options(key, message):
     validation.validate(c)
 
 
+@pytest.mark.slow
 def test_runs_and_exports_sample_with_the_chosen_weights(tmp_path):
   workdir = str(tmp_path / 'run')
   train.train_and_evaluate(tiny_config(gen_ema_decay=0.9), workdir)

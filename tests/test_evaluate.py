@@ -120,6 +120,7 @@ def test_bad_requests_fail_before_sampling(run_dir, tmp_path):
     evaluate.evaluate(str(tmp_path), metrics='fcd')
 
 
+@pytest.mark.slow
 def test_command_line(run_dir, tmp_path):
   out = tmp_path / 'cli.json'
   proc = subprocess.run(

@@ -12,7 +12,7 @@ from hatebm_jax import evaluators
 from hatebm_jax import train
 from hatebm_jax.evaluation import inception
 from hatebm_jax.evaluators import common
-from conftest import DATA_DIR, tiny_config
+from conftest import DATA_DIR, random_inception_weights, tiny_config
 
 
 def logged_scalars(workdir, tags):
@@ -120,25 +120,6 @@ def test_bad_evaluation_settings_fail_before_compute(overrides, match):
   assert not os.path.exists('/nonexistent')
 
 
-def random_inception_weights(path):
-  """An .npz of the FID Inception with random weights (seeded numpy draws of
-  every parameter's shape: He-scaled kernels, batch-norm scales and variances near 1):
-  the real network's every operation, so FID runs end to end without the
-  real file."""
-  rng = np.random.default_rng(0)
-  arrays = {}
-  for key, shape in sorted(inception._expected_shapes().items()):
-    if key.endswith(('var', 'scale')):
-      arrays[key] = rng.uniform(0.5, 1.5, shape)
-    elif key.endswith('kernel'):
-      fan_in = int(np.prod(shape[:-1]))
-      arrays[key] = rng.normal(0.0, np.sqrt(2.0 / fan_in), shape)
-    else:
-      arrays[key] = rng.normal(0.0, 0.1, shape)
-  np.savez(path, **{k: v.astype(np.float32) for k, v in arrays.items()})
-  return str(path)
-
-
 @pytest.mark.slow
 def test_cifar10_run_logs_fid_and_evaluate_repeats_it(tmp_path, caplog):
   """A tiny CIFAR-10 run (tfds.testing.mock_data) given Inception weights
@@ -200,6 +181,7 @@ class MeanPixel(common.Evaluator):
     return {'mean_pixel': float(samples.images(source).mean())}
 
 
+@pytest.mark.slow
 def test_a_new_metric_is_one_registry_line(tmp_path, monkeypatch):
   """Registered in `EVALUATORS` alone, a metric is valid in the config,
   logged during training and computed by `evaluate`, with equal values."""

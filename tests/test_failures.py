@@ -220,6 +220,7 @@ def test_read_only_workdir_is_one_line(tiny_run, tmp_path):
   assert _tree(workdir) == before
 
 
+@pytest.mark.slow
 def test_full_disk_during_the_final_save_is_one_line(tmp_path):
   """Files are capped at 3 MB (RLIMIT_FSIZE, SIGXFSZ ignored: writes past
   it fail with EFBIG, as a full disk fails them with ENOSPC): the replay
@@ -302,6 +303,7 @@ def test_unreachable_gcs_is_one_line_naming_the_host(tiny_run, closed_port):
   assert hint in last
 
 
+@pytest.mark.slow
 def test_sampling_refuses_a_checkpoint_cast_to_bfloat16(tiny_run, tmp_path):
   """A checkpoint whose hat network was cast to bfloat16 (and saved so):
   `sample` names the entry and writes nothing (Orbax would cast it back to
@@ -329,6 +331,7 @@ def test_sampling_refuses_a_checkpoint_cast_to_bfloat16(tiny_run, tmp_path):
   assert _tree(workdir) == before
 
 
+@pytest.mark.slow
 def test_truncated_checkpoint_is_one_line_for_export(tiny_run, tmp_path):
   """A truncated array file: one error line naming TensorStore's own
   reason, not Orbax's wrapper nor the hundreds of tracebacks its unfinished

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from hatebm_jax.evaluation import inception
-from conftest import ROOT
+from conftest import ROOT, random_inception_weights
 
 SIZES = (32, 64)
 
@@ -46,11 +46,20 @@ def reference(tmp_path_factory):
 
 @pytest.fixture
 def net(reference, tmp_path, monkeypatch):
+  """The network with pytorch-fid's random weights, converted from .pth."""
   monkeypatch.setenv('HATEBM_CACHE_DIR', str(tmp_path))
   with pytest.warns(UserWarning, match='not the standard FID weights'):
     return inception.InceptionFeatures.load(reference[0])
 
 
+@pytest.fixture(scope='module')
+def numpy_net(tmp_path_factory):
+  """The network with numpy's random weights from an .npz (no PyTorch)."""
+  path = tmp_path_factory.mktemp('weights') / 'random.npz'
+  return inception.InceptionFeatures.load(random_inception_weights(path))
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize('size', SIZES)
 def test_features_match_pytorch_fid(reference, net, tmp_path, size):
   _, images, features = reference
@@ -78,7 +87,8 @@ def test_features_match_pytorch_fid(reference, net, tmp_path, size):
   np.testing.assert_array_equal(again.features(images[f's{size}']), ours)
 
 
-def test_grayscale_is_repeated_to_rgb(net):
+def test_grayscale_is_repeated_to_rgb(numpy_net):
+  net = numpy_net
   gray = np.random.default_rng(1).integers(0, 256, (2, 32, 32, 1), np.uint8)
   # Same values, but two compiled programs (1 and 3 input channels): XLA may
   # fuse the repeat into the first convolution and sum its terms in another
@@ -124,6 +134,7 @@ def test_wrong_files_are_refused(tmp_path, monkeypatch):
     inception.InceptionFeatures.load(str(broken))
 
 
-def test_bad_images_are_refused(net):
+def test_bad_images_are_refused(numpy_net):
+  net = numpy_net
   with pytest.raises(ValueError, match='uint8 images'):
     net.features(np.zeros((2, 32, 32, 3), np.float32))

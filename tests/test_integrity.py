@@ -95,6 +95,7 @@ def test_fingerprints_name_each_changed_leaf():
   assert integrity.problems(broken, None) == ['w: 1 non-finite values']
 
 
+@pytest.mark.slow
 def test_every_byte_flip_is_refused_or_never_read(finished, tmp_path):
   """64 inverted bytes at two places of data files of the newest
   checkpoint (the 5 largest, where the array values are, the
@@ -254,6 +255,7 @@ def test_lost_fingerprints_are_damage(finished, tmp_path):
   assert sorted(os.listdir(workdir / 'checkpoints')) == ['2', '4']
 
 
+@pytest.mark.slow
 def test_rotation_keeps_the_checked_checkpoint_until_a_newer_is_checked(
     finished, tmp_path
 ):
@@ -322,6 +324,7 @@ def test_cast_or_reshaped_leaves_are_refused_by_sampling_and_export(
     run_lib.load_run(str(wide))
 
 
+@pytest.mark.slow
 def test_entry_point_refuses_a_damaged_checkpoint_in_one_line(
     finished, tmp_path
 ):

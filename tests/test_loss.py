@@ -66,6 +66,7 @@ def test_update_is_the_gradient_of_eq8_plus_the_penalty(alpha):
   np.testing.assert_allclose(metrics['energy_neg'], h_neg.mean(), rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_a_negative_far_from_the_data_settles_at_one_over_2_alpha():
   """H = -0.2 on every image but one negative (a chain from noise), where
   it is a free parameter b. Maximum likelihood alone raises b by lr/(B T)

@@ -48,7 +48,14 @@ def test_generator_parameter_count(size, ngf, expected, expected_frozen):
   assert (trainable, frozen) == (expected, expected_frozen)
 
 
-@pytest.mark.parametrize('size', [32, 64, 128])
+@pytest.mark.parametrize(
+    'size',
+    [
+        32,
+        pytest.param(64, marks=pytest.mark.slow),
+        pytest.param(128, marks=pytest.mark.slow),
+    ],
+)
 def test_output_shapes_and_range(size):
   ngf = 32
   h = hat.HatNetwork(size, 1, ngf, nnx.Rngs(0))
@@ -162,7 +169,9 @@ def test_functional_apply_matches_module():
   assert frozen_names == {'mean', 'var'}  # only BN statistics are frozen
 
 
-@pytest.mark.parametrize('channels', [1, 3])
+@pytest.mark.parametrize(
+    'channels', [pytest.param(1, marks=pytest.mark.slow), 3]
+)
 def test_patch_stem_is_the_same_convolution(channels):
   """The hat network's first convolution as one product over gathered 3x3
   neighbourhoods (`stem_conv='patches'`, what TPUs run) against XLA's

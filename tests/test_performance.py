@@ -66,6 +66,7 @@ def test_train_step_compiles_once():
   assert int(state.step) == 5
 
 
+@pytest.mark.slow
 def test_training_loop_compiles_nothing_per_step(tmp_path):
   """A whole run through `train_and_evaluate`, with metrics, grids and
   checkpoints every step or two, compiles the same programs whether it
@@ -100,6 +101,7 @@ def _synthesis_step_memory(num_steps):
 BATCH_BYTES = 8 * 32 * 32 * 1 * 4  # one batch of residuals y
 
 
+@pytest.mark.slow
 def test_chain_memory_does_not_grow_with_k():
   """The fully unrolled chain (the CPU default) keeps nothing per step:
   from K = 3 to K = 12 the temporaries of a synthesis iteration grow by
@@ -110,6 +112,7 @@ def test_chain_memory_does_not_grow_with_k():
   assert large - small < BATCH_BYTES, (small, large)
 
 
+@pytest.mark.slow
 def test_joint_chain_memory_does_not_grow_with_k():
   """The same for the joint chain (two noise draws per step: z and y)."""
   config = tiny_config(update_latents=True)
@@ -227,6 +230,7 @@ def test_joint_chain_runs_the_generator_once_per_step():
   assert per_image > 2 * k * f_g + 4 * k * f_h - 2 * f_g
 
 
+@pytest.mark.slow
 def test_bfloat16_compute_keeps_float32_state_and_energies():
   """compute_dtype='bfloat16': networks compute in bfloat16, while
   parameters, their Adam moments, the Langevin residual, energies and

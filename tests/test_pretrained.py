@@ -63,6 +63,7 @@ def test_export_holds_networks_and_config_only(run):
   assert everything > 3 * networks
 
 
+@pytest.mark.slow
 def test_sngan_runs_export_their_spectral_norm_statistics(tmp_path):
   """SN-GAN discriminator statistics have tuple keys (('kernel', 'sigma')),
   which msgpack cannot hold as map keys: the flat layout keeps them."""
@@ -126,6 +127,7 @@ def test_reexport_and_version_1_files(run, tmp_path):
     np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow
 def test_exported_model_samples_like_the_checkpoint(run):
   workdir, path, _ = run
   model = hatebm_jax.load_pretrained(path)
@@ -141,6 +143,7 @@ def test_exported_model_samples_like_the_checkpoint(run):
   )
 
 
+@pytest.mark.slow
 def test_sample_entry_point_takes_an_exported_model(run, tmp_path):
   workdir, path, _ = run
   sample.sample_checkpoint(
@@ -351,6 +354,7 @@ def test_output_folders_of_exported_models(tmp_path):
   assert storage.eval_folder(str(tmp_path), 3) == (tmp_path / 'eval' / 'step_3')
 
 
+@pytest.mark.slow
 def test_export_entry_point(run, tmp_path):
   workdir, path, _ = run
   out = tmp_path / 'cli.hatebm'

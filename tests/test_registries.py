@@ -70,6 +70,7 @@ LINEAR_HAT = spec.Network(
 )
 
 
+@pytest.mark.slow
 def test_a_new_network_trains_from_its_registry_line(tmp_path, monkeypatch):
   """Registered as 'linear_hat', the network is valid where its entry says
   (hat role, 32 px), is built by `create_hat_network` and trains: its

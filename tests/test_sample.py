@@ -60,6 +60,7 @@ def test_samples_grids_and_settings(run_dir, tmp_path):
   assert saved['sampler']['step_size'] == 1e-2
 
 
+@pytest.mark.slow
 def test_same_seed_same_samples(run_dir, tmp_path):
   for name in ('a', 'b'):
     sample.sample_checkpoint(
@@ -77,6 +78,7 @@ def test_errors(tmp_path):
     sample.sample_checkpoint(str(tmp_path), 0, 4)
 
 
+@pytest.mark.slow
 def test_command_line(run_dir, tmp_path):
   result = subprocess.run(
       [
@@ -145,6 +147,7 @@ def shipped_cli_samples(tmp_path_factory):
     return np.load(f)['images']
 
 
+@pytest.mark.slow
 def test_shipped_model_samples_are_those_recorded(shipped_cli_samples):
   images = shipped_cli_samples
   with open(SHIPPED_SAMPLES, 'rb') as f:
@@ -190,6 +193,7 @@ def _api_samples(tmp_path, before=''):
   return np.load(out), result.stderr
 
 
+@pytest.mark.slow
 def test_api_draws_the_command_lines_images(shipped_cli_samples, tmp_path):
   """`import hatebm_jax` applies the entry points' XLA:CPU settings, so the
   API and `python -m hatebm_jax.sample` compute alike: the same bytes. A

@@ -76,6 +76,7 @@ def test_ddls_lowers_the_energy_without_noise():
   )
 
 
+@pytest.mark.slow
 def test_ddls_step_matches_its_formula_and_unrolling_changes_nothing():
   config = stage_config('fashion_mnist_sngan', **SNGAN)
   model = modes.build(config)
@@ -110,5 +111,6 @@ def test_ddls_step_matches_its_formula_and_unrolling_changes_nothing():
   np.testing.assert_allclose(rolled, unrolled, rtol=0, atol=1e-3)
 
 
+@pytest.mark.slow
 def test_sngan_stage_resumes_bitwise(tmp_path):
   assert_stage_resumes_bitwise(tmp_path, 'fashion_mnist_sngan', SNGAN)

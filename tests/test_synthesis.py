@@ -5,6 +5,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from hatebm_jax.modes import synthesis
 from hatebm_jax.models import layers
@@ -80,6 +81,7 @@ def test_one_step_updates_everything_and_overwrites_b_bank_slots():
   )
 
 
+@pytest.mark.slow
 def test_generator_learns_once_the_bank_holds_langevin_samples():
   """With a bank of one pair per lane, step 2 reads back step 1's
   negative samples: a real residual, so G moves and the loss is > 0."""
@@ -106,6 +108,7 @@ def test_hat_loss_gradient_is_eq8():
   assert gap(new.hat_params) < gap(state.hat_params)
 
 
+@pytest.mark.slow
 def test_no_recompilation_and_deterministic_steps():
   model, state, x = _setup()
   step = jax.jit(model.train_step, donate_argnums=0)
@@ -133,6 +136,7 @@ def test_paper_config_sizes():
   assert model.sampler.drift_coefficient == 12.5
 
 
+@pytest.mark.slow
 def test_chains_from_noise_start_uniform_and_keep_their_bank_slots():
   """noise_init_fraction = 1/4 of B = 8: chains 0 and 1 start from
   X₀ ~ U[-1, 1]; their bank slots keep the pairs they held."""
@@ -173,6 +177,7 @@ def test_chains_from_noise_start_uniform_and_keep_their_bank_slots():
   np.testing.assert_array_equal(changed.sum(axis=1), 1)
 
 
+@pytest.mark.slow
 def test_energy_penalty_changes_the_hat_update_only():
   """energy_l2 enters the hat update (loss.hat_update, tested against
   hand-computed gradients in test_loss.py) and nothing else of the step:

@@ -66,6 +66,7 @@ def test_resume_is_bitwise_identical(tmp_path):
     np.testing.assert_array_equal(x, y)
 
 
+@pytest.mark.slow
 def test_non_finite_metric_stops_with_step_and_quantity(tmp_path, monkeypatch):
   def nan_batches(config, start_step, batch_size=None, mesh=None, state=None):
     del start_step, batch_size, mesh, state
@@ -88,6 +89,7 @@ def test_non_finite_metric_stops_with_step_and_quantity(tmp_path, monkeypatch):
     train.train_and_evaluate(tiny_config(), str(tmp_path))
 
 
+@pytest.mark.slow
 def test_entry_point_ctrl_c_saves_and_rerun_continues(tmp_path):
   """SIGINT mid-run saves the current step; rerunning continues from it
   (tests/test_preemption.py: SIGTERM, and bitwise equality)."""
