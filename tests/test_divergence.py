@@ -102,6 +102,7 @@ def test_stops_at_the_step_where_values_go_bad(tmp_path, monkeypatch):
   assert sorted(os.listdir(tmp_path / 'checkpoints')) == ['4']
 
 
+@pytest.mark.slow
 def test_exploding_energy_is_a_divergence(tmp_path):
   config = tiny_config(divergence_max_energy=1e-6)
   with pytest.raises(

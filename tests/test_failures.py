@@ -168,7 +168,9 @@ def test_aot_parses_flags_like_main():
     'config, data',
     [
         ('fashion_mnist_synth', 'missing'),  # no IDX files there
-        ('cifar10_synth', 'empty'),  # a TFDS data_dir without cifar10
+        pytest.param(  # a TFDS data_dir without cifar10
+            'cifar10_synth', 'empty', marks=pytest.mark.slow
+        ),
     ],
 )
 def test_missing_data_is_one_line_and_creates_nothing(tmp_path, config, data):

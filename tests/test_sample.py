@@ -210,6 +210,7 @@ def test_api_draws_the_command_lines_images(shipped_cli_samples, tmp_path):
   assert diff.max() <= 2 and (diff > 0).mean() < 0.01
 
 
+@pytest.mark.slow
 def test_sampling_reports_progress_with_an_eta(run_dir, tmp_path, caplog):
   """A line at each tenth of the samples: 40 samples in batches of 4."""
   caplog.set_level('INFO')
