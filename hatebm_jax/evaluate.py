@@ -37,7 +37,7 @@ the current folder for a URL or a model shipped in the package).
 import dataclasses
 import json
 import os
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 from hatebm_jax.infra import xla_flags  # pylint: disable=g-import-not-at-top
@@ -58,19 +58,6 @@ from hatebm_jax.evaluation import inception
 from hatebm_jax.infra import remote
 from hatebm_jax.serving import run as run_lib
 from hatebm_jax.serving import storage
-
-
-def _parse_list(
-    value: str, allowed: Sequence[str], what: str = 'sources'
-) -> list[str]:
-  items = [v.strip() for v in value.split(',') if v.strip()]
-  bad = [v for v in items if v not in allowed]
-  if bad or not items:
-    raise ValueError(
-        f'{what}={value!r}: {bad or "empty"} not allowed; choose '
-        f'from {list(allowed)}.'
-    )
-  return items
 
 
 def _describe(workdir, run, settings, overrides) -> dict:
@@ -148,7 +135,7 @@ def evaluate(
   names, settings = evaluators.parse(metrics), evaluators.Settings(**settings)
   run = run_lib.load_run(workdir, step, **overrides)
   caps = run.mode.capabilities
-  chosen = _parse_list(sources, caps.sources) if sources else caps.sources[:1]
+  chosen = evaluators.parse(sources or caps.sources[0], 'sources', caps.sources)
   built = evaluators.build(
       names, config=run.config, capabilities=caps, settings=settings
   )

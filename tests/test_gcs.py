@@ -81,10 +81,12 @@ def runs(gcs, tmp_path_factory):
   # endpoint is fixed (it cannot reach an emulator): they go to a local
   # folder here; checkpoints, grids and everything else go to the emulator.
   events = tmp_path_factory.mktemp('events')
-  create = train.metric_writers.create_default_writer
+  from clu import metric_writers  # pylint: disable=g-import-not-at-top
+
+  create = metric_writers.create_default_writer
   with pytest.MonkeyPatch.context() as mp:
     mp.setattr(
-        train.metric_writers,
+        metric_writers,
         'create_default_writer',
         lambda logdir, **kwargs: create(str(events), **kwargs),
     )

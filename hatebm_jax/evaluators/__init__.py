@@ -40,18 +40,22 @@ Samples = common.Samples
 Evaluator = common.Evaluator
 
 
-def parse(names: str, what: str = 'metrics') -> list[str]:
+def parse(
+    names: str, what: str = 'metrics', allowed: Optional[Sequence[str]] = None
+) -> list[str]:
   """'fid,kid' -> ['fid', 'kid'].
 
   Raises:
-    ValueError: for an empty list or a name outside `EVALUATORS`.
+    ValueError: for an empty list or a name outside `allowed` (default: the
+      names of `EVALUATORS`).
   """
+  allowed = list(EVALUATORS if allowed is None else allowed)
   items = [n.strip() for n in str(names).split(',') if n.strip()]
-  bad = [n for n in items if n not in EVALUATORS]
+  bad = [n for n in items if n not in allowed]
   if bad or not items:
     raise ValueError(
         f'{what}={names!r}: {bad or "empty"} not allowed; choose from '
-        f'{list(EVALUATORS)}.'
+        f'{allowed}.'
     )
   return items
 

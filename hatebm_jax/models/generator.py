@@ -9,7 +9,6 @@ output gen_factor * tanh (docs/official_release.md §1.4).
 import jax
 import jax.numpy as jnp
 from flax import nnx
-import ml_collections
 
 from hatebm_jax.models import layers
 from hatebm_jax.models import spec
@@ -151,15 +150,6 @@ class SNGANGenerator(nnx.Module):
     return self.gen_factor * jnp.tanh(h)
 
 
-def _check_width(config: ml_collections.ConfigDict) -> None:
-  try:
-    generator_architecture(config.image_dims[0], config.gen_ngf)
-  except ValueError as e:
-    raise ValueError(
-        f'config.gen_ngf={config.gen_ngf!r} is invalid: {e}'
-    ) from e
-
-
 # The registry entry of `gen_sngan` (`hatebm_jax.models.NETWORKS`): any
 # latent vector [nz].
 NETWORK = spec.Network(
@@ -178,5 +168,5 @@ NETWORK = spec.Network(
     ),
     image_sizes=(32, 64, 128),
     latent_shape=None,
-    check=_check_width,
+    check=spec.width_check('gen_ngf', generator_architecture),
 )

@@ -230,15 +230,6 @@ def stem_conv(
   return 'patches' if platform == 'tpu' and large else 'conv'
 
 
-def _check_width(config: ml_collections.ConfigDict) -> None:
-  try:
-    hat_architecture(config.image_dims[0], config.ebm_ngf)
-  except ValueError as e:
-    raise ValueError(
-        f'config.ebm_ngf={config.ebm_ngf!r} is invalid: {e}'
-    ) from e
-
-
 # The registry entry of `ebm_sngan` (`hatebm_jax.models.NETWORKS`).
 NETWORK = spec.Network(
     role='hat',
@@ -254,5 +245,5 @@ NETWORK = spec.Network(
         f'ngf {c.ebm_ngf}'
     ),
     image_sizes=(32, 64, 128),
-    check=_check_width,
+    check=spec.width_check('ebm_ngf', hat_architecture),
 )

@@ -39,3 +39,19 @@ class Network:
   def __post_init__(self):
     if self.role not in ROLES:
       raise ValueError(f'role={self.role!r}: choose one of {ROLES}.')
+
+
+def width_check(
+    key: str, architecture: Callable[[int, int], object]
+) -> Callable[[ml_collections.ConfigDict], None]:
+  """A `Network.check` that the width `config[key]` builds at the config's
+  image size: `architecture(size, width)` raises ValueError otherwise,
+  re-raised as the config error of `key`."""
+
+  def check(config: ml_collections.ConfigDict) -> None:
+    try:
+      architecture(config.image_dims[0], config[key])
+    except ValueError as e:
+      raise ValueError(f'config.{key}={config[key]!r} is invalid: {e}') from e
+
+  return check
