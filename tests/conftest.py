@@ -9,19 +9,6 @@ import tempfile
 # that tests can compile for TPUs and GPUs; JAX must still run on the CPU and
 # not look for those devices at start-up (tests and their subprocesses).
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
-# Tests (and their subprocesses) compile with LLVM's optimisation level 0:
-# the same XLA programs (HLO, fusions, layouts), machine code generated
-# without LLVM's optimisation passes. It measured 25% less time on the
-# compile-heavy tests and no more on the compute-heavy ones (test_fcd, FID)
-# on this project's 2-core hosts. IEEE float semantics hold at every level
-# (XLA:CPU does not enable fast-math), so results equal those of the
-# default level up to round-off: tests compare runs compiled alike
-# bitwise, and recorded values of the default level with the tolerances
-# they state for another CPU.
-os.environ['XLA_FLAGS'] = (
-    os.environ.get('XLA_FLAGS', '') + ' --xla_backend_optimization_level=0'
-).strip()
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -44,7 +31,6 @@ jax.config.update(
     float(os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS']),
 )
 
-TEST_XLA_FLAGS = '--xla_backend_optimization_level=0'  # set above
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA_DIR = os.path.join(ROOT, 'tests', 'data', 'fashion-mnist')
 CONFIG_DIR = os.path.join(ROOT, 'configs')
@@ -55,9 +41,7 @@ def device_env(devices):
   """Environment of a subprocess with `devices` CPU devices that imports
   this checkout and the test helpers."""
   env = dict(os.environ)
-  env['XLA_FLAGS'] = (
-      f'--xla_force_host_platform_device_count={devices} {TEST_XLA_FLAGS}'
-  )
+  env['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={devices}'
   env['PYTHONPATH'] = os.pathsep.join([ROOT, TESTS, env.get('PYTHONPATH', '')])
   return env
 

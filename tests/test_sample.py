@@ -11,7 +11,7 @@ import pytest
 from hatebm_jax import sample
 from hatebm_jax.serving import draw
 from hatebm_jax import train
-from conftest import TEST_XLA_FLAGS, ROOT, tensorboard_images, tiny_config
+from conftest import ROOT, tensorboard_images, tiny_config
 
 
 @pytest.fixture(scope='module')
@@ -183,9 +183,8 @@ def _api_samples(tmp_path, before=''):
           str(out),
       ],
       cwd=str(tmp_path),
-      # A user's environment: none of the XLA flags hatebm_jax sets (this
-      # test process has set them), only the test suite's own.
-      env={**os.environ, 'XLA_FLAGS': TEST_XLA_FLAGS},
+      # A user's environment: no XLA_FLAGS (this test process has set them).
+      env={k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'},
       capture_output=True,
       text=True,
       timeout=300,
