@@ -3,7 +3,7 @@ r"""Export a training run's networks and config as one pretrained-model file.
   python -m hatebm_jax.export --workdir=/tmp/hatebm_fmnist \
       --output=/tmp/fmnist_synth.hatebm [--step=2000]
 
-The file (`hatebm_jax.serving.file_format`) holds the network parameters and frozen
+The file (`hatebm_jax.infra.file_format`) holds the network parameters and frozen
 statistics, the run's config and its step: no optimiser states, replay
 bank or RNG key. `--output` may be local or gs://. Load it with
 `hatebm_jax.load_pretrained(path)`, or pass it as `--workdir` to

@@ -20,7 +20,7 @@ from conftest import DATA_DIR, ROOT, load_config, tiny_config
 from hatebm_jax.infra import checkpoint
 from hatebm_jax import modes
 from hatebm_jax.serving import pretrained
-from hatebm_jax.serving import file_format
+from hatebm_jax.infra import file_format
 from hatebm_jax.serving import storage
 from hatebm_jax.modes import base
 from hatebm_jax import sample

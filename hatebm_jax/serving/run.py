@@ -22,7 +22,7 @@ import numpy as np
 from hatebm_jax.infra import checkpoint
 from hatebm_jax.infra import remote
 from hatebm_jax.modes import base
-from hatebm_jax.serving import file_format
+from hatebm_jax.infra import file_format
 from hatebm_jax.serving import registry
 from hatebm_jax.serving import settings
 from hatebm_jax.serving import storage
@@ -122,6 +122,13 @@ def load_exported(path: str, **overrides) -> Run:
         'checkpoints hold both.'
     )
   abstract = base.networks_only(abstract)
+  held = {name.split("'")[1] for name in stored}
+  if held == {'gen_params', 'gen_frozen'} < set(base.network_fields(abstract)):
+    raise ValueError(
+        f'{path} holds a generator only (python -m hatebm_jax.convert '
+        '--gen): it is not sampled on its own; train a refinement or '
+        f'retrofit run on it with --config.gen_weights={path}.'
+    )
   networks = file_format.fitted_networks(
       path, stored, base.network_fields(abstract)
   )
