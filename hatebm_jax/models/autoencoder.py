@@ -100,6 +100,31 @@ class Decoder(nnx.Module):
     )
 
 
+def official_decoder_key(config, path: tuple[str, ...]) -> str:
+  """The official TensorFlow variable of a decoder array
+  (docs/official_release.md §11): blocks keep their numbers (the stem's
+  batch norm is `block1/bn_2`), the output layers are `bn_5` and `conv_5`.
+  `config` is unused: the decoder has one layout."""
+  del config
+  module, *rest = path
+  if module == 'bn_out':
+    return f'bn_5/{spec.keras_variable("bn", rest[-1])}'
+  if module == 'conv_out':
+    return f'conv_5/{rest[-1]}'
+  return spec.keras_block(module, rest)
+
+
+def official_encoder_key(config, path: tuple[str, ...]) -> str:
+  """The official TensorFlow variable of an encoder array
+  (docs/official_release.md §11): blocks keep their numbers, the output
+  convolution is `conv2latent`. `config` is unused."""
+  del config
+  module, *rest = path
+  if module == 'conv_out':
+    return f'conv2latent/{rest[-1]}'
+  return spec.keras_block(module, rest)
+
+
 # The registry entries of `gen_decoder` and `inf_encoder`
 # (`hatebm_jax.models.NETWORKS`).
 DECODER = spec.Network(
@@ -112,6 +137,7 @@ DECODER = spec.Network(
     ),
     image_sizes=(32,),
     latent_shape=LATENT_SHAPE,
+    official_key=official_decoder_key,
 )
 ENCODER = spec.Network(
     role='encoder',
@@ -123,4 +149,5 @@ ENCODER = spec.Network(
     ),
     image_sizes=(32,),
     latent_shape=LATENT_SHAPE,
+    official_key=official_encoder_key,
 )

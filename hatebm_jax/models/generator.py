@@ -150,6 +150,28 @@ class SNGANGenerator(nnx.Module):
     return self.gen_factor * jnp.tanh(h)
 
 
+def official_key(config, path: tuple[str, ...]) -> str:
+  """The official TensorFlow variable of a generator array
+  (docs/official_release.md §11): the dense layer is `lin_1`, our G-block k
+  is `block<k+1>`, and the output batch norm and convolution of n G-blocks
+  `bn_<n+2>` and `conv_<n+2>` (5, 6, 7 at 32, 64, 128 px).
+
+  Args:
+    config: reads `image_dims` and `gen_ngf`.
+    path: keys of the array in the parameters or frozen statistics, e.g.
+      ('block1', 'bn1', 'mean') -> 'block2/bn_1/moving_mean'.
+  """
+  module, *rest = path
+  blocks = len(generator_architecture(config.image_dims[0], config.gen_ngf))
+  if module == 'dense':
+    return f'lin_1/{rest[-1]}'
+  if module == 'bn_out':
+    return f'bn_{blocks + 2}/{spec.keras_variable("bn", rest[-1])}'
+  if module == 'conv_out':
+    return f'conv_{blocks + 2}/{rest[-1]}'
+  return spec.keras_block(f'block{int(module[5:]) + 1}', rest)
+
+
 # The registry entry of `gen_sngan` (`hatebm_jax.models.NETWORKS`): any
 # latent vector [nz].
 NETWORK = spec.Network(
@@ -169,4 +191,5 @@ NETWORK = spec.Network(
     image_sizes=(32, 64, 128),
     latent_shape=None,
     check=spec.width_check('gen_ngf', generator_architecture),
+    official_key=official_key,
 )

@@ -230,6 +230,26 @@ def stem_conv(
   return 'patches' if platform == 'tpu' and large else 'conv'
 
 
+def official_key(
+    config: ml_collections.ConfigDict, path: tuple[str, ...]
+) -> str:
+  """The official TensorFlow variable of a hat-network array
+  (docs/official_release.md §11): the stem block is `conv_1`, block k is
+  `blockk`, and the head of an n-block network `lin_<n+1>` (lin_5, lin_6,
+  lin_7 at 32, 64, 128 px).
+
+  Args:
+    config: reads `image_dims` and `ebm_ngf`.
+    path: keys of the array in the parameters, e.g. ('block1', 'conv1',
+      'kernel') -> 'conv_1/conv_1/kernel'.
+  """
+  module, *rest = path
+  if module == 'head':
+    blocks = len(hat_architecture(config.image_dims[0], config.ebm_ngf)[0])
+    return f'lin_{blocks + 1}/{rest[-1]}'
+  return spec.keras_block('conv_1' if module == 'block1' else module, rest)
+
+
 # The registry entry of `ebm_sngan` (`hatebm_jax.models.NETWORKS`).
 NETWORK = spec.Network(
     role='hat',
@@ -246,4 +266,5 @@ NETWORK = spec.Network(
     ),
     image_sizes=(32, 64, 128),
     check=spec.width_check('ebm_ngf', hat_architecture),
+    official_key=official_key,
 )
