@@ -66,7 +66,7 @@ def test_generator_loading_errors(generator_runs, tmp_path):
   assert config.gen_ngf != 16
   with pytest.raises(
       ValueError,
-      match='gen_ngf: generator run 16, this ' f'config {config.gen_ngf}',
+      match=f'gen_ngf: generator 16, this config {config.gen_ngf}',
   ):
     joint.load_generator(config)
   retro = stage_config(

@@ -14,13 +14,16 @@ The generator's parameters are part of the state (so that checkpoints are
 self-contained) but no gradient or optimiser ever touches them; a test
 checks they stay bitwise unchanged. They come from a run of this project
 (`gen_weights` = its workdir): an SN-GAN run for refinement, an autoencoder
-run for retrofit.
+run for retrofit; or from an exported model file holding a generator, such
+as an official release's generator converted with `python -m
+hatebm_jax.convert --gen`.
 """
 
 import dataclasses
 import json
 from typing import Any, Optional
 
+from etils import epath
 import flax.struct
 import jax
 import jax.numpy as jnp
@@ -33,6 +36,7 @@ from hatebm_jax import optim
 from hatebm_jax.hat_ebm import langevin
 from hatebm_jax.hat_ebm import loss
 from hatebm_jax.infra import checkpoint
+from hatebm_jax.infra import file_format
 from hatebm_jax.infra import parallel
 from hatebm_jax.modes import autoencoder
 from hatebm_jax.modes import base
@@ -285,17 +289,23 @@ def load_generator(
 ) -> tuple[Params, Params]:
   """The pretrained generator of a joint run, from `config.gen_weights`.
 
-  Reads the newest checkpoint of that workdir (a mode of
-  `GENERATOR_SOURCES`: an 'sngan' run for refinement, an 'autoencoder' run
-  for retrofit) and returns its (gen_params, gen_frozen), replicated over
-  `mesh` when one is given (on any device count: Orbax reshards).
+  `gen_weights` is either a workdir, whose newest checkpoint is read (a mode
+  of `GENERATOR_SOURCES`: an 'sngan' run for refinement, an 'autoencoder'
+  run for retrofit), or an exported model file (`infra.file_format`, local
+  or gs://) holding a generator: any exported Hat EBM, SN-GAN or
+  autoencoder, or an official generator converted with `python -m
+  hatebm_jax.convert --gen`. Returns its (gen_params, gen_frozen),
+  replicated over `mesh` when one is given (on any device count).
 
   Raises:
     FileNotFoundError: when the workdir holds no checkpoint, saying which
-      stage to run first.
-    ValueError: when that run is not an sngan/autoencoder run or its
-      generator differs from this config's (listing the keys).
+      stage to run first, or the file does not exist.
+    ValueError: when that run is not an sngan/autoencoder run, the file
+      holds no generator, or its generator differs from this config's
+      (listing the keys).
   """
+  if _is_file(config.gen_weights):
+    return _exported_generator(config, mesh)
   ckpt = checkpoint.Checkpointer(config.gen_weights, read_only=True)
   try:
     step = ckpt.latest_step()
@@ -303,7 +313,8 @@ def load_generator(
       raise FileNotFoundError(
           f'gen_weights={config.gen_weights!r} holds no checkpoint. Train '
           'the generator first (configs/*_sngan.py for refinement, '
-          'configs/*_ae.py for retrofit) with --workdir set to that path.'
+          'configs/*_ae.py for retrofit) with --workdir set to that path, '
+          'or convert an official one (python -m hatebm_jax.convert --gen).'
       )
     source = config_base.from_saved(ckpt.restore_config(step))
     if source.mode not in GENERATOR_SOURCES:
@@ -312,18 +323,7 @@ def load_generator(
           f'{source.mode!r} run; a joint run builds on an '
           "'sngan' or 'autoencoder' run."
       )
-    as_json = lambda c: json.loads(json.dumps(c.to_dict()))
-    theirs, ours = as_json(source), as_json(config)
-    mismatched = [
-        f'{k}: generator run {theirs[k]!r}, this config ' f'{ours[k]!r}'
-        for k in GENERATOR_KEYS
-        if theirs[k] != ours[k]
-    ]
-    if mismatched:
-      raise ValueError(
-          'The pretrained generator does not fit this config:\n'
-          '  ' + '\n  '.join(mismatched)
-      )
+    _check_fits(config, source)
     mode = GENERATOR_SOURCES[source.mode].from_config(source)
     abstract = mode.abstract_state(source.seed)
     if mesh is not None:
@@ -334,3 +334,65 @@ def load_generator(
   finally:
     ckpt.close()
   return mode.generator_networks(state)
+
+
+def _is_file(path: str) -> bool:
+  """Whether `gen_weights` names an exported model file, not a workdir."""
+  return str(path).endswith('.hatebm') or epath.Path(path).is_file()
+
+
+def _check_fits(config, source) -> None:
+  """The generator keys of `source` (the generator's config) equal ours."""
+  as_json = lambda c: json.loads(json.dumps(c.to_dict()))
+  theirs, ours = as_json(source), as_json(config)
+  mismatched = [
+      f'{k}: generator {theirs[k]!r}, this config {ours[k]!r}'
+      for k in GENERATOR_KEYS
+      if theirs[k] != ours[k]
+  ]
+  if mismatched:
+    raise ValueError(
+        f'The pretrained generator gen_weights={config.gen_weights!r} does '
+        'not fit this config:\n  ' + '\n  '.join(mismatched)
+    )
+
+
+def _exported_generator(config, mesh) -> tuple[Params, Params]:
+  """`load_generator` of an exported model file."""
+  path = epath.Path(config.gen_weights)
+  if not path.exists():
+    raise FileNotFoundError(
+        f'gen_weights={config.gen_weights!r} does not exist: give a workdir '
+        'of an sngan or autoencoder run, or an exported model (.hatebm).'
+    )
+  saved, _, stored = file_format.decode(str(path), path.read_bytes())
+  source = config_base.from_saved(saved)
+  fields = ('gen_params', 'gen_frozen')
+  generator = {
+      name: a
+      for name, a in stored.items()
+      if name.startswith(tuple(f"['{f}']" for f in fields))
+  }
+  if not generator:
+    raise ValueError(
+        f'gen_weights={config.gen_weights!r} holds no generator (a '
+        f'{source.mode!r} model of {sorted(stored)[:3]}...).'
+    )
+  _check_fits(config, source)
+  abstract = dict(
+      zip(
+          fields,
+          jax.eval_shape(
+              models.create_generator(config).init, jax.random.PRNGKey(0)
+          ),
+      )
+  )
+  networks = file_format.fitted_networks(str(path), generator, abstract)
+  if mesh is None:
+    return networks['gen_params'], networks['gen_frozen']
+  sharding = parallel.replicated(mesh)
+  put = lambda a: jax.make_array_from_callback(
+      a.shape, sharding, lambda index: a[index]
+  )
+  networks = jax.tree.map(put, networks)
+  return networks['gen_params'], networks['gen_frozen']
