@@ -20,6 +20,7 @@ LAYERS = [
         'hatebm_jax.sample',
         'hatebm_jax.evaluate',
         'hatebm_jax.export',
+        'hatebm_jax.convert',
         'hatebm_jax.aot',
         'hatebm_jax.cli',
     ),

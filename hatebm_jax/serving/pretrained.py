@@ -9,7 +9,7 @@
 
 Sampling an exported model gives the same images as sampling its training
 checkpoint with the same seed and batch size (tests/test_pretrained.py).
-The file format is `serving.file_format`; paths, gs:// and URLs are
+The file format is `infra.file_format`; paths, gs:// and URLs are
 `serving.storage`.
 """
 
@@ -204,18 +204,103 @@ class Pretrained:
       raise ValueError(f'a {self.config.mode!r} model has no hat network.')
     draw.check_integer('batch_size', batch_size, minimum=1)
     images = _checked_images(np.asarray(images), tuple(self.config.image_dims))
-    energy = draw.jitted(mode.energy)
-    hat = self.run.state.hat_params
+    return self._batched(
+        draw.jitted(mode.energy),
+        (self.run.state.hat_params,),
+        images,
+        batch_size,
+    )
+
+  def generate(self, z: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """G(z): the generator's (or decoder's) images for given latents.
+
+    Args:
+      z: latents [N, *latent_shape] (`config.state_dims`: [N, 128] for the
+        SN-GAN generators, [N, 16, 16, 1] for the retrofit decoder), N ≥ 1,
+        float; finite.
+      batch_size: latents per compiled call, ≥ 1.
+
+    Returns:
+      float32 [N, S, S, C] in (-gen_factor, gen_factor), unclipped: the
+      network's output, comparable with the official network's for the
+      same latents (tests/test_convert.py).
+
+    Raises:
+      ValueError: latents of another shape or dtype, non-finite values, or
+        batch_size < 1.
+    """
+    draw.check_integer('batch_size', batch_size, minimum=1)
+    z = _checked_array('latents', z, tuple(self.config.state_dims))
+    state = self.run.state
+    return self._batched(
+        draw.jitted(self.run.mode.generate),
+        (state.gen_params, state.gen_frozen),
+        z,
+        batch_size,
+    )
+
+  def encode(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """The autoencoder's latents of images (autoencoder models only).
+
+    Args:
+      images: [N, S, S, C] as for `energy` (uint8, or float in [-1, 1]).
+      batch_size: images per compiled call, ≥ 1.
+
+    Returns:
+      float32 [N, *latent_shape] ([N, 16, 16, 1], on the sphere of radius
+      16; docs/official_release.md §1.5).
+
+    Raises:
+      ValueError: for a model without an encoder, bad images (see
+        `energy`), or batch_size < 1.
+    """
+    mode = self.run.mode
+    if 'encoder' not in mode.networks:
+      raise ValueError(f'a {self.config.mode!r} model has no encoder.')
+    draw.check_integer('batch_size', batch_size, minimum=1)
+    images = _checked_images(np.asarray(images), tuple(self.config.image_dims))
+    return self._batched(
+        draw.jitted(mode.encode),
+        (self.run.state.enc_params,),
+        images,
+        batch_size,
+    )
+
+  @staticmethod
+  def _batched(function, args, inputs: np.ndarray, batch_size: int):
+    """`function(*args, batch)` over `inputs` in batches, concatenated."""
     return np.concatenate(
         [
-            np.asarray(
-                energy(
-                    hat, jnp.asarray(images[i : i + batch_size], jnp.float32)
-                )
-            )
-            for i in range(0, len(images), batch_size)
+            np.asarray(function(*args, jnp.asarray(inputs[i : i + batch_size])))
+            for i in range(0, len(inputs), batch_size)
         ]
     )
+
+
+def _checked_array(
+    what: str, values: np.ndarray, shape: tuple[int, ...]
+) -> np.ndarray:
+  """`values` [N, *shape] as float32: floating, finite, N ≥ 1.
+
+  Raises:
+    ValueError: naming `what`, the shape or dtype given and the one taken.
+  """
+  values = np.asarray(values)
+  if (
+      values.ndim != len(shape) + 1
+      or values.shape[1:] != shape
+      or not len(values)
+  ):
+    raise ValueError(
+        f'{what} of shape {values.shape}; this model takes '
+        f'[N, {", ".join(map(str, shape))}] with N >= 1.'
+    )
+  if not jnp.issubdtype(values.dtype, jnp.floating):
+    raise ValueError(f'{what} of dtype {values.dtype}; give floats.')
+  values = values.astype(np.float32)
+  if not np.isfinite(values).all():
+    raise ValueError(f'{what} hold non-finite values.')
+  return values
 
 
 def _checked_images(images: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
