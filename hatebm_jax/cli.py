@@ -2,13 +2,15 @@
 
 Which run to read (`--workdir`, `--step`), how many samples to draw and
 how (`--num_samples`, `--batch_size`, `--seed`), and the sampler settings
-that may differ from the run's training values. Importing this module
+that may differ from the run's training values, one by one or as the
+paper's evaluation settings of an experiment (`--preset`). Importing this module
 defines them once; each command defines its own flags beside them.
 """
 
 from absl import flags
 
 from hatebm_jax import config_base
+from hatebm_jax.serving import presets
 
 WORKDIR = flags.DEFINE_string(
     'workdir',
@@ -38,6 +40,17 @@ SAMPLE_WEIGHTS = flags.DEFINE_enum(
     list(config_base.WEIGHTS),
     "Weights to sample with: 'ema' (the run's weight averages, where kept) "
     "or 'raw' (the trained weights, the official protocol).",
+)
+
+
+PRESET = flags.DEFINE_enum(
+    'preset',
+    None,
+    sorted(presets.PRESETS),
+    "The paper's evaluation settings of an experiment "
+    "(hatebm_jax/serving/presets.py: the official FID config's K, T, ε, "
+    'initial residual, no clip; for evaluate also 49,920 samples against '
+    '49,920 training images). Flags given beside it win.',
 )
 
 

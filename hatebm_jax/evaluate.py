@@ -8,6 +8,14 @@ r"""One entry point for every evaluation number of a run.
       --num_samples=49920 --reference_split=train --mcmc_steps=125 \
       --mcmc_temp=1e-3 --init_scale_res=0.01 --clip=false
 
+  python -m hatebm_jax.evaluate --workdir=cifar10_synth_official.hatebm \
+      --metrics=fid --preset=cifar10_synth --inception_weights=PATH
+
+`--preset=NAME` is the paper's protocol for an experiment
+(`hatebm_jax.serving.presets`): the official FID config's sampler settings
+and 49,920 samples against 49,920 training images; flags given beside it
+win.
+
 Metrics (`hatebm_jax.evaluators`, the same objects training runs every
 `eval_freq` steps):
   fid        FID on pytorch-fid's Inception-v3 pool_3 features (weights from
@@ -56,11 +64,12 @@ from hatebm_jax import cli
 from hatebm_jax import evaluators
 from hatebm_jax.evaluation import inception
 from hatebm_jax.infra import remote
+from hatebm_jax.serving import presets
 from hatebm_jax.serving import run as run_lib
 from hatebm_jax.serving import storage
 
 
-def _describe(workdir, run, settings, overrides) -> dict:
+def _describe(workdir, run, settings, overrides, preset) -> dict:
   """The run and the settings its numbers depend on."""
   config = run.config
   sampler = run.mode.chain_settings
@@ -79,6 +88,7 @@ def _describe(workdir, run, settings, overrides) -> dict:
           if config.gen_ema_decay or config.hat_ema_decay
           else 'raw'
       ),
+      'preset': preset,
       'overrides': overrides,
       'reference': {
           'split': settings.reference_split,
@@ -107,6 +117,7 @@ def evaluate(
     step: Optional[int] = None,
     output: Optional[str] = None,
     overrides: Optional[dict[str, Any]] = None,
+    preset: Optional[str] = None,
     **settings,
 ) -> dict:
   """Computes the metrics of a checkpoint and writes them as JSON.
@@ -119,6 +130,10 @@ def evaluate(
     step: checkpoint step; None for the latest.
     output: JSON path; None for <workdir>/eval/step_<step>/metrics.json
     overrides: sampler settings (`serving.run.load_run`), None: the run's.
+    preset: the paper's evaluation settings of an experiment
+      (`serving.presets`): its sampler settings under `overrides`, and the
+      official protocol (49,920 samples, 49,920 training images) under
+      `settings`.
     **settings: fields of `evaluators.Settings` (num_samples, batch_size,
       seed, reference_split, num_reference, inception_weights, ood_sets,
       num_ood, data_dir).
@@ -130,10 +145,13 @@ def evaluate(
     ValueError: for bad metrics, sources or settings; before any sampling.
     FileNotFoundError: for missing checkpoints, data or Inception weights.
   """
-  overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+  overrides = presets.with_preset(preset, overrides or {})
+  overrides = {k: v for k, v in overrides.items() if v is not None}
   remote.check_reachable(workdir, settings.get('data_dir'), output)
+  settings = {**(presets.PROTOCOL if preset else {}), **settings}
   names, settings = evaluators.parse(metrics), evaluators.Settings(**settings)
   run = run_lib.load_run(workdir, step, **overrides)
+  presets.check_fits(preset, run.config)
   caps = run.mode.capabilities
   chosen = evaluators.parse(sources or caps.sources[0], 'sources', caps.sources)
   built = evaluators.build(
@@ -143,7 +161,7 @@ def evaluate(
   per_source, per_run = evaluators.run_all(
       built, samples=samples, sources=chosen
   )
-  result = _describe(workdir, run, settings, overrides)
+  result = _describe(workdir, run, settings, overrides, preset)
   result['feature_nets'] = {e.name: e.info() for e in built if e.per_source}
   result['samples'] = {
       s: {'sampling_seconds': samples.seconds[s], **values}
@@ -208,6 +226,11 @@ def main(argv):
   runtime.no_arguments(argv)
   runtime.setup()
   runtime.start_jax()
+  protocol = {  # a preset sets these unless they are given
+      name: flags.FLAGS[name].value
+      for name in presets.PROTOCOL
+      if flags.FLAGS[name].present or not cli.PRESET.value
+  }
   result = evaluate(
       cli.WORKDIR.value,
       metrics=_METRICS.value,
@@ -215,11 +238,10 @@ def main(argv):
       step=cli.STEP.value,
       output=_OUT.value,
       overrides=cli.sampler_overrides(),
-      num_samples=cli.NUM_SAMPLES.value,
+      preset=cli.PRESET.value,
       batch_size=cli.BATCH_SIZE.value,
       seed=cli.SEED.value,
-      reference_split=_REF_SPLIT.value,
-      num_reference=_NUM_REF.value,
+      **protocol,
       inception_weights=_INCEPTION.value,
       ood_sets=tuple(_OOD_SETS.value.split(',')) if _OOD_SETS.value else None,
       num_ood=_NUM_OOD.value,

@@ -4,12 +4,16 @@ r"""Draw samples from a checkpoint (any mode) or an exported model
   python -m hatebm_jax.sample --workdir=/tmp/hatebm_fmnist --num_samples=1000 \
       [--step=2000] [--mcmc_steps=125] [--mcmc_temp=1e-3] [--epsilon=5e-4] \
       [--init_scale_res=0.01] [--clip=false] [--output_dir=...]
+  python -m hatebm_jax.sample --workdir=cifar10_synth_official.hatebm \
+      --preset=cifar10_synth --num_samples=1000
 
 Unset sampler flags keep the run's training values (its saved config). The
 official FID configs differ from training (more steps, y₀ = 0.01·N(0, I), no
 residual clip, and T = 1e-3 for CIFAR-10; docs/official_release.md §6.3, §9.2),
 so every value
-used is written to `settings.json` beside the outputs:
+used is written to `settings.json` beside the outputs. `--preset=NAME` sets
+an experiment's official FID sampler settings at once
+(`hatebm_jax.serving.presets`):
 
   <output_dir>/samples.npz   images: uint8 [N, S, S, C], round(255(x+1)/2)
                              after clipping x to [-1, 1]
@@ -44,6 +48,7 @@ from hatebm_jax import cli
 from hatebm_jax import visualize
 from hatebm_jax.infra import remote
 from hatebm_jax.serving import draw
+from hatebm_jax.serving import presets
 from hatebm_jax.serving import run as run_lib
 from hatebm_jax.serving import storage
 
@@ -76,6 +81,7 @@ def sample_checkpoint(
     step: Optional[int] = None,
     output_dir: Optional[str] = None,
     source: Optional[str] = None,
+    preset: Optional[str] = None,
     **overrides,
 ) -> dict:
   """Samples a synthesis checkpoint and writes the outputs listed above.
@@ -92,14 +98,17 @@ def sample_checkpoint(
     source: what to sample (`serving.draw.draw_images`); None for the model's
       own samples ('ebm' for Hat EBMs, 'generator' for SN-GAN and AE runs;
       'ddls' gives DDLS samples of an SN-GAN run).
+    preset: the paper's sampler settings of an experiment
+      (`serving.presets`, e.g. 'cifar10_synth'); `overrides` win over it.
     **overrides: sampler settings, see `serving.run.load_run`.
 
   Returns:
     The settings written to settings.json.
 
   Raises:
-    ValueError: for N or batch < 1, or invalid sampler settings (checked
-      by `validation.validate`, before any compute).
+    ValueError: for N or batch < 1, invalid sampler settings (checked
+      by `validation.validate`, before any compute), or a preset of
+      another experiment's models.
     FileNotFoundError: when the workdir holds no checkpoint.
   """
   if num_samples < 1 or batch_size < 1:
@@ -108,7 +117,9 @@ def sample_checkpoint(
         'must be >= 1.'
     )
   remote.check_reachable(output_dir)
+  overrides = presets.with_preset(preset, overrides)
   run = run_lib.load_run(workdir, step, **overrides)
+  presets.check_fits(preset, run.config)
   mode, config, state, step = run.mode, run.config, run.state, run.step
   sampler = mode.chain_settings
   source = draw.checked_source(run, source)  # before creating anything
@@ -164,6 +175,7 @@ def sample_checkpoint(
         'source': source,
         'sampler': dataclasses.asdict(sampler) if sampler else None,
         'init_scale_res': config.init_scale_res,
+        'preset': preset,
         'overrides': {k: v for k, v in overrides.items() if v is not None},
     }
     (staging / 'settings.json').write_text(json.dumps(settings, indent=1))
@@ -217,6 +229,7 @@ def main(argv):
       cli.STEP.value,
       _OUTPUT.value,
       _SOURCE.value,
+      cli.PRESET.value,
       **cli.sampler_overrides(),
   )
 
