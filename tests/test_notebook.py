@@ -92,3 +92,55 @@ def test_demo_notebook_runs_and_shows_samples_and_paths(tmp_path):
   training = by_source["'-m', 'hatebm_jax.main'"]
   assert images(training) == 1
   assert 'Trained steps 0-3' in text(training)
+
+
+def test_demo_notebook_takes_a_converted_official_model(tmp_path):
+  """The notebook on an official checkpoint converted by `convert`
+  (tests/data/official, RGB 32 px) with the cifar10_synth preset: its
+  settings under the explicit K, RGB grids, no Fashion-MNIST set."""
+  from hatebm_jax.serving import official  # pylint: disable=g-import-not-at-top
+  from conftest import load_config  # pylint: disable=g-import-not-at-top
+
+  config = load_config('cifar10_synth')
+  config.ebm_ngf, config.gen_ngf = 16, 16
+  fixtures = os.path.join(ROOT, 'tests', 'data', 'official')
+  path = str(tmp_path / 'official.hatebm')
+  official.convert(
+      config,
+      path,
+      ebm=os.path.join(fixtures, 'ebm32_1000.ckpt'),
+      gen=os.path.join(fixtures, 'gen32_1000.ckpt'),
+  )
+  notebook = nbformat.read(NOTEBOOK, as_version=4)
+  _set_parameters(
+      notebook.cells[1],
+      MODEL=repr(path),
+      PRESET=repr('cifar10_synth'),
+      MCMC_STEPS=3,
+      NUM_SAMPLES=8,
+      TRAIN_STEPS=0,
+  )
+  nbclient.NotebookClient(
+      notebook,
+      timeout=600,
+      kernel_name='python3',
+      resources={'metadata': {'path': ROOT}},
+  ).execute()
+  text = ''.join(
+      out.get('text', '')
+      for c in notebook.cells
+      for out in c.get('outputs', [])
+  )
+  assert 'Pretrained(synthesis, cifar10 (32, 32, 3), step 1000' in text
+  # K from the parameters cell, T and ε from the preset (training T: 1e-8).
+  assert (
+      'this notebook samples with: K = 3  T = 0.001  epsilon = 0.0005' in text
+  )
+  assert 'AUROC uniform noise vs model samples' in text
+  assert 'Fashion-MNIST' not in text
+  pictures = sum(
+      'image/png' in out.get('data', {})
+      for c in notebook.cells
+      for out in c.get('outputs', [])
+  )
+  assert pictures == 4  # samples, paths, energy curve, energy histogram
