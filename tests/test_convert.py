@@ -197,6 +197,16 @@ def test_sample_runs_on_a_converted_model_with_a_preset(converted, tmp_path):
     sample.sample_checkpoint(
         converted['synth32'], 4, 4, preset='celeba_synth', mcmc_steps=1
     )
+  # Same data, size and mode, another generator: the retrofit decoder.
+  with pytest.raises(
+      ValueError,
+      match="--preset=cifar10_refine is for 'joint' models of cifar10 32x32 "
+      "with 'gen_sngan'; this model is one of 'joint' models of cifar10 "
+      r"32x32 with 'gen_decoder'. Presets for it: \['cifar10_retrofit'\].",
+  ):
+    sample.sample_checkpoint(
+        converted['retrofit'], 4, 4, preset='cifar10_refine', mcmc_steps=1
+    )
 
 
 def test_every_preset_is_valid_for_its_experiments_config():
@@ -219,6 +229,7 @@ def test_every_preset_is_valid_for_its_experiments_config():
         if presets.PRESETS[n].data_type == config.data_type
         and presets.PRESETS[n].mode == config.mode
         and presets.PRESETS[n].image_size == config.image_dims[0]
+        and presets.PRESETS[n].gen_type == config.gen_type
     ]
   assert presets.sampler_settings('cifar10_refine')['tau_res'] == 8.0
   with pytest.raises(ValueError, match="--preset='x': choose one of"):
@@ -345,7 +356,8 @@ def test_a_checkpoint_that_does_not_fit_names_the_variable(
         (  # the networks of another mode
             cifar10_config(),
             dict(gen='dec32', inf='inf32'),
-            "is a 'synthesis' model of --ebm and --gen; got --gen and --inf",
+            "is a model of mode 'synthesis', of --ebm and --gen; got --gen and "
+            '--inf',
         ),
     ],
 )
@@ -383,6 +395,44 @@ def test_a_prefix_that_does_not_exist(tmp_path):
       gen=prefix('gen32') + '.data-00000-of-00001',
   )
   assert output.exists()
+
+
+def test_a_damaged_checkpoint_or_a_folder_names_the_flag(tmp_path):
+  """A partly downloaded .data file, a corrupt .index and a folder given as
+  a prefix: one line naming the flag and the file; nothing written."""
+  import shutil  # pylint: disable=g-import-not-at-top
+
+  damaged = tmp_path / 'damaged'
+  damaged.mkdir()
+  shutil.copy(prefix('gen32') + '.index', damaged / 'gen_9.ckpt.index')
+  data = open(prefix('gen32') + '.data-00000-of-00001', 'rb').read()
+  (damaged / 'gen_9.ckpt.data-00000-of-00001').write_bytes(data[:500])
+  (damaged / 'ebm_9.ckpt.index').write_bytes(b'not a checkpoint' * 8)
+  output = tmp_path / 'out.hatebm'
+  cases = [
+      (
+          dict(gen=str(damaged / 'gen_9.ckpt')),
+          ValueError,
+          f'--gen={damaged}/gen_9.ckpt: TensorFlow cannot read this checkpoint '
+          r'\(.*\). A damaged or partly downloaded',
+      ),
+      (
+          dict(ebm=str(damaged / 'ebm_9.ckpt'), gen=prefix('gen32')),
+          ValueError,
+          f'--ebm={damaged}/ebm_9.ckpt: TensorFlow cannot read this checkpoint',
+      ),
+      (
+          dict(ebm=str(damaged), gen=prefix('gen32')),
+          FileNotFoundError,
+          f'--ebm={damaged} is a folder: give the prefix of one checkpoint in '
+          rf'it \({damaged}/ebm_9.ckpt, {damaged}/gen_9.ckpt\).',
+      ),
+  ]
+  for checkpoints, error, message in cases:
+    with pytest.raises(error, match=message) as e:
+      official.convert(cifar10_config(), str(output), **checkpoints)
+    assert '\n' not in str(e.value)
+  assert not output.exists()
 
 
 def test_the_command_prints_one_line_and_writes_nothing(tmp_path):

@@ -353,7 +353,7 @@ def _check_fits(config, source) -> None:
   if mismatched:
     raise ValueError(
         f'The pretrained generator gen_weights={config.gen_weights!r} does '
-        'not fit this config:\n  ' + '\n  '.join(mismatched)
+        'not fit this config: ' + '; '.join(mismatched) + '.'
     )
 
 

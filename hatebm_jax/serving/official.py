@@ -22,6 +22,7 @@ import os
 import re
 from typing import Any, Optional
 
+from absl import logging
 from etils import epath
 import jax
 import ml_collections
@@ -55,34 +56,55 @@ def checkpoint_prefix(flag: str, path: str) -> str:
   """The checkpoint prefix of `path` (`.index` / `.data-*` dropped).
 
   Raises:
-    FileNotFoundError: no `<prefix>.index` there, naming the flag.
+    FileNotFoundError: no `<prefix>.index` there, naming the flag (and,
+      for a folder, the checkpoints in it).
   """
   prefix = PREFIX_ENDINGS.sub('', str(path))
-  if not epath.Path(prefix + '.index').exists():
+  if epath.Path(prefix + '.index').exists():
+    return prefix
+  folder = epath.Path(prefix)
+  if folder.is_dir():
+    found = sorted(str(p)[: -len('.index')] for p in folder.glob('*.index'))
     raise FileNotFoundError(
-        f'--{flag}={path}: no TensorFlow checkpoint there ({prefix}.index '
-        'does not exist). Give the prefix the official code saved, e.g. '
-        '.../ebm_50000.ckpt for ebm_50000.ckpt.index and '
-        'ebm_50000.ckpt.data-00000-of-00001.'
+        f'--{flag}={path} is a folder: give the prefix of one checkpoint in '
+        f'it ({", ".join(found[:4]) or "it holds no .index file"}).'
     )
-  return prefix
+  raise FileNotFoundError(
+      f'--{flag}={path}: no TensorFlow checkpoint there ({prefix}.index '
+      'does not exist). Give the prefix the official code saved, e.g. '
+      '.../ebm_50000.ckpt for ebm_50000.ckpt.index and '
+      'ebm_50000.ckpt.data-00000-of-00001.'
+  )
 
 
-def read_checkpoint(prefix: str) -> dict[str, np.ndarray]:
+def read_checkpoint(prefix: str, flag: str = 'ebm') -> dict[str, np.ndarray]:
   """{variable name: array} of a Keras object-based checkpoint.
 
   Names lose the `/.ATTRIBUTES/VARIABLE_VALUE` ending; the object graph
   and any optimiser slot are left out. Local or gs:// (TensorFlow's file
   systems).
+
+  Raises:
+    ValueError: a checkpoint TensorFlow cannot read (a damaged or partly
+      downloaded `.index` or `.data-*` file, a missing `.data-*` file),
+      naming `--<flag>`, the prefix and TensorFlow's reason.
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
-  reader = tf.train.load_checkpoint(prefix)
-  return {
-      name[: -len(VARIABLE_SUFFIX)]: np.asarray(reader.get_tensor(name))
-      for name in reader.get_variable_to_shape_map()
-      if name.endswith(VARIABLE_SUFFIX) and '.OPTIMIZER_SLOT' not in name
-  }
+  try:
+    reader = tf.train.load_checkpoint(prefix)
+    return {
+        name[: -len(VARIABLE_SUFFIX)]: np.asarray(reader.get_tensor(name))
+        for name in reader.get_variable_to_shape_map()
+        if name.endswith(VARIABLE_SUFFIX) and '.OPTIMIZER_SLOT' not in name
+    }
+  except Exception as e:  # pylint: disable=broad-except  (TF raises many kinds)
+    reason = ' '.join(str(getattr(e, 'message', None) or e).split())
+    raise ValueError(
+        f'--{flag}={prefix}: TensorFlow cannot read this checkpoint '
+        f'({type(e).__name__}: {reason}). A damaged or partly downloaded '
+        f'{prefix}.index or .data-* file? Download them again.'
+    ) from e
 
 
 def describe(variables: dict[str, np.ndarray]) -> str:
@@ -264,7 +286,7 @@ def convert(
   if not generator_only and set(given) != set(mode_class.networks):
     takes = ' and '.join(f'--{FLAGS[r]}' for r in mode_class.networks)
     raise ValueError(
-        f'{config_name} is a {config.mode!r} model of {takes}; got '
+        f'{config_name} is a model of mode {config.mode!r}, of {takes}; got '
         f'{" and ".join(f"--{FLAGS[r]}" for r in given) or "none"} (or give '
         '--gen alone for a generator file, the gen_weights of a joint run).'
     )
@@ -276,7 +298,7 @@ def convert(
           convert_network(
               role,
               config,
-              read_checkpoint(prefix),
+              read_checkpoint(prefix, FLAGS[role]),
               f'--{FLAGS[role]}={given[role]}',
           )
       )
@@ -290,12 +312,19 @@ def convert(
     needed = set(base.network_fields(abstract))
     if needed != set(fields):
       raise ValueError(
-          f'{config_name}: a {config.mode!r} model also holds '
+          f'{config_name}: a model of mode {config.mode!r} also holds '
           f'{sorted(needed - set(fields))}, which the official release has '
           'not; convert --gen alone for its generator.'
       )
   flat = file_format.flat_arrays(fields)
-  step = step_of(prefixes.get('hat', prefixes.get('generator', '')))
+  steps = {FLAGS[r]: step_of(p) for r, p in prefixes.items() if step_of(p)}
+  if len(set(steps.values())) > 1:  # one official run saves all at a step
+    logging.warning(
+        'The checkpoints are of different steps (%s): from different runs '
+        'or steps of one run? The file records the first.',
+        ', '.join(f'--{flag} {step}' for flag, step in steps.items()),
+    )
+  step = next(iter(steps.values()), 0)
   data = file_format.encode(config.to_dict(), step, flat)
   storage.write_atomically(target, data, output)
   return {

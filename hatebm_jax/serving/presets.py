@@ -36,8 +36,11 @@ class Preset:
   """One experiment's evaluation settings.
 
   Attributes:
-    data_type, image_size, mode: the models it is for (`config.data_type`,
-      `config.image_dims[0]`, `config.mode`).
+    data_type, image_size, mode, gen_type: the models it is for
+      (`config.data_type`, `config.image_dims[0]`, `config.mode`,
+      `config.gen_type`: the SN-GAN generator, or the retrofit decoder).
+      The width is not checked: `imagenet_synth` and `imagenet_scaled`
+      differ only by it (ngf 1024 and 2048).
     sampler: sampler settings (`serving.settings.SAMPLER_SETTINGS`): K, T,
       ε (ε_z and τ where the official FID config sets them) and the initial
       residual scale.
@@ -49,6 +52,7 @@ class Preset:
   data_type: str
   image_size: int
   mode: str
+  gen_type: str
   sampler: dict[str, Any]
   official: str
   paper_fid: str
@@ -59,6 +63,7 @@ PRESETS = {
         'cifar10',
         32,
         'synthesis',
+        'gen_sngan',
         dict(mcmc_steps=125, mcmc_temp=1e-3, epsilon=5e-4, init_scale_res=0.01),
         'cifar10_synth',
         '19.30 ± 0.15',
@@ -67,6 +72,7 @@ PRESETS = {
         'celeb_a',
         64,
         'synthesis',
+        'gen_sngan',
         dict(mcmc_steps=100, mcmc_temp=1e-8, epsilon=5e-4, init_scale_res=0.01),
         'celeb_a_synth',
         '11.57 ± 0.04',
@@ -75,6 +81,7 @@ PRESETS = {
         'imagenet2012',
         128,
         'synthesis',
+        'gen_sngan',
         dict(mcmc_steps=150, mcmc_temp=1e-8, epsilon=5e-4, init_scale_res=0.01),
         'imagenet_synth',
         '40.24 ± 0.18',
@@ -83,6 +90,7 @@ PRESETS = {
         'imagenet2012',
         128,
         'synthesis',
+        'gen_sngan',
         dict(mcmc_steps=125, mcmc_temp=1e-8, epsilon=5e-4, init_scale_res=0.01),
         'imagenet_synth_large_net',
         '29.37 ± 0.15',
@@ -91,6 +99,7 @@ PRESETS = {
         'cifar10',
         32,
         'joint',
+        'gen_sngan',
         dict(
             mcmc_steps=350,
             mcmc_temp=1e-3,
@@ -106,6 +115,7 @@ PRESETS = {
         'celeb_a',
         64,
         'joint',
+        'gen_sngan',
         dict(
             mcmc_steps=125,
             mcmc_temp=1e-6,
@@ -120,6 +130,7 @@ PRESETS = {
         'cifar10',
         32,
         'joint',
+        'gen_decoder',
         dict(
             mcmc_steps=125,
             mcmc_temp=1e-3,
@@ -169,9 +180,24 @@ def with_preset(name: Any, overrides: dict[str, Any]) -> dict[str, Any]:
   return {**sampler_settings(name), **given}
 
 
+def _kind(config: Any) -> tuple:
+  """What a preset is chosen by: (data set, image side, mode, generator)."""
+  return (
+      config.data_type,
+      config.image_dims[0],
+      config.mode,
+      config.gen_type,
+  )
+
+
+def _describe(kind: tuple) -> str:
+  data_type, size, mode, gen_type = kind
+  return f'{mode!r} models of {data_type} {size}x{size} with {gen_type!r}'
+
+
 def check_fits(name: Any, config: Any) -> None:
   """That preset `name` is for the model of `config` (its data set, image
-  size and mode); no preset passes.
+  size, mode and generator type); no preset passes.
 
   Raises:
     ValueError: naming the preset, what it is for and what the model is.
@@ -179,22 +205,19 @@ def check_fits(name: Any, config: Any) -> None:
   if not name:
     return
   preset = lookup(name)
-  want = (preset.data_type, preset.image_size, preset.mode)
-  have = (config.data_type, config.image_dims[0], config.mode)
-  if want != have:
+  want = (preset.data_type, preset.image_size, preset.mode, preset.gen_type)
+  if want != _kind(config):
     raise ValueError(
-        f'--preset={name} is for {preset.mode} models of {preset.data_type} '
-        f'{preset.image_size}x{preset.image_size}; this model is a '
-        f'{config.mode} model of {config.data_type} {have[1]}x{have[1]}. '
-        f'Presets of it: {fitting(config) or "none"}.'
+        f'--preset={name} is for {_describe(want)}; this model is one of '
+        f'{_describe(_kind(config))}. Presets for it: '
+        f'{fitting(config) or "none"}.'
     )
 
 
 def fitting(config: Any) -> list[str]:
   """The presets for the model of `config`."""
-  have = (config.data_type, config.image_dims[0], config.mode)
   return [
       n
       for n, p in PRESETS.items()
-      if (p.data_type, p.image_size, p.mode) == have
+      if (p.data_type, p.image_size, p.mode, p.gen_type) == _kind(config)
   ]

@@ -92,7 +92,7 @@ def read_bytes(path: str) -> bytes:
 
 
 def checked_output(output: str) -> epath.Path:
-  """The path `export` may write to (local or gs://).
+  """The path `export` and `convert` may write to (local or gs://).
 
   Raises:
     ValueError: `output` is empty, a URL or an existing folder.
@@ -104,7 +104,7 @@ def checked_output(output: str) -> epath.Path:
     )
   if str(output).startswith(URL_SCHEMES):
     raise ValueError(
-        f'--output={output!r}: export writes a local path or '
+        f'--output={output!r}: models are written to a local path or '
         'gs://; upload the file to a web server yourself.'
     )
   target = epath.Path(output)
