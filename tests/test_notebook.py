@@ -30,6 +30,16 @@ def _set_parameters(cell, **values):
     assert count == 1, name
 
 
+def _execute(notebook):
+  """Runs every cell in a python3 kernel from the repository root."""
+  nbclient.NotebookClient(
+      notebook,
+      timeout=600,
+      kernel_name='python3',
+      resources={'metadata': {'path': ROOT}},
+  ).execute()
+
+
 def test_demo_notebook_runs_and_shows_samples_and_paths(tmp_path):
   notebook = nbformat.read(NOTEBOOK, as_version=4)
   handler = functools.partial(
@@ -52,12 +62,7 @@ def test_demo_notebook_runs_and_shows_samples_and_paths(tmp_path):
       WORKDIR=repr(str(tmp_path / 'run')),
   )
   try:
-    nbclient.NotebookClient(
-        notebook,
-        timeout=600,
-        kernel_name='python3',
-        resources={'metadata': {'path': ROOT}},
-    ).execute()
+    _execute(notebook)
   finally:
     server.shutdown()
   nbformat.write(notebook, str(tmp_path / 'executed.ipynb'))
@@ -120,12 +125,7 @@ def test_demo_notebook_takes_a_converted_official_model(tmp_path):
       NUM_SAMPLES=8,
       TRAIN_STEPS=0,
   )
-  nbclient.NotebookClient(
-      notebook,
-      timeout=600,
-      kernel_name='python3',
-      resources={'metadata': {'path': ROOT}},
-  ).execute()
+  _execute(notebook)
   text = ''.join(
       out.get('text', '')
       for c in notebook.cells

@@ -275,7 +275,7 @@ def test_bad_paths_and_files(run, tmp_path):
     run_lib.export(workdir, str(tmp_path / 'x.hatebm'), step=3)
   with pytest.raises(ValueError, match='is a folder'):
     run_lib.export(workdir, str(tmp_path))
-  with pytest.raises(ValueError, match='writes a local path or gs://'):
+  with pytest.raises(ValueError, match='written to a local path or gs://'):
     run_lib.export(workdir, 'https://example.org/m.hatebm')
   with pytest.raises(ValueError, match='is a file, not a folder'):
     run_lib.export(workdir, str(junk / 'm.hatebm'))
