@@ -24,6 +24,7 @@ from typing import Any, Optional
 
 from absl import logging
 from etils import epath
+from flax import traverse_util
 import jax
 import ml_collections
 import numpy as np
@@ -202,16 +203,14 @@ def convert_network(
         f'{entry.describe(config)} ({len(wanted)} variables): '
         f'{"; ".join(problems)}.'
     )
-  trees = ({}, {})
+  flat = ({}, {})  # (params, frozen): {path tuple: array}
   for name, (tree, keys, _) in wanted.items():
     value = variables[name].astype(np.float32)
     if not np.isfinite(value).all():
       raise ValueError(f'{source}: {name} holds non-finite values.')
-    node = trees[tree]
-    for k in keys[:-1]:
-      node = node.setdefault(k, {})
-    node[keys[-1]] = value
-  return Converted(role=role, params=trees[0], frozen=trees[1])
+    flat[tree][keys] = value
+  params, frozen = (traverse_util.unflatten_dict(f) for f in flat)
+  return Converted(role=role, params=params, frozen=frozen)
 
 
 def _fields(converted: list[Converted]) -> dict[str, Any]:
