@@ -34,8 +34,8 @@ import matplotlib
 
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+from quality import UPTIME  # pylint: disable=g-import-not-at-top  (the log's wall times)
 
-UPTIME = re.compile(r'\[(\d+)\] uptime=([0-9.]+)')
 FCD = re.compile(r'\[(\d+)\] fcd=([0-9.]+)')
 STYLES = {8: '-', 16: '--', 32: ':'}
 COLOURS = {32: 'tab:blue', 64: 'tab:orange', 128: 'tab:green'}
