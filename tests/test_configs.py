@@ -46,12 +46,12 @@ def test_every_experiment_has_a_config():
   ) <= set(CONFIGS)
 
 
-def test_long_config_continues_the_quick_start():
+def test_20k_config_continues_the_quick_start():
   """The curve's config is the quick start but for its length, the later
   rate drops, what it keeps and the generator's average (which training
   never reads); its schedules agree up to step 8,800."""
   quick, long = load_config('fashion_mnist_synth'), load_config(
-      'fashion_mnist_synth_long'
+      'fashion_mnist_synth_20k'
   )
   changed = {k for k in quick if quick[k] != long[k]}
   assert changed == {
@@ -69,6 +69,34 @@ def test_long_config_continues_the_quick_start():
     before = [(lr, step) for lr, step in long[key] if step <= 8800]
     assert before == list(quick[key])
   assert long.num_training_steps > quick.num_training_steps
+
+
+def test_one_hour_config_is_the_frontiers_best_point():
+  """The one-hour config is the quick start with twice the width, batch 16,
+  one chain in 16 from noise with the energy penalty, and its own schedules
+  (docs/quality.md, tenth round); exact parameter counts of ngf 64."""
+  quick = load_config('fashion_mnist_synth')
+  hour = load_config('fashion_mnist_synth_long')
+  changed = {k: hour[k] for k in quick if quick[k] != hour[k]}
+  assert changed == {
+      'exp_name': 'fashion_mnist_synth_long',
+      'ebm_ngf': 64,
+      'gen_ngf': 64,
+      'batch_size': 16,
+      'noise_init_fraction': 0.0625,
+      'energy_l2': 0.1,
+      'num_training_steps': 6000,
+      'ebm_lr_info': ((3e-5, 0), (6e-6, 4200)),
+      'gen_lr_info': ((1e-3, 0), (2e-4, 4200)),
+      'checkpoint_freq': 2000,
+      'max_to_keep': 4,
+      'plot_freq': 2000,
+      'eval_freq': 2000,
+  }
+  validation.validate(hour)
+  abstract = modes.build(hour).abstract_state(0)
+  assert layers.count_params(abstract.hat_params) == 263_488
+  assert layers.count_params(abstract.gen_params) == 367_617
 
 
 # Official joint settings (docs/official_release.md §9.1): (gen_type,

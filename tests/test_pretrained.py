@@ -407,6 +407,29 @@ def test_shipped_fashion_mnist_model():
   assert np.isfinite(model.energy(images)).all()
 
 
+def test_shipped_one_hour_model_is_its_config():
+  """The one-hour model is configs/fashion_mnist_synth_long.py trained to
+  its last step: the same config value for value, except how many
+  checkpoints the run kept (its run asked for 11, the config keeps 4; the
+  weights do not depend on it). Its samples look like Fashion-MNIST in bulk."""
+  model = hatebm_jax.load_pretrained(
+      f'{ROOT}/hatebm_jax/assets/fashion_mnist_synth_long.hatebm'
+  )
+  as_json = lambda c: json.loads(json.dumps(c.to_dict()))
+  shipped = as_json(model.config)
+  config = as_json(load_config('fashion_mnist_synth_long'))
+  assert (shipped.pop('max_to_keep'), config.pop('max_to_keep')) == (11, 4)
+  assert shipped == config
+  assert model.step == config['num_training_steps'] == 6000
+  images = model.sample(64, seed=0, batch_size=64)
+  assert images.shape == (64, 32, 32, 1) and images.dtype == np.uint8
+  assert 50 < images.mean() < 100
+  assert np.median(images[:, :3, :3]) < 10  # corners (padding) stay dark
+  # The energy ranks uniform noise as less probable than clothing.
+  noise = np.random.default_rng(0).integers(0, 256, images.shape, np.uint8)
+  assert model.energy(noise).min() > model.energy(images).max()
+
+
 def test_langevin_path_follows_the_chain(run):
   """Step k of the path is k one-step segments of the training sampler;
   its energies are H of the recorded states."""

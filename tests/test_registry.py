@@ -75,24 +75,35 @@ def _entry(url, data):
   )
 
 
-def test_shipped_model_by_name(tmp_path, monkeypatch):
+# Registered name -> the step it was exported at.
+SHIPPED_STEPS = {'fashion_mnist_synth': 8800, 'fashion_mnist_synth_long': 6000}
+
+
+def test_every_registered_model_is_shipped():
+  assert set(registry.MODELS) == set(SHIPPED_STEPS)
+  for name, entry in registry.MODELS.items():
+    assert entry.bundled == f'{name}.hatebm' and entry.url is None
+
+
+@pytest.mark.parametrize('name', sorted(SHIPPED_STEPS))
+def test_shipped_model_by_name(name, tmp_path, monkeypatch):
   """The registered hash is the shipped file's; the name loads it from the
   package, in the API and the commands' path rules."""
-  entry = registry.MODELS['fashion_mnist_synth']
-  assert registry.sha256_of(SHIPPED) == entry.sha256
-  assert registry.resolve('fashion_mnist_synth') == SHIPPED
-  model = hatebm_jax.load_pretrained('fashion_mnist_synth')
-  assert model.step == 8800
-  assert storage.is_exported('fashion_mnist_synth')
-  assert str(storage.eval_folder('fashion_mnist_synth', 8800)) == (
-      'fashion_mnist_synth_eval/step_8800'
-  )
+  shipped = os.path.join(os.path.dirname(SHIPPED), f'{name}.hatebm')
+  entry = registry.MODELS[name]
+  assert registry.sha256_of(shipped) == entry.sha256
+  assert registry.resolve(name) == shipped
+  step = SHIPPED_STEPS[name]
+  model = hatebm_jax.load_pretrained(name)
+  assert model.step == step
+  assert storage.is_exported(name)
+  assert str(storage.eval_folder(name, step)) == f'{name}_eval/step_{step}'
   # A folder of that name in the current directory is a path, not a name.
   monkeypatch.chdir(tmp_path)
-  os.mkdir('fashion_mnist_synth')
-  assert not registry.is_registered('fashion_mnist_synth')
+  os.mkdir(name)
+  assert not registry.is_registered(name)
   with pytest.raises(
-      KeyError, match=r"'nope' is not a registered model.*fashion_mnist_synth"
+      KeyError, match=rf"'nope' is not a registered model.*{name}"
   ):
     registry.resolve('nope')
 

@@ -339,9 +339,11 @@ def load_pretrained(path: str, **settings) -> Pretrained:
   """Loads an exported model by name, local path, gs:// or https://.
 
   Args:
-    path: a registered name (`hatebm_jax.serving.registry.names()`, e.g.
-      'fashion_mnist_synth': fetched once into $HATEBM_CACHE_DIR/models and
-      checked against its SHA-256), or a `.hatebm` file written by
+    path: a registered name (`hatebm_jax.serving.registry.names()`:
+      'fashion_mnist_synth', the quick start, and 'fashion_mnist_synth_long',
+      the one-hour model, both shipped in the package; a released one is
+      fetched once into $HATEBM_CACHE_DIR/models; every file is checked
+      against its SHA-256), or a `.hatebm` file written by
       `python -m hatebm_jax.export`.
     **settings: sampler settings (see `Pretrained.with_settings`).
 

@@ -3,6 +3,7 @@ SHA-256, downloaded once into a cache and checked.
 
   model = hatebm_jax.load_pretrained('fashion_mnist_synth')
   python -m hatebm_jax.sample --workdir=fashion_mnist_synth
+  python -m hatebm_jax.evaluate --workdir=fashion_mnist_synth_long
 
 A name resolves to a local `.hatebm` file:
 * a model shipped inside the package (`bundled`) is read from there;
@@ -58,6 +59,17 @@ MODELS: dict[str, Entry] = {
             'iterations on Fashion-MNIST, shipped in the package'
         ),
         bundled='fashion_mnist_synth.hatebm',
+    ),
+    'fashion_mnist_synth_long': Entry(
+        sha256=(
+            'b4e665b1c228014f908ade98b291a11e7ec708c7c36ed2a23994645acb29bdb4'
+        ),
+        description=(
+            'the one-hour CPU model (configs/fashion_mnist_synth_long.py, '
+            'seed 0), 6,000 iterations at ngf 64 and batch 16 on '
+            'Fashion-MNIST, shipped in the package'
+        ),
+        bundled='fashion_mnist_synth_long.hatebm',
     ),
 }
 
