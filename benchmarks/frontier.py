@@ -16,6 +16,10 @@ Each workdir is a run of `benchmarks/quality.py` (training, then
   --num_samples samples (10,000 for the frontier) and the AUROC of H(x) for
   MNIST, uniform noise and constant images.
 
+A run stopped before its scores (a clip-bound or diverged one, stopped by
+hand or by the divergence guard) has no `quality.json`: it is recorded with
+its curve up to the last logged step and no scores.
+
 The record file keeps every run under its workdir's name, so the frontier
 can grow across machines whose /tmp does not survive; a run given again
 replaces its entry. The plot draws FCD of X against wall minutes, one colour
@@ -45,20 +49,19 @@ def read_run(workdir: str, host: str) -> dict:
   """One run's entry: its settings, logged curve and final scores.
 
   Raises:
-    FileNotFoundError: when the workdir has no checkpoint, training log
-      (`quality.log`) or scores (`quality.json`).
+    FileNotFoundError: when the workdir has no checkpoint or training log
+      (`quality.log`).
   """
   from hatebm_jax.infra import checkpoint  # pylint: disable=g-import-not-at-top
 
   config = checkpoint.Checkpointer(workdir, read_only=True).restore_config()
   log_path = os.path.join(workdir, 'quality.log')
   scores_path = os.path.join(workdir, 'quality.json')
-  for path in (log_path, scores_path):
-    if not os.path.exists(path):
-      raise FileNotFoundError(
-          f'{path} is missing: run benchmarks/quality.py --workdir={workdir} '
-          '--num_samples=10000 --ood first.'
-      )
+  if not os.path.exists(log_path):
+    raise FileNotFoundError(
+        f'{log_path} is missing: run benchmarks/quality.py '
+        f'--workdir={workdir} --num_samples=10000 --ood first.'
+    )
   with open(log_path) as f:
     log = f.read()
   # A resumed run logs its steps again from the restored one: keep the last.
@@ -67,9 +70,14 @@ def read_run(workdir: str, host: str) -> dict:
       [int(s), uptime.get(int(s)), float(v)]
       for s, v in dict(FCD.findall(log)).items()
   ]
-  with open(scores_path) as f:
-    rows = json.load(f)
-  last = max(rows, key=lambda r: (r['step'], r['weights'] == 'raw'))
+  if os.path.exists(scores_path):
+    with open(scores_path) as f:
+      rows = json.load(f)
+    last = max(rows, key=lambda r: (r['step'], r['weights'] == 'raw'))
+  else:  # stopped before scoring: the last logged step, no scores
+    step = max(uptime, default=0)
+    last = {'step': step, 'wall_s': uptime.get(step), 'fcd': {}}
+    last.update(ood=None, weights=None)
   return {
       'ebm_ngf': config['ebm_ngf'],
       'gen_ngf': config['gen_ngf'],
@@ -125,7 +133,7 @@ def plot(runs: dict, out: str) -> None:
           marker=marker,
           markersize=3,
           color=colour,
-          label=_name(run),
+          label=f'{key}: {_name(run)}',
       )
     if run['fcd_x'] is not None and run['wall_s']:
       axes.plot(
@@ -137,9 +145,10 @@ def plot(runs: dict, out: str) -> None:
         if run['noise_init_fraction']
         else 'no'
     )
+    steps = f'{run["steps"]:,}' + ('' if run['weights'] else ', stopped')
     print(
         f'| {key} | {run["ebm_ngf"]}/{run["gen_ngf"]} | {run["batch_size"]} |'
-        f' {noise} | {run["steps"]:,} | {_cell(run["wall_s"] and run["wall_s"] / 60, ".1f")} |'
+        f' {noise} | {steps} | {_cell(run["wall_s"] and run["wall_s"] / 60, ".1f")} |'
         f' {_cell(run["fcd_x"], ".1f")} | {_cell(run["fcd_g"], ".1f")} |'
         f' {_cell(auroc.get("mnist"), ".3f")} |'
         f' {_cell(auroc.get("uniform_noise"), ".3f")} |'
