@@ -76,8 +76,9 @@ def read_run(workdir: str, host: str) -> dict:
     last = max(rows, key=lambda r: (r['step'], r['weights'] == 'raw'))
   else:  # stopped before scoring: the last logged step, no scores
     step = max(uptime, default=0)
-    last = {'step': step, 'wall_s': uptime.get(step), 'fcd': {}}
-    last.update(ood=None, weights=None)
+    last = dict(
+        step=step, wall_s=uptime.get(step), fcd={}, ood=None, weights=None
+    )
   return {
       'ebm_ngf': config['ebm_ngf'],
       'gen_ngf': config['gen_ngf'],
